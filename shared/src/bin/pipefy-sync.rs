@@ -1,0 +1,345 @@
+//! `pipefy-sync`: the local command line. Validates destination files, plans a run without
+//! writing anything, and runs a sync from local files or S3 with a progress bar.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use pipefy_sync::config::{load_destination_file, Destination};
+use pipefy_sync::engine::{sync, Progress, RunContext, RunRequest};
+use pipefy_sync::lambda::{client_config, credentials_provider};
+use pipefy_sync::mapping::{Mapper, Schema};
+use pipefy_sync::pipefy::PipefyClient;
+use pipefy_sync::report::{Counts, RowResult, RunStatus, RunSummary};
+use pipefy_sync::state::StateStore;
+use pipefy_sync::store::local::LocalStore;
+use pipefy_sync::store::s3::S3Store;
+use pipefy_sync::store::ObjectStore;
+
+#[derive(Parser)]
+#[command(name = "pipefy-sync", version, about = "Sync table files (CSV, JSON Lines, JSON, Parquet) into Pipefy cards and records")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct Storage {
+    /// Where run state lives: a folder or s3://bucket/prefix.
+    #[arg(long, default_value = ".pipefy-sync/state")]
+    state: String,
+    /// Where reports are written: a folder or s3://bucket/prefix.
+    #[arg(long, default_value = ".pipefy-sync/reports")]
+    reports: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate destination files; with the destination's token available, also check the
+    /// mapping against the live pipe or table schema.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Only parse and validate the files; do not contact Pipefy.
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Dry run: print what each row would become, and why rows would fail. Writes nothing to
+    /// Pipefy and no state.
+    Plan {
+        destination: PathBuf,
+        /// Only these files (local paths or s3://bucket/key) instead of the whole table.
+        #[arg(long = "file")]
+        files: Vec<String>,
+        #[command(flatten)]
+        storage: Storage,
+        /// Print at most this many rows.
+        #[arg(long, default_value_t = 200)]
+        limit: usize,
+    },
+    /// Sync the table (or the given files) and write the report.
+    Run {
+        destination: PathBuf,
+        #[arg(long = "file")]
+        files: Vec<String>,
+        /// Send every row again, even unchanged ones.
+        #[arg(long)]
+        full_resync: bool,
+        #[command(flatten)]
+        storage: Storage,
+    },
+    /// Forget creates whose outcome is unknown (after checking the pipe by hand), so the
+    /// next run may create those rows.
+    ForgetIntents {
+        destination: PathBuf,
+        #[command(flatten)]
+        storage: Storage,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match dispatch(cli.command).await {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> Result<ExitCode, String> {
+    match command {
+        Command::Check { files, offline } => check(&files, offline).await,
+        Command::Plan { destination, files, storage, limit } => {
+            let dest = load(&destination)?;
+            let ctx = context(&dest, &destination, &storage, None).await?;
+            let req = RunRequest {
+                trigger: "cli-plan".into(),
+                files: resolve_files(&files),
+                dry_run: true,
+                report_unchanged: true,
+                ..RunRequest::default()
+            };
+            let summary = sync(&ctx, &dest, req).await.map_err(|e| e.to_string())?;
+            print_plan(&ctx, &summary, limit).await;
+            print_summary(&summary);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { destination, files, full_resync, storage } => {
+            let dest = load(&destination)?;
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(200));
+            let progress: Arc<dyn Progress> = Arc::new(Bar(bar.clone()));
+            let ctx = context(&dest, &destination, &storage, Some(progress)).await?;
+            let req = RunRequest {
+                trigger: "cli".into(),
+                files: resolve_files(&files),
+                full_resync,
+                lease_wait: Duration::from_secs(10),
+                ..RunRequest::default()
+            };
+            let result = sync(&ctx, &dest, req).await;
+            bar.finish_and_clear();
+            let summary = result.map_err(|e| e.to_string())?;
+            print_summary(&summary);
+            Ok(match summary.status {
+                RunStatus::Completed if summary.counts.failed_rows() == 0 => ExitCode::SUCCESS,
+                _ => ExitCode::from(1),
+            })
+        }
+        Command::ForgetIntents { destination, storage } => {
+            let dest = load(&destination)?;
+            let state = StateStore::new(store_for(&storage.state).await?.0, &store_for(&storage.state).await?.1, &dest.name);
+            let mut loaded = state.load_manifest().await.map_err(|e| e.to_string())?;
+            let n = loaded.manifest.intents.len();
+            for i in &loaded.manifest.intents {
+                println!("forgetting {}:{} key {:?}", i.provenance.file, i.provenance.line, i.key);
+            }
+            loaded.manifest.intents.clear();
+            state.save_manifest(&mut loaded).await.map_err(|e| e.to_string())?;
+            println!("{n} intent(s) forgotten");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+struct Bar(ProgressBar);
+
+impl Progress for Bar {
+    fn update(&self, c: &Counts, file: &str) {
+        self.0.set_message(format!(
+            "{file}: read {} created {} updated {} unchanged {} failed {}",
+            c.read,
+            c.created,
+            c.updated,
+            c.unchanged,
+            c.failed_rows()
+        ));
+    }
+}
+
+fn load(path: &Path) -> Result<Destination, String> {
+    load_destination_file(path).map_err(|e| e.to_string())
+}
+
+async fn check(files: &[PathBuf], offline: bool) -> Result<ExitCode, String> {
+    let mut bad = 0;
+    for file in files {
+        match load_destination_file(file) {
+            Err(e) => {
+                bad += 1;
+                println!("✗ {e}");
+            }
+            Ok(dest) if offline => println!("✓ {}: destination '{}' is valid", file.display(), dest.name),
+            Ok(dest) => match check_live(&dest).await {
+                Ok(()) => println!("✓ {}: destination '{}' is valid and matches the Pipefy schema", file.display(), dest.name),
+                Err(e) => {
+                    bad += 1;
+                    println!("✗ {}: {e}", file.display());
+                }
+            },
+        }
+    }
+    Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+async fn check_live(dest: &Destination) -> Result<(), String> {
+    let client = pipefy_client(dest).await?;
+    let schema = match (&dest.pipe_id, &dest.table_id) {
+        (Some(p), _) if dest.operation.is_card() => Schema::Pipe(client.pipe_schema(p).await.map_err(|e| e.to_string())?),
+        (_, Some(t)) => Schema::Table(client.table_schema(t).await.map_err(|e| e.to_string())?),
+        _ => return Err("no pipe_id or table_id for the operation".into()),
+    };
+    Mapper::new(dest, &schema).map(|_| ()).map_err(|issues| {
+        issues.iter().map(|i| format!("\n  - {i}")).collect::<String>()
+    })
+}
+
+async fn pipefy_client(dest: &Destination) -> Result<PipefyClient, String> {
+    let sdk = pipefy_sync::aws::load_sdk_config().await;
+    let provider = credentials_provider(dest, &pipefy_sync::aws::secrets_client(&sdk)).map_err(|e| e.to_string())?;
+    PipefyClient::new(client_config(dest), provider).map_err(|e| e.to_string())
+}
+
+/// A folder or `s3://bucket/prefix` as a store and a key prefix.
+async fn store_for(location: &str) -> Result<(Arc<dyn ObjectStore>, String), String> {
+    if let Some(rest) = location.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let sdk = pipefy_sync::aws::load_sdk_config().await;
+        Ok((Arc::new(S3Store::new(pipefy_sync::aws::s3_client(&sdk), bucket)), prefix.to_string()))
+    } else {
+        std::fs::create_dir_all(location).map_err(|e| format!("cannot create {location}: {e}"))?;
+        Ok((Arc::new(LocalStore::new(location)), String::new()))
+    }
+}
+
+/// `--file` arguments as object keys: `s3://bucket/key` keeps the key; a local path stays as
+/// given (relative to the destination's local source folder).
+fn resolve_files(files: &[String]) -> Option<Vec<String>> {
+    if files.is_empty() {
+        return None;
+    }
+    Some(
+        files
+            .iter()
+            .map(|f| match f.strip_prefix("s3://") {
+                Some(rest) => rest.split_once('/').map(|(_, k)| k.to_string()).unwrap_or_default(),
+                None => f.clone(),
+            })
+            .collect(),
+    )
+}
+
+async fn context(
+    dest: &Destination,
+    dest_file: &Path,
+    storage: &Storage,
+    progress: Option<Arc<dyn Progress>>,
+) -> Result<RunContext, String> {
+    let source_store: Arc<dyn ObjectStore> = match (&dest.source.bucket, &dest.source.path) {
+        (Some(bucket), _) => {
+            let sdk = pipefy_sync::aws::load_sdk_config().await;
+            Arc::new(S3Store::new(pipefy_sync::aws::s3_client(&sdk), bucket))
+        }
+        (None, Some(path)) => {
+            // Relative to the destination file, so examples work from any directory.
+            let base = dest_file.parent().unwrap_or(Path::new("."));
+            Arc::new(LocalStore::new(base.join(path)))
+        }
+        (None, None) => return Err(format!("destination '{}': source needs a bucket or a path", dest.name)),
+    };
+    let (state_store, state_prefix) = store_for(&storage.state).await?;
+    let (report_store, reports_prefix) = store_for(&storage.reports).await?;
+    Ok(RunContext {
+        source_store,
+        state_store,
+        state_prefix,
+        report_store,
+        reports_prefix,
+        pipefy: pipefy_client(dest).await?,
+        hand_off: None,
+        progress,
+    })
+}
+
+async fn print_plan(ctx: &RunContext, summary: &RunSummary, limit: usize) {
+    let Some(location) = &summary.report_location else { return };
+    let prefix = location.rsplit_once(&summary.run_id).map(|(_, _)| ()).map(|_| ());
+    let _ = prefix;
+    let dir = format!(
+        "{}{}/{}/{}/results/",
+        ctx.reports_prefix,
+        summary.destination,
+        summary.started_at.format("%Y-%m-%d"),
+        summary.run_id
+    );
+    let Ok(parts) = ctx.report_store.list(&dir).await else { return };
+    let mut shown = 0;
+    for part in parts {
+        let Ok((_, bytes)) = ctx.report_store.get_bytes(&part.key).await else { continue };
+        for line in String::from_utf8_lossy(&bytes).lines() {
+            if shown >= limit {
+                println!("… (more rows in {location})");
+                return;
+            }
+            if let Ok(r) = serde_json::from_str::<RowResult>(line) {
+                let what = serde_json::to_value(r.action).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+                let detail = match (&r.error_code, &r.error_message) {
+                    (Some(code), Some(msg)) => format!("{code}: {}{msg}", r.field.as_deref().map(|f| format!("field '{f}': ")).unwrap_or_default()),
+                    _ => r.id.clone().map(|id| format!("id {id}")).unwrap_or_default(),
+                };
+                println!("{}:{}  {:<13} {:<20} {detail}", r.file, r.line, what, r.key.as_deref().unwrap_or("-"));
+                shown += 1;
+            }
+        }
+    }
+}
+
+fn print_summary(s: &RunSummary) {
+    let c = &s.counts;
+    println!();
+    println!("run {} of '{}' ({}): {:?}", s.run_id, s.destination, s.trigger, s.status);
+    println!("  files            {}", s.source_files.len());
+    for (label, n) in [
+        ("read", c.read),
+        ("created", c.created),
+        ("updated", c.updated),
+        ("unchanged", c.unchanged),
+        ("skipped (preflight)", c.skipped_by_preflight),
+        ("failed", c.failed),
+        ("not attempted", c.not_attempted),
+        ("removed", c.removed),
+        ("API requests", c.requests),
+        ("retries", c.retries),
+        ("throttles", c.throttles),
+    ] {
+        println!("  {label:<20} {n}");
+    }
+    if let Some(stop) = &s.stopped_at {
+        println!(
+            "  stopped at {}:{}: {}",
+            stop.file,
+            stop.line,
+            stop.error_message.as_deref().unwrap_or("")
+        );
+    }
+    if let Some(loc) = &s.report_location {
+        println!("  report           {loc}");
+    }
+}

@@ -1,0 +1,493 @@
+//! Destination files: one YAML file per destination, the single source of truth read by the
+//! functions, the CLI and Terraform. See docs/destinations.md for the reference.
+//!
+//! Parsing is strict: unknown keys are errors (`deny_unknown_fields`), and every error names
+//! the file, the key path and what was expected.
+
+use std::collections::BTreeMap;
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+
+mod validate;
+pub use validate::{load_destination_file, parse_destination, ConfigError};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Destination {
+    /// Unique name: `[a-z0-9][a-z0-9_-]*`, used in S3 keys, schedules and reports.
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Target pipe (card operations).
+    #[serde(default)]
+    pub pipe_id: Option<String>,
+    /// Target database table (record operations).
+    #[serde(default)]
+    pub table_id: Option<String>,
+    pub operation: Operation,
+    /// How a row is identified in Pipefy. Required by the upsert operations; optional for
+    /// creates, where it makes creates exactly-once under faults and skips rows already synced.
+    #[serde(default)]
+    pub key: Option<KeyConfig>,
+    pub source: SourceConfig,
+    /// Pipefy target (attribute name or custom field slug) -> how its value is made.
+    pub mapping: IndexMap<String, FieldMapping>,
+    #[serde(default = "default_true")]
+    pub partial_success: bool,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub trigger: Trigger,
+    pub token: TokenSource,
+    /// Pipefy GraphQL endpoint; default `https://api.pipefy.com/graphql`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub sync: SyncOptions,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    CreateCard,
+    UpdateCard,
+    UpsertCard,
+    CreateRecord,
+    UpsertRecord,
+}
+
+impl Operation {
+    pub fn is_card(self) -> bool {
+        matches!(
+            self,
+            Operation::CreateCard | Operation::UpdateCard | Operation::UpsertCard
+        )
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::CreateCard => "create_card",
+            Operation::UpdateCard => "update_card",
+            Operation::UpsertCard => "upsert_card",
+            Operation::CreateRecord => "create_record",
+            Operation::UpsertRecord => "upsert_record",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// Source column(s) whose values, joined with `separator`, form the key.
+    pub columns: Vec<String>,
+    #[serde(default = "default_key_separator")]
+    pub separator: String,
+    /// The Pipefy custom field (slug) that holds the key, used to find existing cards/records.
+    pub field: String,
+}
+
+fn default_key_separator() -> String {
+    "|".to_string()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// S3 bucket; absent for a local folder (`path`).
+    #[serde(default)]
+    pub bucket: Option<String>,
+    /// Local folder holding `<layer>/<table>/` (CLI runs). Relative to the destination file.
+    #[serde(default)]
+    pub path: Option<String>,
+    pub layer: String,
+    pub table: String,
+    /// `csv`, `jsonl`, `json` or `parquet`; by default from each file's extension.
+    #[serde(default)]
+    pub format: Option<FileFormat>,
+    /// `auto` (by extension: .gz, .zst), `none`, `gzip`, `zstd`.
+    #[serde(default)]
+    pub compression: Compression,
+    #[serde(default)]
+    pub csv: CsvOptions,
+}
+
+impl SourceConfig {
+    /// `<layer>/<table>/`: the prefix every data file of the table lives under.
+    pub fn prefix(&self) -> String {
+        format!(
+            "{}/{}/",
+            self.layer.trim_matches('/'),
+            self.table.trim_matches('/')
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileFormat {
+    Csv,
+    Jsonl,
+    Json,
+    Parquet,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    #[default]
+    Auto,
+    None,
+    Gzip,
+    Zstd,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvOptions {
+    #[serde(default = "default_delimiter")]
+    pub delimiter: char,
+    #[serde(default = "default_quote")]
+    pub quote: char,
+    #[serde(default = "default_true")]
+    pub header: bool,
+    /// Any WHATWG encoding label (`utf-8`, `latin1`, `windows-1252`, `utf-16le`...).
+    #[serde(default = "default_encoding")]
+    pub encoding: String,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        CsvOptions {
+            delimiter: default_delimiter(),
+            quote: default_quote(),
+            header: true,
+            encoding: default_encoding(),
+        }
+    }
+}
+
+fn default_delimiter() -> char {
+    ','
+}
+fn default_quote() -> char {
+    '"'
+}
+fn default_encoding() -> String {
+    "utf-8".to_string()
+}
+
+/// How one Pipefy target gets its value. In YAML a bare string is a column name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "FieldMappingRepr", into = "FieldMappingRepr")]
+pub struct FieldMapping {
+    pub value: ValueSource,
+    pub transforms: Vec<Transform>,
+    pub on_null: NullPolicy,
+    /// For connector fields and `parent_ids`: resolve source values as keys in another pipe/table.
+    pub connect: Option<ConnectConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueSource {
+    Column(String),
+    Constant(serde_yaml::Value),
+    /// `"{first_name} {last_name}"`: `{col}` is replaced by the column's text; `{{` is a brace.
+    Template(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum FieldMappingRepr {
+    Column(String),
+    Full(FieldMappingFull),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FieldMappingFull {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    column: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    constant: Option<serde_yaml::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    template: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    transforms: Vec<Transform>,
+    #[serde(default)]
+    on_null: NullPolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    connect: Option<ConnectConfig>,
+}
+
+impl From<FieldMappingRepr> for FieldMapping {
+    fn from(repr: FieldMappingRepr) -> Self {
+        match repr {
+            FieldMappingRepr::Column(c) => FieldMapping {
+                value: ValueSource::Column(c),
+                transforms: Vec::new(),
+                on_null: NullPolicy::default(),
+                connect: None,
+            },
+            FieldMappingRepr::Full(full) => {
+                // Exactly-one-of is checked by validation, which can name the key path; here
+                // the first present source wins and a missing one becomes an empty constant.
+                let value = if let Some(c) = full.column {
+                    ValueSource::Column(c)
+                } else if let Some(t) = full.template {
+                    ValueSource::Template(t)
+                } else {
+                    ValueSource::Constant(full.constant.unwrap_or(serde_yaml::Value::Null))
+                };
+                FieldMapping {
+                    value,
+                    transforms: full.transforms,
+                    on_null: full.on_null,
+                    connect: full.connect,
+                }
+            }
+        }
+    }
+}
+
+impl From<FieldMapping> for FieldMappingRepr {
+    fn from(m: FieldMapping) -> Self {
+        let (column, constant, template) = match m.value {
+            ValueSource::Column(c) => (Some(c), None, None),
+            ValueSource::Constant(v) => (None, Some(v), None),
+            ValueSource::Template(t) => (None, None, Some(t)),
+        };
+        FieldMappingRepr::Full(FieldMappingFull {
+            column,
+            constant,
+            template,
+            transforms: m.transforms,
+            on_null: m.on_null,
+            connect: m.connect,
+        })
+    }
+}
+
+/// What an empty / null source value does to the Pipefy field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NullPolicy {
+    /// Do not send the field: Pipefy keeps what it has.
+    #[default]
+    Leave,
+    /// Send an empty value: Pipefy clears the field.
+    Clear,
+}
+
+/// Per-field transforms, applied in order before type conversion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Transform {
+    Trim,
+    Lowercase,
+    Uppercase,
+    /// Split a string into a list on a separator (each item trimmed, empty items dropped).
+    Split { separator: String },
+    /// Parse text into a date/datetime with a chrono format; `timezone` (IANA) applies to
+    /// values without an offset.
+    ParseDate {
+        format: String,
+        #[serde(default)]
+        timezone: Option<String>,
+    },
+    /// Parse text into a number with the given decimal separator (`,` for `1.234,56`).
+    ParseNumber {
+        #[serde(default = "default_decimal_separator")]
+        decimal_separator: char,
+    },
+}
+
+fn default_decimal_separator() -> char {
+    '.'
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectConfig {
+    /// Connected pipe (cards) or table (records): exactly one.
+    #[serde(default)]
+    pub pipe_id: Option<String>,
+    #[serde(default)]
+    pub table_id: Option<String>,
+    /// Field slug in the connected pipe/table that holds the key the source column carries.
+    /// Absent: the source values are already Pipefy IDs.
+    #[serde(default)]
+    pub key_field: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Requests allowed per window per token (Pipefy: 500 per 30 s, unofficial; API.md §4.3).
+    #[serde(default = "default_requests_per_window")]
+    pub requests_per_window: u32,
+    #[serde(default = "default_window_seconds")]
+    pub window_seconds: u32,
+    /// Aliased mutations per HTTP request (API.md §4.5: conservative 20).
+    #[serde(default = "default_mutations_per_request")]
+    pub mutations_per_request: u32,
+    /// HTTP requests in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            requests_per_window: default_requests_per_window(),
+            window_seconds: default_window_seconds(),
+            mutations_per_request: default_mutations_per_request(),
+            concurrency: default_concurrency(),
+        }
+    }
+}
+
+fn default_requests_per_window() -> u32 {
+    500
+}
+fn default_window_seconds() -> u32 {
+    30
+}
+fn default_mutations_per_request() -> u32 {
+    20
+}
+fn default_concurrency() -> u32 {
+    4
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trigger {
+    #[serde(default)]
+    pub schedule: Option<Schedule>,
+    #[serde(default)]
+    pub on_upload: Option<OnUpload>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    /// EventBridge Scheduler expression: `cron(0 6 * * ? *)` or `rate(1 hour)`.
+    pub expression: String,
+    /// IANA time zone for cron expressions.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+}
+
+fn default_timezone() -> String {
+    "UTC".to_string()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnUpload {
+    /// Only objects whose key ends with one of these (e.g. `.csv`, `.csv.gz`). Empty: any.
+    #[serde(default)]
+    pub suffixes: Vec<String>,
+}
+
+/// Where the Pipefy token comes from. Never the token itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSource {
+    /// Secrets Manager secret name or ARN. Its value is the personal token, or JSON
+    /// `{"client_id": "...", "client_secret": "..."}` for a service account.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// Environment variable holding the token (local runs).
+    #[serde(default)]
+    pub env: Option<String>,
+    /// Service-account token endpoint; default `https://app.pipefy.com/oauth/token`.
+    #[serde(default)]
+    pub oauth_url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncOptions {
+    /// First run only: record the current table as synced without sending anything.
+    #[serde(default)]
+    pub skip_initial_backfill: bool,
+    /// What happens to cards/records whose row disappeared from the table (full-table runs).
+    #[serde(default)]
+    pub removed_rows: RemovedRows,
+    /// Upsert: look keys that the ledger does not know up in Pipefy before creating
+    /// (protects against cards made outside pipefy-sync). Off only for a pipe known empty.
+    #[serde(default = "default_true")]
+    pub lookup_unknown_keys: bool,
+    /// Seconds to wait before looking a key up after an ambiguous create (Pipefy's search
+    /// may lag a write; API.md does not say by how much).
+    #[serde(default = "default_ambiguous_settle_seconds")]
+    pub ambiguous_settle_seconds: f64,
+    /// Notify when failed rows of a run exceed this count.
+    #[serde(default)]
+    pub failed_rows_alert_threshold: u64,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            skip_initial_backfill: false,
+            removed_rows: RemovedRows::default(),
+            lookup_unknown_keys: true,
+            ambiguous_settle_seconds: default_ambiguous_settle_seconds(),
+            failed_rows_alert_threshold: 0,
+        }
+    }
+}
+
+fn default_ambiguous_settle_seconds() -> f64 {
+    1.0
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "action", deny_unknown_fields)]
+pub enum RemovedRows {
+    #[default]
+    Ignore,
+    MoveToPhase {
+        phase: String,
+    },
+    Delete,
+}
+
+/// Reserved mapping targets: card/record attributes rather than custom fields. A custom field
+/// whose slug collides with one of these is written `field:<slug>`.
+pub const ATTRIBUTE_TARGETS: &[&str] = &[
+    "id",
+    "title",
+    "due_date",
+    "phase_id",
+    "assignee_ids",
+    "label_ids",
+    "parent_ids",
+];
+
+/// A mapping key split into what it addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target<'a> {
+    Attribute(&'a str),
+    Field(&'a str),
+}
+
+pub fn target_of(key: &str) -> Target<'_> {
+    if let Some(slug) = key.strip_prefix("field:") {
+        Target::Field(slug)
+    } else if ATTRIBUTE_TARGETS.contains(&key) {
+        Target::Attribute(key)
+    } else {
+        Target::Field(key)
+    }
+}
+
+/// Destinations by name, as loaded by the functions.
+pub type DestinationSet = BTreeMap<String, Destination>;

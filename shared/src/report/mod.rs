@@ -1,0 +1,316 @@
+//! Run reports: a JSON summary, per-row results as JSON Lines, and the failed rows in a form
+//! that can be fed back as a source (a folder of JSON Lines files with the original columns).
+//!
+//! ```text
+//! reports/<destination>/<YYYY-MM-DD>/<run-id>/summary.json
+//! reports/<destination>/<YYYY-MM-DD>/<run-id>/results/part-00001.jsonl
+//! reports/<destination>/<YYYY-MM-DD>/<run-id>/failed/part-00001.jsonl
+//! ```
+//! Parts are written at every checkpoint, so a run that hands off to a new invocation keeps
+//! adding parts to the same report.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::failure::RowFailure;
+use crate::source::{Provenance, Row};
+use crate::store::{ObjectStore, StoreError, WriteCondition};
+use crate::value::Value;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Counts {
+    pub read: u64,
+    pub created: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    /// Rows that failed preflight (read, mapping or schema checks) and were never sent.
+    pub skipped_by_preflight: u64,
+    /// Rows Pipefy refused or that could not be written.
+    pub failed: u64,
+    /// Partial success off: rows after the first failure.
+    pub not_attempted: u64,
+    /// Cards/records whose row disappeared (removed_rows), moved or deleted.
+    pub removed: u64,
+    pub requests: u64,
+    pub retries: u64,
+    pub throttles: u64,
+}
+
+impl Counts {
+    /// Every failed row, whatever the stage.
+    pub fn failed_rows(&self) -> u64 {
+        self.skipped_by_preflight + self.failed + self.not_attempted
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RowAction {
+    Created,
+    Updated,
+    Unchanged,
+    /// Failed preflight: never sent.
+    Skipped,
+    Failed,
+    NotAttempted,
+    /// Dry run: what would happen.
+    WouldCreate,
+    WouldUpdate,
+    Moved,
+    Deleted,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RowResult {
+    pub file: String,
+    pub line: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    pub action: RowAction,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+}
+
+impl RowResult {
+    pub fn ok(provenance: &Provenance, key: Option<String>, action: RowAction, id: Option<String>) -> Self {
+        RowResult {
+            file: provenance.file.to_string(),
+            line: provenance.line,
+            key,
+            action,
+            id,
+            error_code: None,
+            error_message: None,
+            field: None,
+            column: None,
+        }
+    }
+
+    pub fn failed(failure: &RowFailure, key: Option<String>, action: RowAction) -> Self {
+        RowResult {
+            file: failure.provenance.file.to_string(),
+            line: failure.provenance.line,
+            key,
+            action,
+            id: None,
+            error_code: serde_json::to_value(failure.code)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string)),
+            error_message: Some(failure.message.clone()),
+            field: failure.field.clone(),
+            column: failure.column.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Every row is in Pipefy, unchanged, or in the failed rows.
+    Completed,
+    /// Partial success off and a row failed: the run stopped.
+    Stopped,
+    /// Continues in a new invocation (Lambda time budget).
+    HandedOff,
+    /// Another run holds the destination; the work was handed to it.
+    Deferred,
+    /// The run could not proceed (auth, config, storage).
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub run_id: String,
+    pub destination: String,
+    pub trigger: String,
+    pub status: RunStatus,
+    pub dry_run: bool,
+    pub started_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    pub source_files: Vec<String>,
+    pub counts: Counts,
+    pub invocations: u32,
+    /// Where the report lives (`s3://bucket/reports/...` or a local folder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_location: Option<String>,
+    /// The run-level error, when the status is `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The first failed row when partial success is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<RowResult>,
+}
+
+/// Converts a source value back to JSON for the failed-rows file, keeping what a reader
+/// of that file would need to reproduce the row.
+pub fn value_to_json(v: &Value) -> serde_json::Value {
+    match v {
+        Value::Null => serde_json::Value::Null,
+        Value::Bool(b) => serde_json::Value::Bool(*b),
+        Value::Int(i) => serde_json::Value::from(*i),
+        Value::Float(f) => serde_json::Number::from_f64(*f)
+            .map(serde_json::Value::Number)
+            .unwrap_or_else(|| serde_json::Value::String(f.to_string())),
+        Value::List(items) => serde_json::Value::Array(items.iter().map(value_to_json).collect()),
+        other => serde_json::Value::String(other.to_string()),
+    }
+}
+
+/// Column names the failed-rows file adds; they start with `_` so a replay ignores them
+/// (no mapping refers to them) and they cannot clash with ordinary columns.
+pub const FAILED_COLUMNS: [&str; 5] = [
+    "_error_code",
+    "_error_message",
+    "_source_file",
+    "_source_line",
+    "_raw",
+];
+
+/// One failed-rows line: the original columns plus where and why it failed.
+pub fn failed_row_json(row: Option<&Row>, raw: Option<&str>, failure: &RowFailure) -> serde_json::Value {
+    let mut obj = serde_json::Map::new();
+    if let Some(row) = row {
+        for (name, value) in &row.values {
+            obj.insert(name.to_string(), value_to_json(value));
+        }
+    }
+    let code = serde_json::to_value(failure.code).unwrap_or(serde_json::Value::Null);
+    obj.insert("_error_code".into(), code);
+    let message = match &failure.field {
+        Some(f) => format!("field '{f}': {}", failure.message),
+        None => failure.message.clone(),
+    };
+    obj.insert("_error_message".into(), serde_json::Value::String(message));
+    obj.insert(
+        "_source_file".into(),
+        serde_json::Value::String(failure.provenance.file.to_string()),
+    );
+    obj.insert(
+        "_source_line".into(),
+        serde_json::Value::from(failure.provenance.line),
+    );
+    if let Some(raw) = raw {
+        obj.insert("_raw".into(), serde_json::Value::String(raw.to_string()));
+    }
+    serde_json::Value::Object(obj)
+}
+
+/// Buffers report lines and writes them as numbered parts.
+pub struct ReportWriter {
+    store: Arc<dyn ObjectStore>,
+    /// `reports/<destination>/<date>/<run-id>/`
+    pub prefix: String,
+    results: Vec<u8>,
+    failed: Vec<u8>,
+    /// Write per-row lines for unchanged rows too (off by default: a steady-state run over a
+    /// big table would write a line per row for nothing).
+    pub include_unchanged: bool,
+    results_seen: bool,
+    failed_seen: bool,
+}
+
+impl ReportWriter {
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        reports_prefix: &str,
+        destination: &str,
+        started_at: DateTime<Utc>,
+        run_id: &str,
+    ) -> Self {
+        let base = reports_prefix.trim_end_matches('/');
+        let date = started_at.format("%Y-%m-%d");
+        let prefix = if base.is_empty() {
+            format!("{destination}/{date}/{run_id}/")
+        } else {
+            format!("{base}/{destination}/{date}/{run_id}/")
+        };
+        ReportWriter {
+            store,
+            prefix,
+            results: Vec::new(),
+            failed: Vec::new(),
+            include_unchanged: false,
+            results_seen: false,
+            failed_seen: false,
+        }
+    }
+
+    pub fn location(&self) -> String {
+        format!("{}/{}", self.store.describe().trim_end_matches('/'), self.prefix)
+    }
+
+    pub fn row(&mut self, result: &RowResult) {
+        if result.action == RowAction::Unchanged && !self.include_unchanged {
+            return;
+        }
+        push_line(&mut self.results, result);
+        self.results_seen = true;
+    }
+
+    pub fn failed_row(&mut self, line: &serde_json::Value) {
+        push_line(&mut self.failed, line);
+        self.failed_seen = true;
+    }
+
+    pub fn has_buffered(&self) -> bool {
+        !self.results.is_empty() || !self.failed.is_empty()
+    }
+
+    /// Writes what is buffered as part `part` (1-based, from the run cursor).
+    pub async fn flush(&mut self, part: u32) -> Result<bool, StoreError> {
+        if !self.has_buffered() {
+            return Ok(false);
+        }
+        if !self.results.is_empty() {
+            let body = Bytes::from(std::mem::take(&mut self.results));
+            self.store
+                .put_bytes(
+                    &format!("{}results/part-{part:05}.jsonl", self.prefix),
+                    body,
+                    WriteCondition::None,
+                )
+                .await?;
+        }
+        if !self.failed.is_empty() {
+            let body = Bytes::from(std::mem::take(&mut self.failed));
+            self.store
+                .put_bytes(
+                    &format!("{}failed/part-{part:05}.jsonl", self.prefix),
+                    body,
+                    WriteCondition::None,
+                )
+                .await?;
+        }
+        Ok(true)
+    }
+
+    pub async fn write_summary(&self, summary: &RunSummary) -> Result<(), StoreError> {
+        let body = serde_json::to_vec_pretty(summary).unwrap_or_default();
+        self.store
+            .put_bytes(
+                &format!("{}summary.json", self.prefix),
+                Bytes::from(body),
+                WriteCondition::None,
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+fn push_line<T: Serialize>(buf: &mut Vec<u8>, value: &T) {
+    if serde_json::to_writer(&mut *buf, value).is_ok() {
+        buf.push(b'\n');
+    }
+}

@@ -1,0 +1,623 @@
+//! The ledger: for every row key ever synced, the Pipefy id it became, a hash of the values
+//! last written and when. It is what makes reruns cheap (unchanged rows are not sent) and
+//! creates exactly-once (a key with an id is never created again).
+//!
+//! Size matters at 10 M keys, so keys are 64-bit hashes (the key text itself is only kept
+//! for in-flight creates, in the manifest's intents) and the table is stored column-wise:
+//! sorted key hashes, value hashes, ids, phase hashes and write times in parallel vectors
+//! (28 bytes a key in memory). Writes made during a run go to a small overlay map and are
+//! merged in sorted order when a segment is saved.
+//!
+//! Segment encoding (little endian), zstd-compressed as a whole:
+//! magic `PSL1`, entry count (u64), string-id count (u64), then per column:
+//! key hashes as varint deltas (sorted), value hashes (u64 each), phase hashes (u32 each),
+//! written_at minutes since the Unix epoch as varints, ids as tagged varints (numeric ids,
+//! which Pipefy card ids are, are delta-encoded against the previous numeric id; other ids
+//! index a string table stored after the columns as length-prefixed UTF-8).
+
+use std::collections::HashMap;
+
+use xxhash_rust::xxh3::xxh3_64;
+
+/// A Pipefy card or record id. Card ids are numeric; table record ids may be opaque strings.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RecordId {
+    Num(u64),
+    Text(Box<str>),
+}
+
+impl RecordId {
+    pub fn parse(id: &str) -> RecordId {
+        match id.parse::<u64>() {
+            // Keep the text form when it is not canonical ("007") so it round-trips exactly.
+            Ok(n) if n.to_string() == id => RecordId::Num(n),
+            _ => RecordId::Text(id.into()),
+        }
+    }
+}
+
+impl std::fmt::Display for RecordId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecordId::Num(n) => write!(f, "{n}"),
+            RecordId::Text(s) => f.write_str(s),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub id: RecordId,
+    /// Hash of the mapped values last written successfully.
+    pub value_hash: u64,
+    /// Hash of the phase id last set (0: none), so a phase change can be told apart.
+    pub phase_hash: u32,
+    /// Minutes since the Unix epoch of the last successful write.
+    pub written_at_min: u32,
+}
+
+/// Hash of a row key (the text built from the key columns, or a row identity).
+pub fn key_hash(key: &str) -> u64 {
+    xxh3_64(key.as_bytes())
+}
+
+pub fn phase_hash(phase_id: Option<&str>) -> u32 {
+    match phase_id {
+        None => 0,
+        // Never 0 for a real phase, so "no phase" stays distinct.
+        Some(p) => (xxh3_64(p.as_bytes()) as u32) | 1,
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum LedgerError {
+    #[error("ledger segment is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Sorted, column-wise base plus an overlay of this run's writes.
+#[derive(Debug, Default, Clone)]
+pub struct Ledger {
+    keys: Vec<u64>,
+    values: Vec<u64>,
+    phases: Vec<u32>,
+    times: Vec<u32>,
+    /// Numeric id, or `TEXT_FLAG | index` into `texts`.
+    ids: Vec<u64>,
+    texts: Vec<Box<str>>,
+    /// Writes not yet merged into the base; `None` marks a removal.
+    overlay: HashMap<u64, Option<Entry>>,
+}
+
+const TEXT_FLAG: u64 = 1 << 63;
+const MAGIC: &[u8; 4] = b"PSL1";
+
+impl Ledger {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        let mut n = self.keys.len();
+        for (k, v) in &self.overlay {
+            let in_base = self.base_index(*k).is_some();
+            match (in_base, v.is_some()) {
+                (false, true) => n += 1,
+                (true, false) => n -= 1,
+                _ => {}
+            }
+        }
+        n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn base_index(&self, key: u64) -> Option<usize> {
+        self.keys.binary_search(&key).ok()
+    }
+
+    fn base_entry(&self, i: usize) -> Option<Entry> {
+        let raw = *self.ids.get(i)?;
+        let id = if raw & TEXT_FLAG != 0 {
+            let idx = usize::try_from(raw & !TEXT_FLAG).ok()?;
+            RecordId::Text(self.texts.get(idx)?.clone())
+        } else {
+            RecordId::Num(raw)
+        };
+        Some(Entry {
+            id,
+            value_hash: *self.values.get(i)?,
+            phase_hash: *self.phases.get(i)?,
+            written_at_min: *self.times.get(i)?,
+        })
+    }
+
+    pub fn get(&self, key: u64) -> Option<Entry> {
+        if let Some(v) = self.overlay.get(&key) {
+            return v.clone();
+        }
+        self.base_index(key).and_then(|i| self.base_entry(i))
+    }
+
+    pub fn insert(&mut self, key: u64, entry: Entry) {
+        self.overlay.insert(key, Some(entry));
+    }
+
+    pub fn remove(&mut self, key: u64) {
+        self.overlay.insert(key, None);
+    }
+
+    /// The overlay as a list, for a delta segment.
+    pub fn overlay_len(&self) -> usize {
+        self.overlay.len()
+    }
+
+    /// Every live entry, in key order (base merged with overlay).
+    pub fn iter(&self) -> impl Iterator<Item = (u64, Entry)> + '_ {
+        let mut overlay_keys: Vec<u64> = self.overlay.keys().copied().collect();
+        overlay_keys.sort_unstable();
+        MergeIter {
+            ledger: self,
+            base_pos: 0,
+            overlay_keys,
+            overlay_pos: 0,
+        }
+    }
+
+    /// Folds the overlay into the sorted base.
+    pub fn compact(&mut self) {
+        if self.overlay.is_empty() {
+            return;
+        }
+        let mut merged = Ledger::default();
+        let entries: Vec<(u64, Entry)> = self.iter().collect();
+        merged.reserve(entries.len());
+        for (k, e) in entries {
+            merged.push_sorted(k, e);
+        }
+        *self = merged;
+    }
+
+    fn reserve(&mut self, n: usize) {
+        self.keys.reserve(n);
+        self.values.reserve(n);
+        self.phases.reserve(n);
+        self.times.reserve(n);
+        self.ids.reserve(n);
+    }
+
+    /// Appends an entry whose key is greater than every key in the base.
+    fn push_sorted(&mut self, key: u64, e: Entry) {
+        self.keys.push(key);
+        self.values.push(e.value_hash);
+        self.phases.push(e.phase_hash);
+        self.times.push(e.written_at_min);
+        let raw = match e.id {
+            RecordId::Num(n) if n & TEXT_FLAG == 0 => n,
+            other => {
+                self.texts.push(other.to_string().into_boxed_str());
+                TEXT_FLAG | (self.texts.len() as u64 - 1)
+            }
+        };
+        self.ids.push(raw);
+    }
+
+    /// Applies a segment on top of this ledger (later segments win; removals are encoded as
+    /// entries whose id is the empty text).
+    pub fn apply_segment(&mut self, bytes: &[u8]) -> Result<(), LedgerError> {
+        let seg = decode_segment(bytes)?;
+        if self.keys.is_empty() && self.overlay.is_empty() {
+            // Loading a base: take it as is, no merge needed.
+            let mut base = seg;
+            base.drop_tombstones();
+            *self = base;
+            return Ok(());
+        }
+        for (k, e) in seg.iter() {
+            if matches!(&e.id, RecordId::Text(t) if &**t == TOMBSTONE) {
+                self.overlay.insert(k, None);
+            } else {
+                self.overlay.insert(k, Some(e));
+            }
+        }
+        Ok(())
+    }
+
+    fn drop_tombstones(&mut self) {
+        let has_tombstone = self.texts.iter().any(|t| &**t == TOMBSTONE);
+        if !has_tombstone {
+            return;
+        }
+        let entries: Vec<(u64, Entry)> = self
+            .iter()
+            .filter(|(_, e)| !matches!(&e.id, RecordId::Text(t) if &**t == TOMBSTONE))
+            .collect();
+        let mut clean = Ledger::default();
+        for (k, e) in entries {
+            clean.push_sorted(k, e);
+        }
+        *self = clean;
+    }
+
+    /// The whole ledger as one segment (a new base).
+    pub fn encode_full(&self) -> Vec<u8> {
+        let entries: Vec<(u64, Entry)> = self.iter().collect();
+        encode_entries(&entries)
+    }
+
+    /// Only the overlay (this run's writes), with removals as tombstones. The overlay stays
+    /// readable until [`Ledger::compact`].
+    pub fn encode_overlay(&self) -> Vec<u8> {
+        let entries: Vec<(u64, Option<Entry>)> =
+            self.overlay.iter().map(|(k, v)| (*k, v.clone())).collect();
+        encode_delta(entries)
+    }
+}
+
+/// A delta segment from a list of writes (`None`: removal), in any order; the last write of
+/// a key wins.
+pub fn encode_delta(writes: Vec<(u64, Option<Entry>)>) -> Vec<u8> {
+    let mut latest: HashMap<u64, Option<Entry>> = HashMap::with_capacity(writes.len());
+    for (k, v) in writes {
+        latest.insert(k, v);
+    }
+    let mut entries: Vec<(u64, Entry)> = latest
+        .into_iter()
+        .map(|(k, v)| {
+            let e = v.unwrap_or(Entry {
+                id: RecordId::Text(TOMBSTONE.into()),
+                value_hash: 0,
+                phase_hash: 0,
+                written_at_min: 0,
+            });
+            (k, e)
+        })
+        .collect();
+    entries.sort_unstable_by_key(|(k, _)| *k);
+    encode_entries(&entries)
+}
+
+/// The id text that marks a removal inside a delta segment.
+const TOMBSTONE: &str = "";
+
+struct MergeIter<'a> {
+    ledger: &'a Ledger,
+    base_pos: usize,
+    overlay_keys: Vec<u64>,
+    overlay_pos: usize,
+}
+
+impl Iterator for MergeIter<'_> {
+    type Item = (u64, Entry);
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let base_key = self.ledger.keys.get(self.base_pos).copied();
+            let over_key = self.overlay_keys.get(self.overlay_pos).copied();
+            match (base_key, over_key) {
+                (None, None) => return None,
+                (Some(b), o) if o.is_none_or(|o| b < o) => {
+                    self.base_pos += 1;
+                    if let Some(e) = self.ledger.base_entry(self.base_pos - 1) {
+                        return Some((b, e));
+                    }
+                }
+                (b, o) => {
+                    // Here the overlay key exists and is <= the base key.
+                    let Some(o) = o else { return None };
+                    self.overlay_pos += 1;
+                    if b == Some(o) {
+                        self.base_pos += 1;
+                    }
+                    if let Some(Some(e)) = self.ledger.overlay.get(&o) {
+                        return Some((o, e.clone()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl Cursor<'_> {
+    fn varint(&mut self) -> Result<u64, LedgerError> {
+        let mut v: u64 = 0;
+        let mut shift = 0;
+        loop {
+            let b = *self
+                .buf
+                .get(self.pos)
+                .ok_or_else(|| LedgerError::Corrupt("truncated varint".into()))?;
+            self.pos += 1;
+            if shift >= 64 {
+                return Err(LedgerError::Corrupt("varint too long".into()));
+            }
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+            shift += 7;
+        }
+    }
+    fn bytes(&mut self, n: usize) -> Result<&[u8], LedgerError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|e| *e <= self.buf.len())
+            .ok_or_else(|| LedgerError::Corrupt("truncated segment".into()))?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    fn u64(&mut self) -> Result<u64, LedgerError> {
+        let b = self.bytes(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+    fn u32(&mut self) -> Result<u32, LedgerError> {
+        let b = self.bytes(4)?;
+        let mut a = [0u8; 4];
+        a.copy_from_slice(b);
+        Ok(u32::from_le_bytes(a))
+    }
+}
+
+fn encode_entries(entries: &[(u64, Entry)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.len() * 24 + 32);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+    let mut texts: Vec<&str> = Vec::new();
+    let mut prev = 0u64;
+    for (k, _) in entries {
+        put_varint(&mut out, k.wrapping_sub(prev));
+        prev = *k;
+    }
+    for (_, e) in entries {
+        out.extend_from_slice(&e.value_hash.to_le_bytes());
+    }
+    for (_, e) in entries {
+        out.extend_from_slice(&e.phase_hash.to_le_bytes());
+    }
+    for (_, e) in entries {
+        put_varint(&mut out, u64::from(e.written_at_min));
+    }
+    // Ids: tag bit 0 = numeric (zig-zag delta against the previous numeric id), 1 = text index.
+    let mut prev_num: i128 = 0;
+    for (_, e) in entries {
+        match &e.id {
+            RecordId::Num(n) => {
+                let delta = i128::from(*n) - prev_num;
+                prev_num = i128::from(*n);
+                let zz = if delta >= 0 {
+                    (delta as u128) << 1
+                } else {
+                    (((-delta) as u128) << 1) - 1
+                };
+                // Deltas of u64 ids fit in 65 bits after zig-zag; store the tag in bit 0.
+                put_varint_u128(&mut out, zz << 1);
+            }
+            RecordId::Text(t) => {
+                texts.push(t);
+                put_varint_u128(&mut out, ((texts.len() as u128 - 1) << 1) | 1);
+            }
+        }
+    }
+    put_varint(&mut out, texts.len() as u64);
+    for t in texts {
+        put_varint(&mut out, t.len() as u64);
+        out.extend_from_slice(t.as_bytes());
+    }
+    // Hashes do not compress, but the varint columns and texts do.
+    zstd::bulk::compress(&out, 3).unwrap_or(out)
+}
+
+fn put_varint_u128(out: &mut Vec<u8>, mut v: u128) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn varint_u128(c: &mut Cursor<'_>) -> Result<u128, LedgerError> {
+    let mut v: u128 = 0;
+    let mut shift = 0;
+    loop {
+        let b = *c
+            .buf
+            .get(c.pos)
+            .ok_or_else(|| LedgerError::Corrupt("truncated varint".into()))?;
+        c.pos += 1;
+        if shift >= 128 {
+            return Err(LedgerError::Corrupt("varint too long".into()));
+        }
+        v |= u128::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Ok(v);
+        }
+        shift += 7;
+    }
+}
+
+fn decode_segment(compressed: &[u8]) -> Result<Ledger, LedgerError> {
+    let raw = zstd::stream::decode_all(compressed)
+        .map_err(|e| LedgerError::Corrupt(format!("zstd: {e}")))?;
+    let mut c = Cursor { buf: &raw, pos: 0 };
+    if c.bytes(4)? != MAGIC {
+        return Err(LedgerError::Corrupt("bad magic".into()));
+    }
+    let n = usize::try_from(c.u64()?).map_err(|_| LedgerError::Corrupt("count".into()))?;
+    if n > raw.len() {
+        return Err(LedgerError::Corrupt("entry count larger than segment".into()));
+    }
+    let mut l = Ledger::default();
+    l.reserve(n);
+    let mut prev = 0u64;
+    for _ in 0..n {
+        prev = prev.wrapping_add(c.varint()?);
+        l.keys.push(prev);
+    }
+    for _ in 0..n {
+        l.values.push(c.u64()?);
+    }
+    for _ in 0..n {
+        l.phases.push(c.u32()?);
+    }
+    for _ in 0..n {
+        let t = c.varint()?;
+        l.times
+            .push(u32::try_from(t).map_err(|_| LedgerError::Corrupt("time".into()))?);
+    }
+    let mut prev_num: i128 = 0;
+    let mut text_refs = Vec::new();
+    for i in 0..n {
+        let v = varint_u128(&mut c)?;
+        if v & 1 == 1 {
+            text_refs.push((i, (v >> 1) as usize));
+            l.ids.push(0);
+        } else {
+            let zz = v >> 1;
+            let delta: i128 = if zz & 1 == 0 {
+                (zz >> 1) as i128
+            } else {
+                -(((zz + 1) >> 1) as i128)
+            };
+            prev_num += delta;
+            let id = u64::try_from(prev_num).map_err(|_| LedgerError::Corrupt("id".into()))?;
+            l.ids.push(id);
+        }
+    }
+    let text_count = usize::try_from(c.varint()?).map_err(|_| LedgerError::Corrupt("texts".into()))?;
+    let mut texts = Vec::with_capacity(text_count.min(raw.len()));
+    for _ in 0..text_count {
+        let len = usize::try_from(c.varint()?).map_err(|_| LedgerError::Corrupt("text".into()))?;
+        let s = std::str::from_utf8(c.bytes(len)?)
+            .map_err(|_| LedgerError::Corrupt("text id is not UTF-8".into()))?;
+        texts.push(Box::<str>::from(s));
+    }
+    for (i, t) in text_refs {
+        if t >= texts.len() {
+            return Err(LedgerError::Corrupt("text index out of range".into()));
+        }
+        if let Some(slot) = l.ids.get_mut(i) {
+            *slot = TEXT_FLAG | t as u64;
+        }
+    }
+    l.texts = texts;
+    if l.keys.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(LedgerError::Corrupt("keys are not sorted".into()));
+    }
+    Ok(l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, v: u64) -> Entry {
+        Entry {
+            id: RecordId::parse(id),
+            value_hash: v,
+            phase_hash: phase_hash(Some("p1")),
+            written_at_min: 29_000_000,
+        }
+    }
+
+    #[test]
+    fn overlay_shadows_base_and_round_trips() {
+        let mut l = Ledger::new();
+        l.insert(key_hash("a"), entry("100", 1));
+        l.insert(key_hash("b"), entry("rec_x", 2));
+        l.compact();
+        assert_eq!(l.len(), 2);
+        l.insert(key_hash("a"), entry("100", 9));
+        l.insert(key_hash("c"), entry("5", 3));
+        l.remove(key_hash("b"));
+        assert_eq!(l.len(), 2);
+        assert_eq!(l.get(key_hash("a")).map(|e| e.value_hash), Some(9));
+        assert_eq!(l.get(key_hash("b")), None);
+
+        let full = l.encode_full();
+        let mut loaded = Ledger::new();
+        loaded.apply_segment(&full).unwrap();
+        assert_eq!(loaded.len(), 2);
+        assert_eq!(loaded.get(key_hash("a")), Some(entry("100", 9)));
+        assert_eq!(loaded.get(key_hash("c")), Some(entry("5", 3)));
+    }
+
+    #[test]
+    fn delta_segments_apply_in_order_with_tombstones() {
+        let mut base = Ledger::new();
+        base.insert(key_hash("a"), entry("1", 1));
+        base.insert(key_hash("b"), entry("tbl_rec", 1));
+        let base_bytes = base.encode_full();
+
+        let mut run = Ledger::new();
+        run.apply_segment(&base_bytes).unwrap();
+        run.remove(key_hash("a"));
+        run.insert(key_hash("c"), entry("3", 3));
+        let delta = run.encode_overlay();
+
+        let mut reloaded = Ledger::new();
+        reloaded.apply_segment(&base_bytes).unwrap();
+        reloaded.apply_segment(&delta).unwrap();
+        assert_eq!(reloaded.get(key_hash("a")), None);
+        assert_eq!(reloaded.get(key_hash("b")), Some(entry("tbl_rec", 1)));
+        assert_eq!(reloaded.get(key_hash("c")), Some(entry("3", 3)));
+        assert_eq!(reloaded.len(), 2);
+        reloaded.compact();
+        assert_eq!(reloaded.len(), 2);
+        assert_eq!(reloaded.iter().count(), 2);
+    }
+
+    #[test]
+    fn ids_keep_their_exact_text() {
+        for id in ["0", "42", "18446744073709551615", "007", "fIVcd19N", "-3"] {
+            let mut l = Ledger::new();
+            l.insert(1, entry(id, 0));
+            let mut back = Ledger::new();
+            back.apply_segment(&l.encode_full()).unwrap();
+            assert_eq!(back.get(1).map(|e| e.id.to_string()), Some(id.to_string()));
+        }
+    }
+
+    #[test]
+    fn descending_numeric_ids_round_trip() {
+        let mut l = Ledger::new();
+        for i in 0..1000u64 {
+            l.insert(key_hash(&i.to_string()), entry(&(5_000_000 - i * 7).to_string(), i));
+        }
+        let mut back = Ledger::new();
+        back.apply_segment(&l.encode_full()).unwrap();
+        for i in 0..1000u64 {
+            let e = back.get(key_hash(&i.to_string())).unwrap();
+            assert_eq!(e.id, RecordId::Num(5_000_000 - i * 7));
+            assert_eq!(e.value_hash, i);
+        }
+    }
+
+    #[test]
+    fn corrupt_segments_are_errors_not_panics() {
+        let mut l = Ledger::new();
+        l.insert(7, entry("1", 1));
+        let good = l.encode_full();
+        assert!(Ledger::new().apply_segment(&good[..good.len() / 2]).is_err());
+        assert!(Ledger::new().apply_segment(b"not zstd at all").is_err());
+        let bogus = zstd::bulk::compress(b"PSL1\xff\xff\xff\xff\xff\xff\xff\x7f", 1).unwrap();
+        assert!(Ledger::new().apply_segment(&bogus).is_err());
+    }
+}

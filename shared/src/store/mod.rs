@@ -1,0 +1,79 @@
+//! Object storage: S3 (the real aws-sdk-rust client, endpoint override for moto) and a
+//! local folder, behind one small trait used for sources, state, checkpoints and reports.
+//!
+//! OWNER: sources helper (implementations). The trait below is the contract; the state
+//! module (ledger, lease) depends on the conditional-write semantics exactly as written.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub mod local;
+pub mod s3;
+
+pub use local::LocalStore;
+pub use s3::S3Store;
+
+/// Metadata of one listed or fetched object.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ObjectMeta {
+    /// Key within the store (S3 key, or path relative to the local root, `/`-separated).
+    pub key: String,
+    pub size: u64,
+    /// Opaque entity tag, quotes included as S3 returns them. Local store: a content hash.
+    pub etag: String,
+    /// S3 version ID when the bucket is versioned.
+    pub version_id: Option<String>,
+}
+
+/// Precondition for a write. S3 conditional writes: `If-None-Match: *` and `If-Match: <etag>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteCondition {
+    /// Unconditional overwrite.
+    None,
+    /// Create only: fails with [`StoreError::PreconditionFailed`] if the key exists.
+    IfAbsent,
+    /// Replace only if the current ETag equals this one.
+    IfMatch(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("object not found: {0}")]
+    NotFound(String),
+    #[error("precondition failed writing {0}: another writer changed it")]
+    PreconditionFailed(String),
+    #[error("access denied to {0}")]
+    AccessDenied(String),
+    #[error("storage error on {key}: {message}")]
+    Other { key: String, message: String },
+}
+
+/// A readable byte stream of an object, for the streaming readers.
+pub type ObjectReader = std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>;
+
+#[async_trait]
+pub trait ObjectStore: Send + Sync {
+    /// Human-readable location prefix for messages, e.g. `s3://bucket` or `/data`.
+    fn describe(&self) -> String;
+    /// The file behind a key when the store is a local folder, so readers that need random
+    /// access (Parquet) read it in place instead of copying it. `None` for remote stores.
+    fn local_path(&self, _key: &str) -> Option<std::path::PathBuf> {
+        None
+    }
+    /// All objects under a prefix (recursive), sorted by key.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError>;
+    async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError>;
+    /// Streams the object; never buffers it whole.
+    async fn get_stream(&self, key: &str) -> Result<(ObjectMeta, ObjectReader), StoreError>;
+    /// Whole small object (state, config, checkpoints).
+    async fn get_bytes(&self, key: &str) -> Result<(ObjectMeta, Bytes), StoreError>;
+    /// Writes and returns the new ETag.
+    async fn put_bytes(
+        &self,
+        key: &str,
+        body: Bytes,
+        condition: WriteCondition,
+    ) -> Result<String, StoreError>;
+    /// Deletes; with `IfMatch` only if unchanged. Deleting a missing key is not an error.
+    async fn delete(&self, key: &str, condition: WriteCondition) -> Result<(), StoreError>;
+}

@@ -1,0 +1,7 @@
+//! Shared helpers for the integration tests: the real parts they run against.
+//!
+//! - [`moto::Moto`]: a moto server (S3, Secrets Manager) on a free port, one per test binary.
+//! - Paths to the pinned tools installed by `scripts/setup-tools.sh`.
+
+pub mod moto;
+pub mod tools;

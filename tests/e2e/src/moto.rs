@@ -1,0 +1,101 @@
+//! moto in server mode: real HTTP S3 and Secrets Manager for the aws-sdk-rust clients.
+//!
+//! One server per test binary (starting one takes about a second); tests isolate themselves
+//! with unique bucket and secret names ([`unique`]). The server is a child that dies with the
+//! test process (PR_SET_PDEATHSIG), so an aborted run leaves nothing behind.
+
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+
+use crate::tools::{free_port, tool, wait_for_port};
+
+pub struct Moto {
+    pub endpoint: String,
+    _child: Child,
+}
+
+static MOTO: OnceLock<Moto> = OnceLock::new();
+
+impl Moto {
+    /// The moto server of this test binary, started on first use.
+    pub fn shared() -> &'static Moto {
+        MOTO.get_or_init(|| Moto::start().expect("start moto_server (run scripts/setup-tools.sh)"))
+    }
+
+    pub fn start() -> std::io::Result<Moto> {
+        let port = free_port();
+        let mut cmd = Command::new(tool("moto_server"));
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill the child when
+        // this process dies.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn()?;
+        if !wait_for_port(port, Duration::from_secs(30)) {
+            return Err(std::io::Error::other("moto_server did not start within 30 s"));
+        }
+        Ok(Moto {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            _child: child,
+        })
+    }
+
+    /// An SDK config pointing every service at this server, with dummy credentials.
+    pub async fn sdk_config(&self) -> SdkConfig {
+        aws_config::defaults(BehaviorVersion::latest())
+            .endpoint_url(&self.endpoint)
+            .region(Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "testing", "testing", None, None, "moto",
+            ))
+            .load()
+            .await
+    }
+
+    pub async fn s3(&self) -> aws_sdk_s3::Client {
+        pipefy_sync::aws::s3_client(&self.sdk_config().await)
+    }
+
+    pub async fn secrets(&self) -> aws_sdk_secretsmanager::Client {
+        pipefy_sync::aws::secrets_client(&self.sdk_config().await)
+    }
+
+    /// Environment for a child process (a function under cargo lambda) to reach this server.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL".into(), self.endpoint.clone()),
+            ("AWS_REGION".into(), "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
+        ]
+    }
+}
+
+/// A name unique within this machine, valid as an S3 bucket name.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+        .chars()
+        .take(63)
+        .collect()
+}
+
+/// Creates a bucket with a unique name and returns it.
+pub async fn new_bucket(s3: &aws_sdk_s3::Client, prefix: &str) -> String {
+    let bucket = unique(prefix);
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("create bucket in moto");
+    bucket
+}
