@@ -30,7 +30,6 @@ unit:
 
 infra-check:
 	@tests/infra/check.sh
-	@python3 tests/infra/agreement.py
 
 build: tools
 	@for f in sync-scheduled sync-upload notify; do \

@@ -181,8 +181,8 @@ fn default_encoding() -> String {
 }
 
 /// How one Pipefy target gets its value. In YAML a bare string is a column name.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(from = "FieldMappingRepr", into = "FieldMappingRepr")]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(into = "FieldMappingRepr")]
 pub struct FieldMapping {
     pub value: ValueSource,
     pub transforms: Vec<Transform>,
@@ -200,10 +200,9 @@ pub enum ValueSource {
     Template(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 enum FieldMappingRepr {
-    Column(String),
     Full(FieldMappingFull),
 }
 
@@ -216,7 +215,12 @@ struct FieldMappingFull {
     constant: Option<serde_yaml::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     template: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    // YAML writes a transform as `{parse_date: {format: ...}}` or a bare `trim`.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        with = "serde_yaml::with::singleton_map_recursive"
+    )]
     transforms: Vec<Transform>,
     #[serde(default)]
     on_null: NullPolicy,
@@ -224,33 +228,56 @@ struct FieldMappingFull {
     connect: Option<ConnectConfig>,
 }
 
-impl From<FieldMappingRepr> for FieldMapping {
-    fn from(repr: FieldMappingRepr) -> Self {
-        match repr {
-            FieldMappingRepr::Column(c) => FieldMapping {
-                value: ValueSource::Column(c),
-                transforms: Vec::new(),
-                on_null: NullPolicy::default(),
-                connect: None,
-            },
-            FieldMappingRepr::Full(full) => {
-                // Exactly-one-of is checked by validation, which can name the key path; here
-                // the first present source wins and a missing one becomes an empty constant.
-                let value = if let Some(c) = full.column {
-                    ValueSource::Column(c)
-                } else if let Some(t) = full.template {
-                    ValueSource::Template(t)
-                } else {
-                    ValueSource::Constant(full.constant.unwrap_or(serde_yaml::Value::Null))
-                };
-                FieldMapping {
-                    value,
-                    transforms: full.transforms,
-                    on_null: full.on_null,
-                    connect: full.connect,
-                }
+// By hand rather than `untagged`, so a typo inside an entry ("colum: name") gets serde's
+// "unknown field `colum`, expected one of ..." instead of "did not match any variant".
+impl<'de> Deserialize<'de> for FieldMapping {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(FieldMappingVisitor)
+    }
+}
+
+struct FieldMappingVisitor;
+
+impl<'de> serde::de::Visitor<'de> for FieldMappingVisitor {
+    type Value = FieldMapping;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a column name, or a mapping with `column`, `constant` or `template`")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, c: &str) -> Result<FieldMapping, E> {
+        Ok(FieldMapping {
+            value: ValueSource::Column(c.to_string()),
+            transforms: Vec::new(),
+            on_null: NullPolicy::default(),
+            connect: None,
+        })
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<FieldMapping, A::Error> {
+        use serde::de::Error;
+        // Deserialising the entry through the original deserializer keeps YAML's own enum
+        // handling for transforms and serde's "unknown field" messages.
+        let full = FieldMappingFull::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+        let value = match (full.column, full.constant, full.template) {
+            (Some(c), None, None) => ValueSource::Column(c),
+            (None, Some(k), None) => ValueSource::Constant(k),
+            (None, None, Some(t)) => ValueSource::Template(t),
+            (None, None, None) => {
+                return Err(A::Error::custom("needs one of `column`, `constant` or `template`"))
             }
-        }
+            _ => {
+                return Err(A::Error::custom(
+                    "takes only one of `column`, `constant` or `template`",
+                ))
+            }
+        };
+        Ok(FieldMapping {
+            value,
+            transforms: full.transforms,
+            on_null: full.on_null,
+            connect: full.connect,
+        })
     }
 }
 

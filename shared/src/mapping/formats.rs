@@ -428,19 +428,6 @@ pub(crate) fn round2(canon: &str) -> Cow<'_, str> {
     Cow::Owned(assemble(neg, i, f))
 }
 
-/// A canonical decimal as a JSON number: an integer when it has no fraction and fits `i64`,
-/// otherwise the nearest float (whose shortest printed form is the decimal itself for up to
-/// 15 significant digits).
-pub(crate) fn json_number(canon: &str) -> Option<serde_json::Value> {
-    if !canon.contains('.') {
-        if let Ok(i) = canon.parse::<i64>() {
-            return Some(serde_json::Value::from(i));
-        }
-    }
-    let f: f64 = canon.parse().ok()?;
-    serde_json::Number::from_f64(f).map(serde_json::Value::Number)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -532,11 +519,11 @@ mod tests {
         assert_eq!(round2("0.001"), "0");
         assert_eq!(round2("-0.004"), "0");
         assert_eq!(round2("12.3"), "12.3");
-        assert_eq!(json_number("12").unwrap(), serde_json::json!(12));
-        assert_eq!(json_number("1234.57").unwrap().to_string(), "1234.57");
+        assert_eq!(number_json("12").unwrap(), serde_json::json!(12));
+        assert_eq!(number_json("1234.57").unwrap().to_string(), "1234.57");
         // Beyond i64: the nearest float.
         assert_eq!(
-            json_number("99999999999999999999").unwrap().as_f64(),
+            number_json("99999999999999999999").unwrap().as_f64(),
             Some(1e20)
         );
     }

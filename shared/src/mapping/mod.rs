@@ -415,7 +415,7 @@ impl Mapper {
             column: Some(column.to_string()),
             message,
         };
-        let mut key = String::new();
+        let mut key = String::with_capacity(32);
         for (i, col) in k.columns.iter().enumerate() {
             let name = col.name.as_ref();
             let value = col.find(row).ok_or_else(|| {

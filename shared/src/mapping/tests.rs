@@ -794,10 +794,11 @@ fn constants_are_converted_once() {
     assert_eq!(json_of(&out, "features"), json!(["API", "SSO"]));
     assert_eq!(out.label_ids, Some(Set::Value(vec!["L1".into()])));
     assert_eq!(out.phase_id.as_deref(), Some("12"));
-    // A null constant with on_null: clear always clears.
-    let d = card_dest("notes: {constant: null, on_null: clear}");
+    // An empty constant with on_null: clear always clears.
+    let d = card_dest("notes: {constant: '', on_null: clear}\nbirth: {constant: ''}");
     let out = mapper(&d).map(&row(&[])).unwrap();
     assert_eq!(field(&out, "notes"), Some(&FieldValue::Clear));
+    assert_eq!(field(&out, "birth"), None);
 }
 
 // ---------- null policy ----------
@@ -1212,85 +1213,3 @@ fn hash_is_stable_across_releases() {
 }
 
 const STABLE_HASH: u64 = 0xd29564f5d4960d0f;
-
-#[test]
-fn tmp_perf() {
-    let variants = [
-        ("base", "", "customer_name: name"),
-        ("key", "key: {columns: [code], field: external_id}", "customer_name: name"),
-        ("title", "", "customer_name: name\ntitle: {template: '{name} - {code}'}"),
-        ("notes", "", "customer_name: name\nnotes: n"),
-        ("amount", "", "customer_name: name\namount: a"),
-        ("birth", "", "customer_name: name\nbirth: {column: b, transforms: [{parse_date: {format: '%d/%m/%Y'}}]}"),
-        ("plan", "", "customer_name: name\nplan: p"),
-        ("label", "", "customer_name: name\nlabel_ids: l"),
-        ("phase", "", "customer_name: name\nphase_id: {constant: Inbox}"),
-        ("email", "", "customer_name: name\ncontact_email: e"),
-        ("price", "", "customer_name: name\nprice: {column: pr, transforms: [{parse_number: {decimal_separator: ','}}]}"),
-        ("all", "key: {columns: [code], field: external_id}", "customer_name: name\ntitle: {template: '{name} - {code}'}\nnotes: n\namount: a\nbirth: {column: b, transforms: [{parse_date: {format: '%d/%m/%Y'}}]}\nplan: p\nlabel_ids: l\nphase_id: {constant: Inbox}\ncontact_email: e\nprice: {column: pr, transforms: [{parse_number: {decimal_separator: ','}}]}"),
-    ];
-    let names: Vec<Arc<str>> = [
-        "code", "name", "n", "a", "b", "p", "l", "e", "pr", "x1", "x2",
-    ]
-    .iter()
-    .map(|n| Arc::<str>::from(*n))
-    .collect();
-    let file: Arc<str> = Arc::from("f.csv");
-    let rows: Vec<Row> = (0..64)
-        .map(|i| {
-            let vals = [
-                ("code", s(&format!("C{i}"))),
-                ("name", s("ACME Inc")),
-                ("n", s("some notes here")),
-                ("a", s("1234.5")),
-                ("b", s("31/05/2024")),
-                ("p", s("pro")),
-                ("l", s("Urgent")),
-                ("e", s("ana@example.com")),
-                ("pr", s("1.234,56")),
-                ("x1", s("x")),
-                ("x2", s("y")),
-            ];
-            Row {
-                provenance: Provenance {
-                    file: file.clone(),
-                    line: i,
-                },
-                values: vals
-                    .iter()
-                    .zip(&names)
-                    .map(|((_, v), n)| (n.clone(), v.clone()))
-                    .collect(),
-            }
-        })
-        .collect();
-    let n_rows: usize = std::env::var("N")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(200_000);
-    let only = std::env::var("ONLY").ok();
-    for (name, extra, mapping) in variants {
-        if only.as_deref().is_some_and(|o| o != name) {
-            continue;
-        }
-        let d = dest("create_card", extra, mapping);
-        let m = mapper(&d);
-        let t = std::time::Instant::now();
-        let mut n = 0usize;
-        for i in 0..n_rows {
-            let out = m.map(&rows[i % 64]).unwrap();
-            n += out.fields.len();
-        }
-        let map_ns = t.elapsed().as_nanos() as f64 / n_rows as f64;
-        let t = std::time::Instant::now();
-        let mut h = 0u64;
-        for i in 0..n_rows {
-            let out = m.map(&rows[i % 64]).unwrap();
-            h ^= canonical_hash(&out);
-        }
-        let both_ns = t.elapsed().as_nanos() as f64 / n_rows as f64;
-        eprintln!(
-            "PERF {name}: map {map_ns:.0} ns/row, map+hash {both_ns:.0} ns/row (h={h} n={n})"
-        );
-    }
-}

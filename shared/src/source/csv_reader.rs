@@ -350,7 +350,7 @@ mod tests {
     use super::*;
 
     fn read(data: &[u8], header: bool) -> Vec<Result<Row, RowError>> {
-        CsvRows::new(&data[..], Arc::from("t.csv"), b',', b'"', header).collect()
+        CsvRows::new(data, Arc::from("t.csv"), b',', b'"', header).collect()
     }
 
     fn cells(row: &Row) -> Vec<String> {
@@ -391,7 +391,11 @@ mod tests {
         let rows = read(b"a,b\n\"x\"y,1\n2,3\n", true);
         let e = rows[0].as_ref().unwrap_err();
         assert_eq!(e.provenance.line, 2);
-        assert!(e.message.contains("bad quoting in field 1"), "{}", e.message);
+        assert!(
+            e.message.contains("bad quoting in field 1"),
+            "{}",
+            e.message
+        );
         assert!(e.message.contains("'y'"), "{}", e.message);
         assert_eq!(e.raw.as_deref(), Some("\"x\"y,1"));
         assert_eq!(cells(rows[1].as_ref().unwrap()), ["2", "3"]);
@@ -407,9 +411,15 @@ mod tests {
         assert!(e.message.contains("unterminated"), "{}", e.message);
         assert_eq!(e.raw.as_deref(), Some("1,\"oops"));
         let r = rows[1].as_ref().unwrap();
-        assert_eq!((r.provenance.line, cells(r)), (3, vec!["2".into(), "ok".into()]));
+        assert_eq!(
+            (r.provenance.line, cells(r)),
+            (3, vec!["2".into(), "ok".into()])
+        );
         let r = rows[2].as_ref().unwrap();
-        assert_eq!((r.provenance.line, cells(r)), (4, vec!["3".into(), "fine".into()]));
+        assert_eq!(
+            (r.provenance.line, cells(r)),
+            (4, vec!["3".into(), "fine".into()])
+        );
     }
 
     #[test]
@@ -436,7 +446,11 @@ mod tests {
         let e = rows[1].as_ref().unwrap_err();
         assert_eq!(e.provenance.line, 3);
         assert_eq!(e.column.as_deref(), Some("b"));
-        assert!(e.message.contains("column 'b' is not valid UTF-8"), "{}", e.message);
+        assert!(
+            e.message.contains("column 'b' is not valid UTF-8"),
+            "{}",
+            e.message
+        );
         assert_eq!(e.raw.as_deref(), Some("2,caf\u{FFFD}"));
         assert_eq!(cells(rows[2].as_ref().unwrap()), ["3", "4"]);
     }

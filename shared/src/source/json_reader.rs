@@ -158,23 +158,14 @@ impl<R: BufRead> Iterator for JsonLinesRows<R> {
                 }
                 Err(e) => {
                     self.done = true;
-                    return Some(Err(fatal(
-                        &self.file,
-                        format!("cannot read the file: {e}"),
-                    )));
+                    return Some(Err(fatal(&self.file, format!("cannot read the file: {e}"))));
                 }
             };
             let text = self.buf.trim_ascii();
             if text.is_empty() {
                 continue;
             }
-            return Some(parse_object(
-                text,
-                &self.file,
-                line,
-                "line",
-                &mut self.keys,
-            ));
+            return Some(parse_object(text, &self.file, line, "line", &mut self.keys));
         }
         None
     }
@@ -423,8 +414,11 @@ mod tests {
 
     fn array(data: &[u8]) -> Vec<Result<Row, RowError>> {
         // A tiny buffer: elements and strings straddle buffer boundaries.
-        JsonArrayRows::new(std::io::BufReader::with_capacity(3, data), Arc::from("t.json"))
-            .collect()
+        JsonArrayRows::new(
+            std::io::BufReader::with_capacity(3, data),
+            Arc::from("t.json"),
+        )
+        .collect()
     }
 
     #[test]

@@ -78,22 +78,23 @@ pub fn detect_format(
         Compression::Auto => by_ext.unwrap_or(Compression::Auto),
         explicit => explicit,
     };
-    let format = match source.format {
-        Some(f) => f,
-        None => match extension(stem).as_deref() {
-            Some("csv" | "tsv") => FileFormat::Csv,
-            Some("jsonl" | "ndjson") => FileFormat::Jsonl,
-            Some("json") => FileFormat::Json,
-            Some("parquet" | "pq") => FileFormat::Parquet,
-            other => {
-                return Err(format!(
+    let format =
+        match source.format {
+            Some(f) => f,
+            None => match extension(stem).as_deref() {
+                Some("csv" | "tsv") => FileFormat::Csv,
+                Some("jsonl" | "ndjson") => FileFormat::Jsonl,
+                Some("json") => FileFormat::Json,
+                Some("parquet" | "pq") => FileFormat::Parquet,
+                other => {
+                    return Err(format!(
                     "cannot tell the format of {key} from its extension ({}); set source.format \
                      to csv, jsonl, json or parquet",
                     other.map(|e| format!("'.{e}'")).unwrap_or_else(|| "none".to_string())
                 ))
-            }
-        },
-    };
+                }
+            },
+        };
     Ok((format, compression))
 }
 
@@ -167,7 +168,10 @@ mod tests {
             assert_eq!(detect_format(key, &s), Ok((f, c)), "{key}");
         }
         let err = detect_format("a/part-0000", &s).unwrap_err();
-        assert!(err.contains("a/part-0000") && err.contains("source.format"), "{err}");
+        assert!(
+            err.contains("a/part-0000") && err.contains("source.format"),
+            "{err}"
+        );
         assert!(detect_format("a/b.txt", &s).unwrap_err().contains("'.txt'"));
     }
 

@@ -378,13 +378,12 @@ fn column_values(array: &dyn Array, column: &str) -> Vec<Value> {
                 .unwrap_or(Value::Null)
         }),
         DataType::Timestamp(unit, tz) => {
-            let zone = match tz.as_deref() {
-                None => None,
-                Some(t) => Some(parse_zone(t).unwrap_or_else(|| {
+            let zone = tz.as_deref().map(|t| {
+                parse_zone(t).unwrap_or_else(|| {
                     tracing::warn!(column, zone = t, "unknown time zone; reading as UTC");
                     Zone::Fixed(Utc.fix())
-                })),
-            };
+                })
+            });
             match unit {
                 TimeUnit::Second => {
                     timestamps::<TimestampSecondType>(array, tc::timestamp_s_to_datetime, zone)
@@ -399,32 +398,34 @@ fn column_values(array: &dyn Array, column: &str) -> Vec<Value> {
                     tc::timestamp_us_to_datetime,
                     zone,
                 ),
-                TimeUnit::Nanosecond => timestamps::<TimestampNanosecondType>(
-                    array,
-                    tc::timestamp_ns_to_datetime,
-                    zone,
-                ),
+                TimeUnit::Nanosecond => {
+                    timestamps::<TimestampNanosecondType>(array, tc::timestamp_ns_to_datetime, zone)
+                }
             }
         }
-        DataType::Time32(TimeUnit::Second) => primitive::<Time32SecondType, _>(array, |v| {
-            time_value(tc::time32s_to_time(v))
-        }),
-        DataType::Time32(_) => primitive::<Time32MillisecondType, _>(array, |v| {
-            time_value(tc::time32ms_to_time(v))
-        }),
+        DataType::Time32(TimeUnit::Second) => {
+            primitive::<Time32SecondType, _>(array, |v| time_value(tc::time32s_to_time(v)))
+        }
+        DataType::Time32(_) => {
+            primitive::<Time32MillisecondType, _>(array, |v| time_value(tc::time32ms_to_time(v)))
+        }
         DataType::Time64(TimeUnit::Microsecond) => {
             primitive::<Time64MicrosecondType, _>(array, |v| time_value(tc::time64us_to_time(v)))
         }
-        DataType::Time64(_) => primitive::<Time64NanosecondType, _>(array, |v| {
-            time_value(tc::time64ns_to_time(v))
-        }),
+        DataType::Time64(_) => {
+            primitive::<Time64NanosecondType, _>(array, |v| time_value(tc::time64ns_to_time(v)))
+        }
         DataType::Decimal32(_, scale) => {
             let s = *scale;
-            primitive::<Decimal32Type, _>(array, |v| Value::Decimal(decimal_text(&v.to_string(), s)))
+            primitive::<Decimal32Type, _>(array, |v| {
+                Value::Decimal(decimal_text(&v.to_string(), s))
+            })
         }
         DataType::Decimal64(_, scale) => {
             let s = *scale;
-            primitive::<Decimal64Type, _>(array, |v| Value::Decimal(decimal_text(&v.to_string(), s)))
+            primitive::<Decimal64Type, _>(array, |v| {
+                Value::Decimal(decimal_text(&v.to_string(), s))
+            })
         }
         DataType::Decimal128(_, scale) => {
             let s = *scale;
@@ -489,7 +490,10 @@ fn column_values(array: &dyn Array, column: &str) -> Vec<Value> {
                         .map(|j| {
                             (
                                 keys.get(j).map(|k| k.to_string()).unwrap_or_default(),
-                                values.get(j).map(to_json).unwrap_or(serde_json::Value::Null),
+                                values
+                                    .get(j)
+                                    .map(to_json)
+                                    .unwrap_or(serde_json::Value::Null),
                             )
                         })
                         .collect();

@@ -307,7 +307,11 @@ mod tests {
             ..CsvOptions::default()
         });
         assert_eq!(e.provenance.line, 0);
-        assert!(e.message.contains("unknown encoding 'klingon'"), "{}", e.message);
+        assert!(
+            e.message.contains("unknown encoding 'klingon'"),
+            "{}",
+            e.message
+        );
         let e = bad(CsvOptions {
             delimiter: '§',
             ..CsvOptions::default()

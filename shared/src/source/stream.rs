@@ -138,7 +138,8 @@ pub async fn open_rows(
                 // Created here, on the runtime, so the blocking thread can drive the stream.
                 let bridge = SyncIoBridge::new(reader);
                 tokio::task::spawn_blocking(move || {
-                    let rows = read_rows_blocking(Box::new(bridge), name, format, compression, &csv);
+                    let rows =
+                        read_rows_blocking(Box::new(bridge), name, format, compression, &csv);
                     pump(rows, tx, start_after_line);
                 })
             }

@@ -238,10 +238,7 @@ impl ObjectStore for LocalStore {
             .filter(|s| !s.is_empty() && *s != ".")
             .map(|s| format!("{s}/"))
             .collect::<String>();
-        let wanted = format!(
-            "{key_prefix}{}",
-            prefix.get(dir_part.len()..).unwrap_or("")
-        );
+        let wanted = format!("{key_prefix}{}", prefix.get(dir_part.len()..).unwrap_or(""));
         let ctx = Ctx {
             etags: self.etags.clone(),
         };
@@ -292,7 +289,10 @@ impl ObjectStore for LocalStore {
         };
         let k = key.to_string();
         self.blocking(key, move || {
-            if std::fs::metadata(&path).map(|m| m.is_dir()).unwrap_or(false) {
+            if std::fs::metadata(&path)
+                .map(|m| m.is_dir())
+                .unwrap_or(false)
+            {
                 return Err(StoreError::NotFound(k));
             }
             let body = std::fs::read(&path).map_err(|e| io_error(&k, e))?;

@@ -22,7 +22,9 @@ pub(crate) struct ConnHandle {
 
 impl ConnHandle {
     fn new() -> Self {
-        ConnHandle { killed: Arc::new(AtomicBool::new(false)) }
+        ConnHandle {
+            killed: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     /// Marks the connection to be closed without an answer.
@@ -62,7 +64,10 @@ impl Listener for KillableListener {
                     // Small request/answer pairs: do not wait for Nagle.
                     let _ = stream.set_nodelay(true);
                     let handle = ConnHandle::new();
-                    let io = KillableStream { inner: stream, killed: handle.killed.clone() };
+                    let io = KillableStream {
+                        inner: stream,
+                        killed: handle.killed.clone(),
+                    };
                     return (io, handle);
                 }
                 Err(e) => {
@@ -88,7 +93,10 @@ impl KillableStream {
         if self.killed.load(Ordering::SeqCst) {
             // Zero linger makes the close an RST, the way a dropped connection looks.
             let _ = self.inner.set_zero_linger();
-            Err(io::Error::new(io::ErrorKind::ConnectionReset, "fault injected: reset"))
+            Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "fault injected: reset",
+            ))
         } else {
             Ok(())
         }

@@ -70,7 +70,11 @@ impl FaultEngine {
     pub fn new(faults: Faults) -> Self {
         let rng = StdRng::seed_from_u64(faults.seed);
         let burst_left = faults.throttle_burst;
-        FaultEngine { faults, rng, burst_left }
+        FaultEngine {
+            faults,
+            rng,
+            burst_left,
+        }
     }
 
     /// Replaces the settings and reseeds the generator.
@@ -162,13 +166,20 @@ pub(crate) struct RateLimiter {
 
 impl RateLimiter {
     pub fn new(limit: u32, window: Duration) -> Self {
-        RateLimiter { limit, window, hits: HashMap::new() }
+        RateLimiter {
+            limit,
+            window,
+            hits: HashMap::new(),
+        }
     }
 
     /// Records a request; `false` when the token is over its limit (not recorded then).
     pub fn allow(&mut self, token: &str, now: Instant) -> bool {
         let q = self.hits.entry(token.to_string()).or_default();
-        while q.front().is_some_and(|t| now.duration_since(*t) >= self.window) {
+        while q
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= self.window)
+        {
             q.pop_front();
         }
         if q.len() >= self.limit as usize {
@@ -189,7 +200,12 @@ mod tests {
 
     #[test]
     fn same_seed_same_faults() {
-        let f = Faults { seed: 7, error_5xx_rate: 0.3, reset_rate: 0.2, ..Faults::default() };
+        let f = Faults {
+            seed: 7,
+            error_5xx_rate: 0.3,
+            reset_rate: 0.2,
+            ..Faults::default()
+        };
         let mut a = FaultEngine::new(f.clone());
         let mut b = FaultEngine::new(f);
         let xa: Vec<_> = (0..50).map(|_| a.draw_request()).collect();

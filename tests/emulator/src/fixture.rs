@@ -323,32 +323,31 @@ pub(crate) fn check_consistency(f: &Fixture) -> Result<(), FixtureError> {
         }
     }
     let mut uuids = BTreeMap::new();
-    let mut check_fields = |repo: &str,
-                            fields: &mut dyn Iterator<Item = &FieldDef>|
-     -> Result<(), FixtureError> {
-        let mut slugs = BTreeMap::new();
-        for fd in fields {
-            if slugs.insert(fd.id.clone(), ()).is_some() {
-                return Err(FixtureError::Invalid(format!(
-                    "field slug {} repeated in {repo}",
-                    fd.id
-                )));
+    let mut check_fields =
+        |repo: &str, fields: &mut dyn Iterator<Item = &FieldDef>| -> Result<(), FixtureError> {
+            let mut slugs = BTreeMap::new();
+            for fd in fields {
+                if slugs.insert(fd.id.clone(), ()).is_some() {
+                    return Err(FixtureError::Invalid(format!(
+                        "field slug {} repeated in {repo}",
+                        fd.id
+                    )));
+                }
+                if uuids.insert(fd.uuid.clone(), ()).is_some() {
+                    return Err(FixtureError::Invalid(format!(
+                        "field uuid {} repeated",
+                        fd.uuid
+                    )));
+                }
+                if !crate::values::is_canonical_uuid(&fd.uuid) {
+                    return Err(FixtureError::Invalid(format!(
+                        "field {} has a non-canonical uuid {}",
+                        fd.id, fd.uuid
+                    )));
+                }
             }
-            if uuids.insert(fd.uuid.clone(), ()).is_some() {
-                return Err(FixtureError::Invalid(format!(
-                    "field uuid {} repeated",
-                    fd.uuid
-                )));
-            }
-            if !crate::values::is_canonical_uuid(&fd.uuid) {
-                return Err(FixtureError::Invalid(format!(
-                    "field {} has a non-canonical uuid {}",
-                    fd.id, fd.uuid
-                )));
-            }
-        }
-        Ok(())
-    };
+            Ok(())
+        };
     for p in &f.pipes {
         check_fields(&p.id, &mut p.all_fields())?;
         for ph in &p.phases {
@@ -362,7 +361,10 @@ pub(crate) fn check_consistency(f: &Fixture) -> Result<(), FixtureError> {
             }
         }
         if p.phases.is_empty() {
-            return Err(FixtureError::Invalid(format!("pipe {} has no phases", p.id)));
+            return Err(FixtureError::Invalid(format!(
+                "pipe {} has no phases",
+                p.id
+            )));
         }
         for m in &p.members {
             if !known_user(&m.user_id) {

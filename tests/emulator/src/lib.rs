@@ -98,7 +98,10 @@ impl Default for EmulatorConfig {
 impl EmulatorConfig {
     /// Default settings over another fixture.
     pub fn with_fixture(fixture: Fixture) -> Self {
-        EmulatorConfig { fixture, ..EmulatorConfig::default() }
+        EmulatorConfig {
+            fixture,
+            ..EmulatorConfig::default()
+        }
     }
 }
 
@@ -126,7 +129,8 @@ pub async fn start_on(config: EmulatorConfig, addr: SocketAddr) -> anyhow::Resul
         cards_include_done_default: config.cards_include_done_default,
     };
     let cat = Arc::new(state::Catalog::new(config.fixture.clone()).context("loading the fixture")?);
-    let store = state::Store::load(&cat, &rules).context("loading the fixture's cards and records")?;
+    let store =
+        state::Store::load(&cat, &rules).context("loading the fixture's cards and records")?;
     let inner = Arc::new(server::Inner::new(
         cat,
         rules,
@@ -143,9 +147,15 @@ pub async fn start_on(config: EmulatorConfig, addr: SocketAddr) -> anyhow::Resul
     ));
     let schema = server::build_schema(
         inner.clone(),
-        server::Limits { max_complexity: config.max_complexity, max_depth: config.max_depth },
+        server::Limits {
+            max_complexity: config.max_complexity,
+            max_depth: config.max_depth,
+        },
     );
-    let app = server::router(server::App { inner: inner.clone(), schema });
+    let app = server::router(server::App {
+        inner: inner.clone(),
+        schema,
+    });
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
@@ -164,7 +174,12 @@ pub async fn start_on(config: EmulatorConfig, addr: SocketAddr) -> anyhow::Resul
         }
     });
     tracing::info!(%local, "pipefy emulator listening");
-    Ok(EmulatorHandle { inner, addr: local, shutdown: Some(tx), task: Some(task) })
+    Ok(EmulatorHandle {
+        inner,
+        addr: local,
+        shutdown: Some(tx),
+        task: Some(task),
+    })
 }
 
 impl EmulatorHandle {
@@ -229,7 +244,10 @@ impl EmulatorHandle {
             let _ = tx.send(());
         }
         if let Some(task) = self.task.take() {
-            if tokio::time::timeout(Duration::from_secs(5), task).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
                 tracing::warn!("emulator did not stop within 5 s");
             }
         }

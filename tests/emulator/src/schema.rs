@@ -14,7 +14,9 @@ use serde_json::Value as Json;
 
 use crate::fixture::{FieldDef, LabelDef, PhaseDef, PipeDef, TableDef, User};
 use crate::server::Inner;
-use crate::state::{self, ApiError, Card, Catalog, FieldWrite, Node, Op, Page, Record, Rules, Store};
+use crate::state::{
+    self, ApiError, Card, Catalog, FieldWrite, Node, Op, Page, Record, Rules, Store,
+};
 use crate::values::FieldType;
 
 pub(crate) type PipefySchema = Schema<Query, Mutation, EmptySubscription>;
@@ -150,7 +152,11 @@ pub(crate) struct LabelObj {
 
 impl From<&LabelDef> for LabelObj {
     fn from(l: &LabelDef) -> Self {
-        LabelObj { id: ID(l.id.clone()), name: l.name.clone(), color: l.color.clone() }
+        LabelObj {
+            id: ID(l.id.clone()),
+            name: l.name.clone(),
+            color: l.color.clone(),
+        }
     }
 }
 
@@ -195,7 +201,9 @@ fn pseudo_uuid(kind: &str, id: &str) -> String {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    let d: u64 = id.bytes().fold(0, |a, b| a.wrapping_mul(31).wrapping_add(u64::from(b)));
+    let d: u64 = id
+        .bytes()
+        .fold(0, |a, b| a.wrapping_mul(31).wrapping_add(u64::from(b)));
     format!(
         "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
         h >> 32,
@@ -347,12 +355,18 @@ fn field_values(
                 filled_at: Some(updated_at.to_string()),
                 updated_at: Some(updated_at.to_string()),
                 label_values: if ft == FieldType::LabelSelect {
-                    ids.iter().filter_map(|i| cat.any_label(i)).map(LabelObj::from).collect()
+                    ids.iter()
+                        .filter_map(|i| cat.any_label(i))
+                        .map(LabelObj::from)
+                        .collect()
                 } else {
                     Vec::new()
                 },
                 assignee_values: if ft == FieldType::AssigneeSelect {
-                    ids.iter().filter_map(|i| cat.user(i)).map(UserObj::from).collect()
+                    ids.iter()
+                        .filter_map(|i| cat.user(i))
+                        .map(UserObj::from)
+                        .collect()
                 } else {
                     Vec::new()
                 },
@@ -404,11 +418,17 @@ impl PhaseObj {
             .moves_to
             .iter()
             .filter_map(|id| inner.cat.phase(id))
-            .map(|(p, ph)| PhaseObj { phase: ph.clone(), pipe_id: p.id.clone() })
+            .map(|(p, ph)| PhaseObj {
+                phase: ph.clone(),
+                pipe_id: p.id.clone(),
+            })
             .collect())
     }
     async fn pipe(&self, ctx: &Context<'_>) -> Result<Option<PipeObj>> {
-        Ok(inner(ctx)?.cat.pipe(&self.pipe_id).map(|p| PipeObj(p.clone())))
+        Ok(inner(ctx)?
+            .cat
+            .pipe(&self.pipe_id)
+            .map(|p| PipeObj(p.clone())))
     }
 }
 
@@ -434,11 +454,18 @@ impl PipeObj {
         self.0
             .phases
             .iter()
-            .map(|ph| PhaseObj { phase: ph.clone(), pipe_id: self.0.id.clone() })
+            .map(|ph| PhaseObj {
+                phase: ph.clone(),
+                pipe_id: self.0.id.clone(),
+            })
             .collect()
     }
     async fn start_form_fields(&self) -> Vec<PhaseFieldObj> {
-        self.0.start_form_fields.iter().map(PhaseFieldObj::from).collect()
+        self.0
+            .start_form_fields
+            .iter()
+            .map(PhaseFieldObj::from)
+            .collect()
     }
     async fn labels(&self) -> Vec<LabelObj> {
         self.0.labels.iter().map(LabelObj::from).collect()
@@ -477,7 +504,11 @@ impl PipeObj {
     }
     async fn cards_count(&self, ctx: &Context<'_>) -> Result<i32> {
         let store = inner(ctx)?.store();
-        let n = store.cards.values().filter(|c| c.pipe_id == self.0.id).count();
+        let n = store
+            .cards
+            .values()
+            .filter(|c| c.pipe_id == self.0.id)
+            .count();
         Ok(i32::try_from(n).unwrap_or(i32::MAX))
     }
 }
@@ -504,7 +535,11 @@ impl TableObj {
     }
     async fn title_field(&self) -> Option<TableFieldObj> {
         let slug = self.0.title_field_id.as_deref()?;
-        self.0.fields.iter().find(|f| f.id == slug).map(TableFieldObj::from)
+        self.0
+            .fields
+            .iter()
+            .find(|f| f.id == slug)
+            .map(TableFieldObj::from)
     }
     async fn labels(&self) -> Vec<LabelObj> {
         self.0.labels.iter().map(LabelObj::from).collect()
@@ -525,7 +560,11 @@ impl TableObj {
     }
     async fn table_records_count(&self, ctx: &Context<'_>) -> Result<i32> {
         let store = inner(ctx)?.store();
-        let n = store.records.values().filter(|r| r.table_id == self.0.id).count();
+        let n = store
+            .records
+            .values()
+            .filter(|r| r.table_id == self.0.id)
+            .count();
         Ok(i32::try_from(n).unwrap_or(i32::MAX))
     }
 }
@@ -545,10 +584,10 @@ pub(crate) struct RelationObj {
 }
 
 fn phase_obj(inner: &Inner, phase_id: &str) -> Option<PhaseObj> {
-    inner
-        .cat
-        .phase(phase_id)
-        .map(|(p, ph)| PhaseObj { phase: ph.clone(), pipe_id: p.id.clone() })
+    inner.cat.phase(phase_id).map(|(p, ph)| PhaseObj {
+        phase: ph.clone(),
+        pipe_id: p.id.clone(),
+    })
 }
 
 /// Groups related cards by pipe, as Pipefy's relation objects do.
@@ -606,13 +645,19 @@ impl CardObj {
         self.0.finished_at.as_deref()
     }
     async fn done(&self, ctx: &Context<'_>) -> Result<bool> {
-        Ok(inner(ctx)?.cat.phase(&self.0.phase_id).is_some_and(|(_, ph)| ph.done))
+        Ok(inner(ctx)?
+            .cat
+            .phase(&self.0.phase_id)
+            .is_some_and(|(_, ph)| ph.done))
     }
     async fn current_phase(&self, ctx: &Context<'_>) -> Result<Option<PhaseObj>> {
         Ok(phase_obj(inner(ctx)?, &self.0.phase_id))
     }
     async fn pipe(&self, ctx: &Context<'_>) -> Result<Option<PipeObj>> {
-        Ok(inner(ctx)?.cat.pipe(&self.0.pipe_id).map(|p| PipeObj(p.clone())))
+        Ok(inner(ctx)?
+            .cat
+            .pipe(&self.0.pipe_id)
+            .map(|p| PipeObj(p.clone())))
     }
     async fn labels(&self, ctx: &Context<'_>) -> Result<Vec<LabelObj>> {
         let inner = inner(ctx)?;
@@ -637,16 +682,26 @@ impl CardObj {
     async fn fields(&self, ctx: &Context<'_>) -> Result<Vec<CardFieldObj>> {
         let inner = inner(ctx)?;
         let store = inner.store();
-        Ok(field_values(inner, &store, &self.0.pipe_id, &self.0.fields, &self.0.updated_at)
-            .into_iter()
-            .map(CardFieldObj::from)
-            .collect())
+        Ok(field_values(
+            inner,
+            &store,
+            &self.0.pipe_id,
+            &self.0.fields,
+            &self.0.updated_at,
+        )
+        .into_iter()
+        .map(CardFieldObj::from)
+        .collect())
     }
     async fn parent_relations(&self, ctx: &Context<'_>) -> Result<Vec<RelationObj>> {
         let inner = inner(ctx)?;
         let parents: Vec<Card> = {
             let store = inner.store();
-            self.0.parent_ids.iter().filter_map(|p| store.card(p).cloned()).collect()
+            self.0
+                .parent_ids
+                .iter()
+                .filter_map(|p| store.card(p).cloned())
+                .collect()
         };
         Ok(relations(inner, parents))
     }
@@ -672,10 +727,16 @@ impl TableRecordObj {
     fn record_fields(&self, ctx: &Context<'_>) -> Result<Vec<TableRecordFieldObj>> {
         let inner = inner(ctx)?;
         let store = inner.store();
-        Ok(field_values(inner, &store, &self.0.table_id, &self.0.fields, &self.0.updated_at)
-            .into_iter()
-            .map(TableRecordFieldObj::from)
-            .collect())
+        Ok(field_values(
+            inner,
+            &store,
+            &self.0.table_id,
+            &self.0.fields,
+            &self.0.updated_at,
+        )
+        .into_iter()
+        .map(TableRecordFieldObj::from)
+        .collect())
     }
 }
 
@@ -691,7 +752,10 @@ impl TableRecordObj {
         &self.0.title
     }
     async fn url(&self) -> String {
-        format!("https://app.pipefy.com/database_v2/tables/{}/records/{}", self.0.table_id, self.0.id)
+        format!(
+            "https://app.pipefy.com/database_v2/tables/{}/records/{}",
+            self.0.table_id, self.0.id
+        )
     }
     async fn due_date(&self) -> Option<&str> {
         self.0.due_date.as_deref()
@@ -711,7 +775,10 @@ impl TableRecordObj {
         &self.0.updated_at
     }
     async fn table(&self, ctx: &Context<'_>) -> Result<Option<TableObj>> {
-        Ok(inner(ctx)?.cat.table(&self.0.table_id).map(|t| TableObj(t.clone())))
+        Ok(inner(ctx)?
+            .cat
+            .table(&self.0.table_id)
+            .map(|t| TableObj(t.clone())))
     }
     async fn labels(&self, ctx: &Context<'_>) -> Result<Vec<LabelObj>> {
         let inner = inner(ctx)?;
@@ -803,7 +870,11 @@ impl RecordNodeObj {
             Node::Card(c) => &c.labels,
             Node::Record(r) => &r.labels,
         };
-        Ok(ids.iter().filter_map(|l| inner.cat.any_label(l)).map(LabelObj::from).collect())
+        Ok(ids
+            .iter()
+            .filter_map(|l| inner.cat.any_label(l))
+            .map(LabelObj::from)
+            .collect())
     }
     async fn assignees(&self, ctx: &Context<'_>) -> Result<Vec<UserObj>> {
         let inner = inner(ctx)?;
@@ -811,7 +882,11 @@ impl RecordNodeObj {
             Node::Card(c) => &c.assignees,
             Node::Record(r) => &r.assignees,
         };
-        Ok(ids.iter().filter_map(|u| inner.cat.user(u)).map(UserObj::from).collect())
+        Ok(ids
+            .iter()
+            .filter_map(|u| inner.cat.user(u))
+            .map(UserObj::from)
+            .collect())
     }
     async fn created_by(&self) -> Option<UserObj> {
         None
@@ -854,7 +929,14 @@ impl From<Page<Card>> for CardConnection {
         let total_count = i32::try_from(p.total).unwrap_or(i32::MAX);
         let nodes = p.items.iter().map(|(_, c)| CardObj(c.clone())).collect();
         CardConnection {
-            edges: p.items.into_iter().map(|(cursor, c)| CardEdge { cursor, node: CardObj(c) }).collect(),
+            edges: p
+                .items
+                .into_iter()
+                .map(|(cursor, c)| CardEdge {
+                    cursor,
+                    node: CardObj(c),
+                })
+                .collect(),
             nodes,
             page_info,
             total_count,
@@ -882,12 +964,19 @@ impl From<Page<Record>> for TableRecordConnection {
     fn from(p: Page<Record>) -> Self {
         let page_info = PageInfo::of(&p);
         let total_count = i32::try_from(p.total).unwrap_or(i32::MAX);
-        let nodes = p.items.iter().map(|(_, r)| TableRecordObj(r.clone())).collect();
+        let nodes = p
+            .items
+            .iter()
+            .map(|(_, r)| TableRecordObj(r.clone()))
+            .collect();
         TableRecordConnection {
             edges: p
                 .items
                 .into_iter()
-                .map(|(cursor, r)| TableRecordEdge { cursor, node: TableRecordObj(r) })
+                .map(|(cursor, r)| TableRecordEdge {
+                    cursor,
+                    node: TableRecordObj(r),
+                })
                 .collect(),
             nodes,
             page_info,
@@ -1030,8 +1119,18 @@ impl FilterSetInput {
             nin: self.nin,
             contains,
             ncontains,
-            and: self.and.unwrap_or_default().into_iter().map(FilterSetInput::decode).collect(),
-            or: self.or.unwrap_or_default().into_iter().map(FilterSetInput::decode).collect(),
+            and: self
+                .and
+                .unwrap_or_default()
+                .into_iter()
+                .map(FilterSetInput::decode)
+                .collect(),
+            or: self
+                .or
+                .unwrap_or_default()
+                .into_iter()
+                .map(FilterSetInput::decode)
+                .collect(),
             unsupported,
         }
     }
@@ -1056,7 +1155,12 @@ pub(crate) struct OrderByInput {
 type ValueList = Option<Vec<Option<UndefinedInput>>>;
 
 fn value_list(v: ValueList) -> Option<Vec<Json>> {
-    v.map(|items| items.into_iter().map(|i| i.map(|u| u.0).unwrap_or(Json::Null)).collect())
+    v.map(|items| {
+        items
+            .into_iter()
+            .map(|i| i.map(|u| u.0).unwrap_or(Json::Null))
+            .collect()
+    })
 }
 
 fn id_list(v: Option<Vec<Option<ID>>>) -> Option<Vec<String>> {
@@ -1075,7 +1179,11 @@ fn field_writes(v: Option<Vec<Option<FieldValueInput>>>) -> Vec<FieldWrite> {
     v.unwrap_or_default()
         .into_iter()
         .flatten()
-        .map(|f| FieldWrite { field_id: f.field_id.0, value: value_list(f.field_value), op: Op::Replace })
+        .map(|f| FieldWrite {
+            field_id: f.field_id.0,
+            value: value_list(f.field_value),
+            op: Op::Replace,
+        })
         .collect()
 }
 
@@ -1307,7 +1415,10 @@ impl Query {
     }
 
     async fn card(&self, ctx: &Context<'_>, id: ID) -> Result<Option<CardObj>> {
-        read(ctx, |cat, rules, store, user| store.read_card(cat, rules, user, &id)).map(|c| Some(CardObj(c)))
+        read(ctx, |cat, rules, store, user| {
+            store.read_card(cat, rules, user, &id)
+        })
+        .map(|c| Some(CardObj(c)))
     }
 
     #[graphql(complexity = "first.unwrap_or(50).max(0) as usize * child_complexity + 1")]
@@ -1328,12 +1439,24 @@ impl Query {
             include_done: s.include_done,
         });
         read(ctx, |cat, rules, store, user| {
-            store.list_cards(cat, rules, user, &pipe_id, &s.unwrap_or_default(), first, after.as_deref(), max)
+            store.list_cards(
+                cat,
+                rules,
+                user,
+                &pipe_id,
+                &s.unwrap_or_default(),
+                first,
+                after.as_deref(),
+                max,
+            )
         })
         .map(|p| Some(CardConnection::from(p)))
     }
 
-    #[graphql(name = "findCards", complexity = "first.unwrap_or(50).max(0) as usize * child_complexity + 1")]
+    #[graphql(
+        name = "findCards",
+        complexity = "first.unwrap_or(50).max(0) as usize * child_complexity + 1"
+    )]
     async fn find_cards(
         &self,
         ctx: &Context<'_>,
@@ -1344,7 +1467,17 @@ impl Query {
     ) -> Result<Option<CardConnection>> {
         let max = inner(ctx)?.page_max.cards;
         read(ctx, |cat, rules, store, user| {
-            store.find_cards(cat, rules, user, &pipe_id, &search.field_id, &search.field_value, first, after.as_deref(), max)
+            store.find_cards(
+                cat,
+                rules,
+                user,
+                &pipe_id,
+                &search.field_id,
+                &search.field_value,
+                first,
+                after.as_deref(),
+                max,
+            )
         })
         .map(|p| Some(CardConnection::from(p)))
     }
@@ -1371,7 +1504,7 @@ impl Query {
                 rules,
                 user,
                 &repo_id,
-                phase_id.as_deref(),
+                phase_id.as_ref().map(|p| p.as_str()),
                 search_term.as_deref(),
                 filter.as_ref(),
                 first,
@@ -1383,19 +1516,37 @@ impl Query {
         Ok(Some(RecordConnection {
             total_count: i32::try_from(p.total).unwrap_or(i32::MAX),
             page_info,
-            edges: p.items.into_iter().map(|(cursor, n)| RecordEdge { cursor, node: RecordNodeObj(n) }).collect(),
+            edges: p
+                .items
+                .into_iter()
+                .map(|(cursor, n)| RecordEdge {
+                    cursor,
+                    node: RecordNodeObj(n),
+                })
+                .collect(),
         }))
     }
 
     async fn pipe(&self, ctx: &Context<'_>, id: ID) -> Result<Option<PipeObj>> {
-        read(ctx, |cat, rules, store, user| store.read_pipe(cat, rules, user, &id).cloned()).map(|p| Some(PipeObj(p)))
+        read(ctx, |cat, rules, store, user| {
+            store.read_pipe(cat, rules, user, &id).cloned()
+        })
+        .map(|p| Some(PipeObj(p)))
     }
 
-    async fn pipes(&self, ctx: &Context<'_>, ids: Vec<Option<ID>>) -> Result<Option<Vec<Option<PipeObj>>>> {
+    async fn pipes(
+        &self,
+        ctx: &Context<'_>,
+        ids: Vec<Option<ID>>,
+    ) -> Result<Option<Vec<Option<PipeObj>>>> {
         read(ctx, |cat, rules, store, user| {
             ids.iter()
                 .flatten()
-                .map(|id| store.read_pipe(cat, rules, user, id).map(|p| Some(PipeObj(p.clone()))))
+                .map(|id| {
+                    store
+                        .read_pipe(cat, rules, user, id)
+                        .map(|p| Some(PipeObj(p.clone())))
+                })
                 .collect::<Result<Vec<_>, _>>()
         })
         .map(Some)
@@ -1403,26 +1554,45 @@ impl Query {
 
     async fn phase(&self, ctx: &Context<'_>, id: ID) -> Result<Option<PhaseObj>> {
         read(ctx, |cat, rules, store, user| {
-            store.read_phase(cat, rules, user, &id).map(|(p, ph)| PhaseObj { phase: ph.clone(), pipe_id: p.id.clone() })
+            store
+                .read_phase(cat, rules, user, &id)
+                .map(|(p, ph)| PhaseObj {
+                    phase: ph.clone(),
+                    pipe_id: p.id.clone(),
+                })
         })
         .map(Some)
     }
 
     async fn table(&self, ctx: &Context<'_>, id: ID) -> Result<Option<TableObj>> {
-        read(ctx, |cat, rules, store, user| store.read_table(cat, rules, user, &id).cloned()).map(|t| Some(TableObj(t)))
+        read(ctx, |cat, rules, store, user| {
+            store.read_table(cat, rules, user, &id).cloned()
+        })
+        .map(|t| Some(TableObj(t)))
     }
 
-    async fn tables(&self, ctx: &Context<'_>, ids: Vec<ID>) -> Result<Option<Vec<Option<TableObj>>>> {
+    async fn tables(
+        &self,
+        ctx: &Context<'_>,
+        ids: Vec<ID>,
+    ) -> Result<Option<Vec<Option<TableObj>>>> {
         read(ctx, |cat, rules, store, user| {
             ids.iter()
-                .map(|id| store.read_table(cat, rules, user, id).map(|t| Some(TableObj(t.clone()))))
+                .map(|id| {
+                    store
+                        .read_table(cat, rules, user, id)
+                        .map(|t| Some(TableObj(t.clone())))
+                })
                 .collect::<Result<Vec<_>, _>>()
         })
         .map(Some)
     }
 
     async fn table_record(&self, ctx: &Context<'_>, id: ID) -> Result<Option<TableRecordObj>> {
-        read(ctx, |cat, rules, store, user| store.read_record(cat, rules, user, &id)).map(|r| Some(TableRecordObj(r)))
+        read(ctx, |cat, rules, store, user| {
+            store.read_record(cat, rules, user, &id)
+        })
+        .map(|r| Some(TableRecordObj(r)))
     }
 
     #[graphql(complexity = "first.unwrap_or(50).max(0) as usize * child_complexity + 1")]
@@ -1434,11 +1604,16 @@ impl Query {
         after: Option<String>,
     ) -> Result<Option<TableRecordConnection>> {
         let max = inner(ctx)?.page_max.table_records;
-        read(ctx, |cat, rules, store, user| store.list_records(cat, rules, user, &table_id, first, after.as_deref(), max))
-            .map(|p| Some(TableRecordConnection::from(p)))
+        read(ctx, |cat, rules, store, user| {
+            store.list_records(cat, rules, user, &table_id, first, after.as_deref(), max)
+        })
+        .map(|p| Some(TableRecordConnection::from(p)))
     }
 
-    #[graphql(name = "findRecords", complexity = "first.unwrap_or(50).max(0) as usize * child_complexity + 1")]
+    #[graphql(
+        name = "findRecords",
+        complexity = "first.unwrap_or(50).max(0) as usize * child_complexity + 1"
+    )]
     async fn find_records(
         &self,
         ctx: &Context<'_>,
@@ -1449,7 +1624,17 @@ impl Query {
     ) -> Result<Option<TableRecordConnection>> {
         let max = inner(ctx)?.page_max.table_records;
         read(ctx, |cat, rules, store, user| {
-            store.find_records(cat, rules, user, &table_id, &search.field_id, &search.field_value, first, after.as_deref(), max)
+            store.find_records(
+                cat,
+                rules,
+                user,
+                &table_id,
+                &search.field_id,
+                &search.field_value,
+                first,
+                after.as_deref(),
+                max,
+            )
         })
         .map(|p| Some(TableRecordConnection::from(p)))
     }
@@ -1459,7 +1644,11 @@ pub(crate) struct Mutation;
 
 #[Object]
 impl Mutation {
-    async fn create_card(&self, ctx: &Context<'_>, input: CreateCardInput) -> Result<Option<CreateCardPayload>> {
+    async fn create_card(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateCardInput,
+    ) -> Result<Option<CreateCardPayload>> {
         let _ = input.attachments;
         let new = state::NewCard {
             pipe_id: input.pipe_id.0,
@@ -1471,11 +1660,21 @@ impl Mutation {
             parent_ids: id_list(input.parent_ids),
             fields: field_writes(input.fields_attributes),
         };
-        let card = mutate(ctx, |cat, rules, store, user| store.create_card(cat, rules, user, new)).await?;
-        Ok(Some(CreateCardPayload { card: Some(CardObj(card)), client_mutation_id: input.client_mutation_id }))
+        let card = mutate(ctx, |cat, rules, store, user| {
+            store.create_card(cat, rules, user, new)
+        })
+        .await?;
+        Ok(Some(CreateCardPayload {
+            card: Some(CardObj(card)),
+            client_mutation_id: input.client_mutation_id,
+        }))
     }
 
-    async fn update_card(&self, ctx: &Context<'_>, input: UpdateCardInput) -> Result<Option<UpdateCardPayload>> {
+    async fn update_card(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateCardInput,
+    ) -> Result<Option<UpdateCardPayload>> {
         let id = input.id.0;
         let (title, due) = (input.title, input.due_date.map(|d| d.0));
         let (assignees, labels) = (id_list(input.assignee_ids), id_list(input.label_ids));
@@ -1483,13 +1682,23 @@ impl Mutation {
             store.update_card(cat, rules, user, &id, title, due, assignees, labels)
         })
         .await?;
-        Ok(Some(UpdateCardPayload { card: Some(CardObj(card)), client_mutation_id: input.client_mutation_id }))
+        Ok(Some(UpdateCardPayload {
+            card: Some(CardObj(card)),
+            client_mutation_id: input.client_mutation_id,
+        }))
     }
 
-    async fn update_card_field(&self, ctx: &Context<'_>, input: UpdateCardFieldInput) -> Result<Option<UpdateCardFieldPayload>> {
+    async fn update_card_field(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateCardFieldInput,
+    ) -> Result<Option<UpdateCardFieldPayload>> {
         let value = value_list(input.new_value);
         let (card_id, field_id) = (input.card_id.0, input.field_id.0);
-        let card = mutate(ctx, |cat, rules, store, user| store.update_card_field(cat, rules, user, &card_id, &field_id, value)).await?;
+        let card = mutate(ctx, |cat, rules, store, user| {
+            store.update_card_field(cat, rules, user, &card_id, &field_id, value)
+        })
+        .await?;
         Ok(Some(UpdateCardFieldPayload {
             card: Some(CardObj(card)),
             success: Some(true),
@@ -1497,7 +1706,11 @@ impl Mutation {
         }))
     }
 
-    async fn update_fields_values(&self, ctx: &Context<'_>, input: UpdateFieldsValuesInput) -> Result<Option<UpdateFieldsValuesPayload>> {
+    async fn update_fields_values(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateFieldsValuesInput,
+    ) -> Result<Option<UpdateFieldsValuesPayload>> {
         let writes: Vec<FieldWrite> = input
             .values
             .into_iter()
@@ -1512,13 +1725,19 @@ impl Mutation {
             })
             .collect();
         let node_id = input.node_id.0;
-        let (errors, node) = mutate(ctx, |cat, rules, store, user| store.update_fields_values(cat, rules, user, &node_id, writes)).await?;
+        let (errors, node) = mutate(ctx, |cat, rules, store, user| {
+            store.update_fields_values(cat, rules, user, &node_id, writes)
+        })
+        .await?;
         Ok(Some(UpdateFieldsValuesPayload {
             success: errors.is_empty(),
             user_errors: Some(
                 errors
                     .into_iter()
-                    .map(|e| UserErrorObj { field: e.field, message: e.message })
+                    .map(|e| UserErrorObj {
+                        field: e.field,
+                        message: e.message,
+                    })
                     .collect(),
             ),
             updated_node: node.map(|n| match n {
@@ -1529,19 +1748,43 @@ impl Mutation {
         }))
     }
 
-    async fn delete_card(&self, ctx: &Context<'_>, input: DeleteCardInput) -> Result<Option<DeleteCardPayload>> {
+    async fn delete_card(
+        &self,
+        ctx: &Context<'_>,
+        input: DeleteCardInput,
+    ) -> Result<Option<DeleteCardPayload>> {
         let id = input.id.0;
-        mutate(ctx, |cat, rules, store, user| store.delete_card(cat, rules, user, &id)).await?;
-        Ok(Some(DeleteCardPayload { success: Some(true), client_mutation_id: input.client_mutation_id }))
+        mutate(ctx, |cat, rules, store, user| {
+            store.delete_card(cat, rules, user, &id)
+        })
+        .await?;
+        Ok(Some(DeleteCardPayload {
+            success: Some(true),
+            client_mutation_id: input.client_mutation_id,
+        }))
     }
 
-    async fn move_card_to_phase(&self, ctx: &Context<'_>, input: MoveCardToPhaseInput) -> Result<Option<MoveCardToPhasePayload>> {
+    async fn move_card_to_phase(
+        &self,
+        ctx: &Context<'_>,
+        input: MoveCardToPhaseInput,
+    ) -> Result<Option<MoveCardToPhasePayload>> {
         let (card_id, dest) = (input.card_id.0, input.destination_phase_id.0);
-        let card = mutate(ctx, |cat, rules, store, user| store.move_card(cat, rules, user, &card_id, &dest)).await?;
-        Ok(Some(MoveCardToPhasePayload { card: Some(CardObj(card)), client_mutation_id: input.client_mutation_id }))
+        let card = mutate(ctx, |cat, rules, store, user| {
+            store.move_card(cat, rules, user, &card_id, &dest)
+        })
+        .await?;
+        Ok(Some(MoveCardToPhasePayload {
+            card: Some(CardObj(card)),
+            client_mutation_id: input.client_mutation_id,
+        }))
     }
 
-    async fn create_table_record(&self, ctx: &Context<'_>, input: CreateTableRecordInput) -> Result<Option<CreateTableRecordPayload>> {
+    async fn create_table_record(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateTableRecordInput,
+    ) -> Result<Option<CreateTableRecordPayload>> {
         let new = state::NewRecord {
             table_id: input.table_id.0,
             title: input.title,
@@ -1550,15 +1793,35 @@ impl Mutation {
             label_ids: id_list(input.label_ids),
             fields: field_writes(input.fields_attributes),
         };
-        let rec = mutate(ctx, |cat, rules, store, user| store.create_record(cat, rules, user, new)).await?;
-        Ok(Some(CreateTableRecordPayload { table_record: Some(TableRecordObj(rec)), client_mutation_id: input.client_mutation_id }))
+        let rec = mutate(ctx, |cat, rules, store, user| {
+            store.create_record(cat, rules, user, new)
+        })
+        .await?;
+        Ok(Some(CreateTableRecordPayload {
+            table_record: Some(TableRecordObj(rec)),
+            client_mutation_id: input.client_mutation_id,
+        }))
     }
 
-    async fn update_table_record(&self, ctx: &Context<'_>, input: UpdateTableRecordInput) -> Result<Option<UpdateTableRecordPayload>> {
+    async fn update_table_record(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateTableRecordInput,
+    ) -> Result<Option<UpdateTableRecordPayload>> {
         let id = input.id.0;
-        let (title, due, status) = (input.title, input.due_date.map(|d| d.0), input.status_id.map(|s| s.0));
-        let rec = mutate(ctx, |cat, rules, store, user| store.update_record(cat, rules, user, &id, title, due, status)).await?;
-        Ok(Some(UpdateTableRecordPayload { table_record: Some(TableRecordObj(rec)), client_mutation_id: input.client_mutation_id }))
+        let (title, due, status) = (
+            input.title,
+            input.due_date.map(|d| d.0),
+            input.status_id.map(|s| s.0),
+        );
+        let rec = mutate(ctx, |cat, rules, store, user| {
+            store.update_record(cat, rules, user, &id, title, due, status)
+        })
+        .await?;
+        Ok(Some(UpdateTableRecordPayload {
+            table_record: Some(TableRecordObj(rec)),
+            client_mutation_id: input.client_mutation_id,
+        }))
     }
 
     async fn set_table_record_field_value(
@@ -1569,7 +1832,10 @@ impl Mutation {
         let value = value_list(input.value);
         let (id, field_id) = (input.table_record_id.0, input.field_id.0);
         let fid = field_id.clone();
-        let rec = mutate(ctx, |cat, rules, store, user| store.set_record_field(cat, rules, user, &id, &fid, value)).await?;
+        let rec = mutate(ctx, |cat, rules, store, user| {
+            store.set_record_field(cat, rules, user, &id, &fid, value)
+        })
+        .await?;
         let field = {
             let inner = inner(ctx)?;
             let store = inner.store();
@@ -1589,9 +1855,19 @@ impl Mutation {
         }))
     }
 
-    async fn delete_table_record(&self, ctx: &Context<'_>, input: DeleteTableRecordInput) -> Result<Option<DeleteTableRecordPayload>> {
+    async fn delete_table_record(
+        &self,
+        ctx: &Context<'_>,
+        input: DeleteTableRecordInput,
+    ) -> Result<Option<DeleteTableRecordPayload>> {
         let id = input.id.0;
-        mutate(ctx, |cat, rules, store, user| store.delete_record(cat, rules, user, &id)).await?;
-        Ok(Some(DeleteTableRecordPayload { success: Some(true), client_mutation_id: input.client_mutation_id }))
+        mutate(ctx, |cat, rules, store, user| {
+            store.delete_record(cat, rules, user, &id)
+        })
+        .await?;
+        Ok(Some(DeleteTableRecordPayload {
+            success: Some(true),
+            client_mutation_id: input.client_mutation_id,
+        }))
     }
 }

@@ -7,8 +7,13 @@ use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextValidation};
-use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, Selection, SelectionSet};
-use async_graphql::{EmptySubscription, ErrorExtensionValues, Request, Schema, ServerError, ValidationResult, Variables};
+use async_graphql::parser::types::{
+    DocumentOperations, ExecutableDocument, Selection, SelectionSet,
+};
+use async_graphql::{
+    EmptySubscription, ErrorExtensionValues, Request, Schema, ServerError, ValidationResult,
+    Variables,
+};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -146,7 +151,10 @@ struct LimitsExt {
 
 impl ExtensionFactory for Limits {
     fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(LimitsExt { max_complexity: self.max_complexity, max_depth: self.max_depth })
+        Arc::new(LimitsExt {
+            max_complexity: self.max_complexity,
+            max_depth: self.max_depth,
+        })
     }
 }
 
@@ -177,7 +185,10 @@ impl Extension for LimitsExt {
         }
         if r.depth > self.max_depth {
             return Err(vec![coded_error(
-                format!("Query has depth of {}, which exceeds max depth of {}", r.depth, self.max_depth),
+                format!(
+                    "Query has depth of {}, which exceeds max depth of {}",
+                    r.depth, self.max_depth
+                ),
                 "MAX_DEPTH_EXCEEDED",
             )]);
         }
@@ -209,7 +220,10 @@ pub(crate) fn router(app: App) -> Router {
         .route("/_emulator/stats", get(stats_handler))
         .route("/_emulator/stats/reset", post(stats_reset_handler))
         .route("/_emulator/reset", post(reset_handler))
-        .route("/_emulator/faults", get(get_faults_handler).post(set_faults_handler))
+        .route(
+            "/_emulator/faults",
+            get(get_faults_handler).post(set_faults_handler),
+        )
         .route("/_emulator/expire-tokens", post(expire_tokens_handler))
         .with_state(app)
 }
@@ -247,7 +261,11 @@ async fn set_faults_handler(State(app): State<App>, body: Bytes) -> Response {
             app.inner.set_faults(f.clone());
             AxJson(f).into_response()
         }
-        Err(e) => (StatusCode::BAD_REQUEST, AxJson(json!({"error": e.to_string()}))).into_response(),
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            AxJson(json!({"error": e.to_string()})),
+        )
+            .into_response(),
     }
 }
 
@@ -299,7 +317,8 @@ fn unauthorized(fail: AuthFail) -> Response {
         ),
     };
     let mut r = (StatusCode::UNAUTHORIZED, AxJson(body)).into_response();
-    r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(www));
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(www));
     r
 }
 
@@ -319,8 +338,10 @@ fn too_many(inner: &Inner) -> Response {
 
 fn plain(status: StatusCode, text: &'static str) -> Response {
     let mut r = (status, text).into_response();
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
@@ -337,7 +358,10 @@ fn decode_base64(s: &str) -> Option<Vec<u8>> {
             _ => return None,
         } as u32)
     };
-    let bytes: Vec<u8> = s.bytes().filter(|b| *b != b'=' && !b.is_ascii_whitespace()).collect();
+    let bytes: Vec<u8> = s
+        .bytes()
+        .filter(|b| *b != b'=' && !b.is_ascii_whitespace())
+        .collect();
     let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
     for chunk in bytes.chunks(4) {
         let mut acc = 0u32;
@@ -358,7 +382,11 @@ fn decode_base64(s: &str) -> Option<Vec<u8>> {
 }
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    (status, AxJson(json!({"error": error, "error_description": description}))).into_response()
+    (
+        status,
+        AxJson(json!({"error": error, "error_description": description})),
+    )
+        .into_response()
 }
 
 async fn oauth_handler(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
@@ -382,7 +410,13 @@ async fn oauth_handler(State(app): State<App>, headers: HeaderMap, body: Bytes) 
                     }
                 }
             }
-            _ => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "The request body must be JSON or form encoded."),
+            _ => {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "The request body must be JSON or form encoded.",
+                )
+            }
         }
     }
     // Go's clientcredentials flow may send the client in a Basic header instead.
@@ -395,16 +429,32 @@ async fn oauth_handler(State(app): State<App>, headers: HeaderMap, body: Bytes) 
     {
         if let Some((id, secret)) = basic.split_once(':') {
             let dec = |s: &str| {
-                percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
             };
             params.entry("client_id".into()).or_insert_with(|| dec(id));
-            params.entry("client_secret".into()).or_insert_with(|| dec(secret));
+            params
+                .entry("client_secret".into())
+                .or_insert_with(|| dec(secret));
         }
     }
     match params.get("grant_type").map(String::as_str) {
         Some("client_credentials") => {}
-        Some(_) => return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "The authorization grant type is not supported by the authorization server."),
-        None => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Missing required parameter: grant_type."),
+        Some(_) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "The authorization grant type is not supported by the authorization server.",
+            )
+        }
+        None => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "Missing required parameter: grant_type.",
+            )
+        }
     }
     let id = params.get("client_id").cloned().unwrap_or_default();
     let secret = params.get("client_secret").cloned().unwrap_or_default();
@@ -425,7 +475,10 @@ async fn oauth_handler(State(app): State<App>, headers: HeaderMap, body: Bytes) 
     let token = format!("sa-{}-{:x}", uuid::Uuid::new_v4().simple(), n);
     lock(&inner.issued).insert(
         token.clone(),
-        IssuedToken { user_id: sa.user_id.clone(), expires_at: Instant::now() + Duration::from_secs(sa.expires_in) },
+        IssuedToken {
+            user_id: sa.user_id.clone(),
+            expires_at: Instant::now() + Duration::from_secs(sa.expires_in),
+        },
     );
     inner.stats().oauth_tokens_issued += 1;
     AxJson(json!({
@@ -470,7 +523,10 @@ async fn graphql_handler(
     }
     let Ok(body) = serde_json::from_slice::<Json>(&body) else {
         // API.md §4.2: a body that is not JSON gets a plain-text 500 page.
-        return plain(StatusCode::INTERNAL_SERVER_ERROR, "500 Internal Server Error");
+        return plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "500 Internal Server Error",
+        );
     };
     let latency = inner.faults().faults.latency_ms;
     if latency > 0 {
@@ -484,7 +540,10 @@ async fn graphql_handler(
             return match code {
                 502 => plain(StatusCode::BAD_GATEWAY, "502 Bad Gateway"),
                 503 => plain(StatusCode::SERVICE_UNAVAILABLE, "503 Service Unavailable"),
-                _ => plain(StatusCode::INTERNAL_SERVER_ERROR, "500 Internal Server Error"),
+                _ => plain(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "500 Internal Server Error",
+                ),
             };
         }
         RequestFault::Reset => {
@@ -528,7 +587,9 @@ fn count_aliases_in(set: &SelectionSet, doc: &ExecutableDocument, depth: usize) 
                 usize::from(f.node.alias.is_some())
                     + count_aliases_in(&f.node.selection_set.node, doc, depth + 1)
             }
-            Selection::InlineFragment(i) => count_aliases_in(&i.node.selection_set.node, doc, depth + 1),
+            Selection::InlineFragment(i) => {
+                count_aliases_in(&i.node.selection_set.node, doc, depth + 1)
+            }
             Selection::FragmentSpread(_) => 0,
         })
         .sum()
@@ -562,20 +623,34 @@ async fn execute(app: &App, body: &Json, user_id: String) -> Json {
         // Some clients send variables as a JSON string.
         Some(Json::String(s)) => match serde_json::from_str::<Json>(s) {
             Ok(v @ Json::Object(_)) => Variables::from_json(v),
-            _ => return request_error("Variables must be a JSON object", "GRAPHQL_VALIDATION_FAILED", &corr),
+            _ => {
+                return request_error(
+                    "Variables must be a JSON object",
+                    "GRAPHQL_VALIDATION_FAILED",
+                    &corr,
+                )
+            }
         },
-        Some(_) => return request_error("Variables must be a JSON object", "GRAPHQL_VALIDATION_FAILED", &corr),
+        Some(_) => {
+            return request_error(
+                "Variables must be a JSON object",
+                "GRAPHQL_VALIDATION_FAILED",
+                &corr,
+            )
+        }
     };
     let op_name = body
         .get("operationName")
         .and_then(Json::as_str)
         .filter(|s| !s.is_empty())
         .map(str::to_string);
-    let mut req = Request::new(query).variables(variables).data(Caller { user_id });
+    let mut req = Request::new(query)
+        .variables(variables)
+        .data(Caller { user_id });
     if let Some(n) = &op_name {
         req = req.operation_name(n.clone());
     }
-    let (aliases, stat_name) = match req.parsed_query() {
+    let (aliases, stat_name, keys) = match req.parsed_query() {
         Ok(doc) => {
             let name = op_name.clone().unwrap_or_else(|| match &doc.operations {
                 DocumentOperations::Multiple(m) if m.len() == 1 => {
@@ -583,14 +658,14 @@ async fn execute(app: &App, body: &Json, user_id: String) -> Json {
                 }
                 _ => "<anonymous>".to_string(),
             });
-            (count_aliases(doc), name)
+            (count_aliases(doc), name, root_keys(doc, op_name.as_deref()))
         }
         Err(e) => {
             let mut e = e;
             let mut ext = ErrorExtensionValues::default();
             ext.set("code", "GRAPHQL_PARSE_FAILED");
             e.extensions = Some(ext);
-            return shape(async_graphql::Response::from_errors(vec![e]), &corr);
+            return shape(async_graphql::Response::from_errors(vec![e]), &corr, &[]);
         }
     };
     *inner.stats().by_operation.entry(stat_name).or_default() += 1;
@@ -604,27 +679,122 @@ async fn execute(app: &App, body: &Json, user_id: String) -> Json {
         }
     }
     let resp = app.schema.execute(req).await;
-    shape(resp, &corr)
+    shape(resp, &corr, &keys)
 }
 
 /// Gives every error an `extensions.code` and `correlation_id` (API.md §4.1), rewrites
-/// validation messages into graphql-ruby's wording (Pipefy runs graphql-ruby), and drops
-/// `data` for request-level errors (parse/validation), as the GraphQL spec asks.
-fn shape(resp: async_graphql::Response, corr: &str) -> Json {
+/// validation messages into graphql-ruby's wording (Pipefy runs graphql-ruby), puts `null`
+/// where a field failed (async-graphql leaves the key out; the spec and Pipefy answer
+/// `"alias": null`), and drops `data` for request-level errors (parse/validation).
+fn shape(resp: async_graphql::Response, corr: &str, root_keys: &[String]) -> Json {
     let mut v = serde_json::to_value(&resp)
         .unwrap_or_else(|_| request_error("Something went wrong", "INTERNAL_SERVER_ERROR", corr));
-    let has_errors = v.get("errors").and_then(Json::as_array).is_some_and(|e| !e.is_empty());
+    let mut paths: Vec<Vec<Json>> = Vec::new();
     if let Some(errors) = v.get_mut("errors").and_then(Json::as_array_mut) {
-        for e in errors {
+        for e in errors.iter_mut() {
+            if let Some(p) = e.get("path").and_then(Json::as_array) {
+                paths.push(p.clone());
+            }
             fix_error(e, corr);
         }
     }
-    if has_errors && v.get("data").is_some_and(Json::is_null) {
-        if let Some(m) = v.as_object_mut() {
-            m.remove("data");
+    let has_errors = v
+        .get("errors")
+        .and_then(Json::as_array)
+        .is_some_and(|e| !e.is_empty());
+    let Some(obj) = v.as_object_mut() else {
+        return v;
+    };
+    if paths.is_empty() {
+        if has_errors && obj.get("data").is_some_and(Json::is_null) {
+            obj.remove("data");
         }
+        return v;
+    }
+    let data = obj.entry("data").or_insert(Json::Null);
+    if data.is_null() {
+        *data = json!({});
+    }
+    for p in &paths {
+        insert_null(data, p);
+    }
+    if let Some(m) = data.as_object_mut() {
+        let mut ordered = serde_json::Map::new();
+        for k in root_keys {
+            if let Some(x) = m.remove(k) {
+                ordered.insert(k.clone(), x);
+            }
+        }
+        ordered.extend(std::mem::take(m));
+        *m = ordered;
     }
     v
+}
+
+/// Sets `null` at `path` when its parent exists and the key is missing.
+fn insert_null(data: &mut Json, path: &[Json]) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut cur = data;
+    for seg in parents {
+        let next = match (seg, cur) {
+            (Json::String(k), Json::Object(m)) => m.get_mut(k),
+            (Json::Number(n), Json::Array(a)) => n.as_u64().and_then(|i| a.get_mut(i as usize)),
+            _ => None,
+        };
+        match next {
+            Some(n) => cur = n,
+            None => return,
+        }
+    }
+    if let (Json::String(k), Json::Object(m)) = (last, cur) {
+        m.entry(k.clone()).or_insert(Json::Null);
+    }
+}
+
+/// Response keys (alias or name) of the executed operation's root fields, in order.
+fn root_keys(doc: &ExecutableDocument, op_name: Option<&str>) -> Vec<String> {
+    let op = match (&doc.operations, op_name) {
+        (DocumentOperations::Single(op), _) => Some(op),
+        (DocumentOperations::Multiple(m), Some(n)) => m.get(n),
+        (DocumentOperations::Multiple(m), None) if m.len() == 1 => m.values().next(),
+        _ => None,
+    };
+    let mut keys = Vec::new();
+    if let Some(op) = op {
+        collect_keys(&op.node.selection_set.node, doc, &mut keys, 0);
+    }
+    keys
+}
+
+fn collect_keys(
+    set: &SelectionSet,
+    doc: &ExecutableDocument,
+    keys: &mut Vec<String>,
+    depth: usize,
+) {
+    if depth > 16 {
+        return;
+    }
+    for s in &set.items {
+        match &s.node {
+            Selection::Field(f) => {
+                let k = f.node.response_key().node.to_string();
+                if !keys.contains(&k) {
+                    keys.push(k);
+                }
+            }
+            Selection::InlineFragment(i) => {
+                collect_keys(&i.node.selection_set.node, doc, keys, depth + 1)
+            }
+            Selection::FragmentSpread(sp) => {
+                if let Some(fr) = doc.fragments.get(&sp.node.fragment_name.node) {
+                    collect_keys(&fr.node.selection_set.node, doc, keys, depth + 1);
+                }
+            }
+        }
+    }
 }
 
 struct Rewrite {
@@ -657,12 +827,13 @@ static REWRITES: LazyLock<Vec<Rewrite>> = LazyLock::new(|| {
 
 fn fix_error(e: &mut Json, corr: &str) {
     let Some(obj) = e.as_object_mut() else { return };
-    let message = obj.get("message").and_then(Json::as_str).unwrap_or_default().to_string();
+    let message = obj
+        .get("message")
+        .and_then(Json::as_str)
+        .unwrap_or_default()
+        .to_string();
     let has_path = obj.get("path").is_some();
-    let has_code = obj
-        .get("extensions")
-        .and_then(|x| x.get("code"))
-        .is_some();
+    let has_code = obj.get("extensions").and_then(|x| x.get("code")).is_some();
     let mut new_message = None;
     let mut code = None;
     if !has_code {
@@ -700,7 +871,8 @@ mod tests {
 
     #[test]
     fn errors_get_codes_and_ruby_wording() {
-        let mut e = json!({"message": "Unknown field \"nope\" on type \"Card\". Did you mean \"id\"?"});
+        let mut e =
+            json!({"message": "Unknown field \"nope\" on type \"Card\". Did you mean \"id\"?"});
         fix_error(&mut e, "abc");
         assert_eq!(e["message"], "Field 'nope' doesn't exist on type 'Card'");
         assert_eq!(e["extensions"]["code"], "undefinedField");

@@ -8,7 +8,9 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use crate::fixture::{self, FieldDef, Fixture, FixtureError, LabelDef, MemberDef, PipeDef, TableDef, User};
+use crate::fixture::{
+    self, FieldDef, Fixture, FixtureError, LabelDef, MemberDef, PipeDef, TableDef, User,
+};
 use crate::values::{self, FieldType, ValueFormat};
 
 /// A card, as stored and as returned by [`crate::EmulatorHandle::snapshot`].
@@ -277,7 +279,6 @@ pub(crate) struct FieldInfo {
     pub def: FieldDef,
     /// `None` for start-form and table fields.
     pub phase_id: Option<String>,
-    pub repo_id: String,
 }
 
 /// Immutable indexes over the fixture.
@@ -324,7 +325,10 @@ impl Catalog {
                 order.push(f.id.clone());
                 map.insert(
                     f.id.clone(),
-                    FieldInfo { def: f.clone(), phase_id: None, repo_id: p.id.clone() },
+                    FieldInfo {
+                        def: f.clone(),
+                        phase_id: None,
+                    },
                 );
             }
             for ph in &p.phases {
@@ -335,7 +339,6 @@ impl Catalog {
                         FieldInfo {
                             def: f.clone(),
                             phase_id: Some(ph.id.clone()),
-                            repo_id: p.id.clone(),
                         },
                     );
                 }
@@ -353,11 +356,16 @@ impl Catalog {
                 c.uuids.insert(f.uuid.clone(), (t.id.clone(), f.id.clone()));
                 map.insert(
                     f.id.clone(),
-                    FieldInfo { def: f.clone(), phase_id: None, repo_id: t.id.clone() },
+                    FieldInfo {
+                        def: f.clone(),
+                        phase_id: None,
+                    },
                 );
             }
-            c.field_order
-                .insert(t.id.clone(), t.fields.iter().map(|f| f.id.clone()).collect());
+            c.field_order.insert(
+                t.id.clone(),
+                t.fields.iter().map(|f| f.id.clone()).collect(),
+            );
             c.fields.insert(t.id.clone(), map);
         }
         for p in &fixture.pipes {
@@ -381,7 +389,9 @@ impl Catalog {
         self.pipes.get(id).and_then(|i| self.fixture.pipes.get(*i))
     }
     pub fn table(&self, id: &str) -> Option<&TableDef> {
-        self.tables.get(id).and_then(|i| self.fixture.tables.get(*i))
+        self.tables
+            .get(id)
+            .and_then(|i| self.fixture.tables.get(*i))
     }
     pub fn repo(&self, id: &str) -> Option<Repo<'_>> {
         self.pipe(id)
@@ -402,7 +412,10 @@ impl Catalog {
         let Some(order) = self.field_order.get(repo_id) else {
             return Vec::new();
         };
-        order.iter().filter_map(|s| self.field(repo_id, s)).collect()
+        order
+            .iter()
+            .filter_map(|s| self.field(repo_id, s))
+            .collect()
     }
     /// `(repo id, slug)` of a field uuid.
     pub fn field_by_uuid(&self, uuid: &str) -> Option<(&str, &str)> {
@@ -421,7 +434,7 @@ impl Catalog {
             .find(|l| l.id == id)
     }
 
-    fn role_in(&self, repo: Repo<'_>, user_id: &str) -> Option<&str> {
+    fn role_in<'r>(&self, repo: Repo<'r>, user_id: &str) -> Option<&'r str> {
         repo.members()
             .iter()
             .find(|m| m.user_id == user_id)
@@ -563,7 +576,12 @@ fn page<T>(
             None => break,
         }
     }
-    Ok(Page { items, has_next: rest.peek().is_some(), has_previous: after_key.is_some(), total })
+    Ok(Page {
+        items,
+        has_next: rest.peek().is_some(),
+        has_previous: after_key.is_some(),
+        total,
+    })
 }
 
 fn now() -> String {
@@ -599,7 +617,10 @@ impl Store {
                 )));
             }
             if s.record_seq.contains_key(&r.id) {
-                return Err(FixtureError::Invalid(format!("record id {} repeated", r.id)));
+                return Err(FixtureError::Invalid(format!(
+                    "record id {} repeated",
+                    r.id
+                )));
             }
             let mut r = r.clone();
             if r.created_at.is_empty() {
@@ -614,9 +635,10 @@ impl Store {
             s.records.insert(seq, r);
         }
         for c in &cat.fixture.cards {
-            let id: u64 = c.id.parse().map_err(|_| {
-                FixtureError::Invalid(format!("card id {:?} is not numeric", c.id))
-            })?;
+            let id: u64 = c
+                .id
+                .parse()
+                .map_err(|_| FixtureError::Invalid(format!("card id {:?} is not numeric", c.id)))?;
             let pipe = cat.pipe(&c.pipe_id).ok_or_else(|| {
                 FixtureError::Invalid(format!("card {} in unknown pipe {}", c.id, c.pipe_id))
             })?;
@@ -694,12 +716,17 @@ impl Store {
         for (slug, v) in fields {
             let fi = cat
                 .field(repo.id(), slug)
-                .ok_or_else(|| ApiError::NotFound { kind: "Field", id: slug.clone() })?;
+                .ok_or_else(|| ApiError::NotFound {
+                    kind: "Field",
+                    id: slug.clone(),
+                })?;
             let raw = match v {
                 Json::Array(a) => a.clone(),
                 other => vec![other.clone()],
             };
-            if let Some(n) = self.normalize(cat, rules, repo, &fi.def, Some(&raw), None, Op::Replace)? {
+            if let Some(n) =
+                self.normalize(cat, rules, repo, &fi.def, Some(&raw), None, Op::Replace)?
+            {
                 out.insert(slug.clone(), n);
             }
         }
@@ -746,13 +773,18 @@ impl Store {
 
     /// Read-side text of a stored value.
     pub fn display(&self, cat: &Catalog, fmt: ValueFormat, fd: &FieldDef, v: &Json) -> String {
-        values::display(fd.field_type, v, fmt, &|id| self.name_of(cat, fd.field_type, id))
+        values::display(fd.field_type, v, fmt, &|id| {
+            self.name_of(cat, fd.field_type, id)
+        })
     }
 
     fn missing(rules: &Rules, kind: &'static str, id: &str) -> ApiError {
         match rules.missing_id_code {
             MissingIdCode::PermissionDenied => ApiError::PermissionDenied,
-            MissingIdCode::ResourceNotFound => ApiError::NotFound { kind, id: id.to_string() },
+            MissingIdCode::ResourceNotFound => ApiError::NotFound {
+                kind,
+                id: id.to_string(),
+            },
         }
     }
 
@@ -829,10 +861,20 @@ impl Store {
         if result.is_empty() {
             return Ok(None);
         }
-        Ok(Some(Json::Array(result.into_iter().map(Json::String).collect())))
+        Ok(Some(Json::Array(
+            result.into_iter().map(Json::String).collect(),
+        )))
     }
 
-    fn derive_title(&self, cat: &Catalog, rules: &Rules, repo: Repo<'_>, given: Option<&str>, fields: &BTreeMap<String, Json>, current: &str) -> String {
+    fn derive_title(
+        &self,
+        cat: &Catalog,
+        rules: &Rules,
+        repo: Repo<'_>,
+        given: Option<&str>,
+        fields: &BTreeMap<String, Json>,
+        current: &str,
+    ) -> String {
         let field_title = |slug: &str| -> Option<String> {
             let fi = cat.field(repo.id(), slug)?;
             let v = fields.get(slug)?;
@@ -852,8 +894,18 @@ impl Store {
             .unwrap_or_default()
     }
 
-    fn check_access(cat: &Catalog, rules: &Rules, repo: Repo<'_>, user: &str, write: bool) -> Result<(), ApiError> {
-        let ok = if write { cat.can_write(repo, user, rules) } else { cat.can_read(repo, user) };
+    fn check_access(
+        cat: &Catalog,
+        rules: &Rules,
+        repo: Repo<'_>,
+        user: &str,
+        write: bool,
+    ) -> Result<(), ApiError> {
+        let ok = if write {
+            cat.can_write(repo, user, rules)
+        } else {
+            cat.can_read(repo, user)
+        };
         if ok {
             Ok(())
         } else {
@@ -861,27 +913,64 @@ impl Store {
         }
     }
 
-    fn pipe_access<'c>(cat: &'c Catalog, rules: &Rules, id: &str, user: &str, write: bool) -> Result<&'c PipeDef, ApiError> {
-        let p = cat.pipe(id).ok_or_else(|| Self::missing(rules, "Pipe", id))?;
+    fn pipe_access<'c>(
+        cat: &'c Catalog,
+        rules: &Rules,
+        id: &str,
+        user: &str,
+        write: bool,
+    ) -> Result<&'c PipeDef, ApiError> {
+        let p = cat
+            .pipe(id)
+            .ok_or_else(|| Self::missing(rules, "Pipe", id))?;
         Self::check_access(cat, rules, Repo::Pipe(p), user, write)?;
         Ok(p)
     }
 
-    fn table_access<'c>(cat: &'c Catalog, rules: &Rules, id: &str, user: &str, write: bool) -> Result<&'c TableDef, ApiError> {
-        let t = cat.table(id).ok_or_else(|| Self::missing(rules, "Table", id))?;
+    fn table_access<'c>(
+        cat: &'c Catalog,
+        rules: &Rules,
+        id: &str,
+        user: &str,
+        write: bool,
+    ) -> Result<&'c TableDef, ApiError> {
+        let t = cat
+            .table(id)
+            .ok_or_else(|| Self::missing(rules, "Table", id))?;
         Self::check_access(cat, rules, Repo::Table(t), user, write)?;
         Ok(t)
     }
 
-    fn card_access<'c>(&self, cat: &'c Catalog, rules: &Rules, id: &str, user: &str, write: bool) -> Result<(u64, &'c PipeDef), ApiError> {
-        let card = self.card(id).ok_or_else(|| Self::missing(rules, "Card", id))?;
+    fn card_access<'c>(
+        &self,
+        cat: &'c Catalog,
+        rules: &Rules,
+        id: &str,
+        user: &str,
+        write: bool,
+    ) -> Result<(u64, &'c PipeDef), ApiError> {
+        let card = self
+            .card(id)
+            .ok_or_else(|| Self::missing(rules, "Card", id))?;
         let pipe = cat.pipe(&card.pipe_id).ok_or(ApiError::Internal)?;
         Self::check_access(cat, rules, Repo::Pipe(pipe), user, write)?;
-        id.parse::<u64>().map(|k| (k, pipe)).map_err(|_| ApiError::Internal)
+        id.parse::<u64>()
+            .map(|k| (k, pipe))
+            .map_err(|_| ApiError::Internal)
     }
 
-    fn record_access<'c>(&self, cat: &'c Catalog, rules: &Rules, id: &str, user: &str, write: bool) -> Result<(u64, &'c TableDef), ApiError> {
-        let k = *self.record_seq.get(id).ok_or_else(|| Self::missing(rules, "Record", id))?;
+    fn record_access<'c>(
+        &self,
+        cat: &'c Catalog,
+        rules: &Rules,
+        id: &str,
+        user: &str,
+        write: bool,
+    ) -> Result<(u64, &'c TableDef), ApiError> {
+        let k = *self
+            .record_seq
+            .get(id)
+            .ok_or_else(|| Self::missing(rules, "Record", id))?;
         let r = self.records.get(&k).ok_or(ApiError::Internal)?;
         let t = cat.table(&r.table_id).ok_or(ApiError::Internal)?;
         Self::check_access(cat, rules, Repo::Table(t), user, write)?;
@@ -891,7 +980,10 @@ impl Store {
     fn check_users(cat: &Catalog, repo: Repo<'_>, ids: &[String]) -> Result<(), ApiError> {
         for id in ids {
             if cat.user(id).is_none() || cat.role_in(repo, id).is_none() {
-                return Err(ApiError::NotFound { kind: "User", id: id.clone() });
+                return Err(ApiError::NotFound {
+                    kind: "User",
+                    id: id.clone(),
+                });
             }
         }
         Ok(())
@@ -900,7 +992,10 @@ impl Store {
     fn check_labels(cat: &Catalog, repo: Repo<'_>, ids: &[String]) -> Result<(), ApiError> {
         for id in ids {
             if cat.label(repo, id).is_none() {
-                return Err(ApiError::NotFound { kind: "Label", id: id.clone() });
+                return Err(ApiError::NotFound {
+                    kind: "Label",
+                    id: id.clone(),
+                });
             }
         }
         Ok(())
@@ -909,19 +1004,39 @@ impl Store {
     fn due(s: Option<&str>) -> Result<Option<String>, ApiError> {
         match s.map(str::trim).filter(|s| !s.is_empty()) {
             None => Ok(None),
-            Some(s) => values::normalize_due_date(s)
-                .map(Some)
-                .ok_or_else(|| ApiError::InvalidInput(format!("Invalid due_date: {s:?} (expected an ISO-8601 date time)"))),
+            Some(s) => values::normalize_due_date(s).map(Some).ok_or_else(|| {
+                ApiError::InvalidInput(format!(
+                    "Invalid due_date: {s:?} (expected an ISO-8601 date time)"
+                ))
+            }),
         }
     }
 
     /// Applies writes to a field map, field by field (the first failure stops).
-    fn apply_writes(&self, cat: &Catalog, rules: &Rules, repo: Repo<'_>, fields: &mut BTreeMap<String, Json>, writes: &[FieldWrite]) -> Result<(), ApiError> {
+    fn apply_writes(
+        &self,
+        cat: &Catalog,
+        rules: &Rules,
+        repo: Repo<'_>,
+        fields: &mut BTreeMap<String, Json>,
+        writes: &[FieldWrite],
+    ) -> Result<(), ApiError> {
         for w in writes {
             let fi = cat
                 .field(repo.id(), &w.field_id)
-                .ok_or_else(|| ApiError::NotFound { kind: "Field", id: w.field_id.clone() })?;
-            let new = self.normalize(cat, rules, repo, &fi.def, w.value.as_deref(), fields.get(&w.field_id), w.op)?;
+                .ok_or_else(|| ApiError::NotFound {
+                    kind: "Field",
+                    id: w.field_id.clone(),
+                })?;
+            let new = self.normalize(
+                cat,
+                rules,
+                repo,
+                &fi.def,
+                w.value.as_deref(),
+                fields.get(&w.field_id),
+                w.op,
+            )?;
             match new {
                 Some(v) => fields.insert(w.field_id.clone(), v),
                 None => fields.remove(&w.field_id),
@@ -930,32 +1045,59 @@ impl Store {
         Ok(())
     }
 
-    fn check_unique(&self, table: &TableDef, own_id: Option<&str>, fields: &BTreeMap<String, Json>) -> Result<(), ApiError> {
+    fn check_unique(
+        &self,
+        table: &TableDef,
+        own_id: Option<&str>,
+        fields: &BTreeMap<String, Json>,
+    ) -> Result<(), ApiError> {
         for fd in table.fields.iter().filter(|f| f.unique) {
-            let Some(v) = fields.get(&fd.id) else { continue };
+            let Some(v) = fields.get(&fd.id) else {
+                continue;
+            };
             let taken = self.records.values().any(|r| {
-                r.table_id == table.id && Some(r.id.as_str()) != own_id && r.fields.get(&fd.id) == Some(v)
+                r.table_id == table.id
+                    && Some(r.id.as_str()) != own_id
+                    && r.fields.get(&fd.id) == Some(v)
             });
             if taken {
-                return Err(ApiError::RecordInvalid(format!("Field \"{}\" has already been taken", fd.label)));
+                return Err(ApiError::RecordInvalid(format!(
+                    "Field \"{}\" has already been taken",
+                    fd.label
+                )));
             }
         }
         Ok(())
     }
 
-    fn required_missing<'f>(fields: &BTreeMap<String, Json>, defs: impl Iterator<Item = &'f FieldDef>) -> Option<&'f FieldDef> {
-        defs.filter(|f| f.required).find(|f| fields.get(&f.id).is_none_or(is_empty_json))
+    fn required_missing<'f>(
+        fields: &BTreeMap<String, Json>,
+        defs: impl Iterator<Item = &'f FieldDef>,
+    ) -> Option<&'f FieldDef> {
+        defs.filter(|f| f.required)
+            .find(|f| fields.get(&f.id).is_none_or(is_empty_json))
     }
 
     // ----- card mutations -----
 
-    pub fn create_card(&mut self, cat: &Catalog, rules: &Rules, user: &str, input: NewCard) -> Result<Card, ApiError> {
+    pub fn create_card(
+        &mut self,
+        cat: &Catalog,
+        rules: &Rules,
+        user: &str,
+        input: NewCard,
+    ) -> Result<Card, ApiError> {
         let pipe = Self::pipe_access(cat, rules, &input.pipe_id, user, true)?;
         let repo = Repo::Pipe(pipe);
         let phase_id = match input.phase_id.as_deref() {
             Some(ph) => match cat.phase(ph) {
                 Some((p, _)) if p.id == pipe.id => ph.to_string(),
-                Some(_) => return Err(ApiError::NotFound { kind: "Phase", id: ph.to_string() }),
+                Some(_) => {
+                    return Err(ApiError::NotFound {
+                        kind: "Phase",
+                        id: ph.to_string(),
+                    })
+                }
                 None => return Err(Self::missing(rules, "Phase", ph)),
             },
             None => pipe.start_phase_id().ok_or(ApiError::Internal)?.to_string(),
@@ -972,7 +1114,10 @@ impl Store {
         let mut fields = BTreeMap::new();
         self.apply_writes(cat, rules, repo, &mut fields, &input.fields)?;
         if let Some(f) = Self::required_missing(&fields, pipe.start_form_fields.iter()) {
-            return Err(ApiError::RecordInvalid(format!("Field \"{}\" is required", f.label)));
+            return Err(ApiError::RecordInvalid(format!(
+                "Field \"{}\" is required",
+                f.label
+            )));
         }
         let title = self.derive_title(cat, rules, repo, input.title.as_deref(), &fields, "");
         let done = cat.phase(&phase_id).is_some_and(|(_, ph)| ph.done);
@@ -998,7 +1143,17 @@ impl Store {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub fn update_card(&mut self, cat: &Catalog, rules: &Rules, user: &str, id: &str, title: Option<String>, due_date: Option<String>, assignee_ids: Option<Vec<String>>, label_ids: Option<Vec<String>>) -> Result<Card, ApiError> {
+    pub fn update_card(
+        &mut self,
+        cat: &Catalog,
+        rules: &Rules,
+        user: &str,
+        id: &str,
+        title: Option<String>,
+        due_date: Option<String>,
+        assignee_ids: Option<Vec<String>>,
+        label_ids: Option<Vec<String>>,
+    ) -> Result<Card, ApiError> {
         let (k, pipe) = self.card_access(cat, rules, id, user, true)?;
         let repo = Repo::Pipe(pipe);
         let due = match due_date {
@@ -1030,7 +1185,14 @@ impl Store {
         Ok(card.clone())
     }
 
-    fn write_card_fields(&mut self, cat: &Catalog, rules: &Rules, k: u64, pipe: &PipeDef, writes: &[FieldWrite]) -> Result<Card, ApiError> {
+    fn write_card_fields(
+        &mut self,
+        cat: &Catalog,
+        rules: &Rules,
+        k: u64,
+        pipe: &PipeDef,
+        writes: &[FieldWrite],
+    ) -> Result<Card, ApiError> {
         let repo = Repo::Pipe(pipe);
         let card = self.cards.get(&k).ok_or(ApiError::Internal)?;
         let mut fields = card.fields.clone();
@@ -1047,12 +1209,36 @@ impl Store {
         Ok(card.clone())
     }
 
-    pub fn update_card_field(&mut self, cat: &Catalog, rules: &Rules, user: &str, card_id: &str, field_id: &str, value: Option<Vec<Json>>) -> Result<Card, ApiError> {
+    pub fn update_card_field(
+        &mut self,
+        cat: &Catalog,
+        rules: &Rules,
+        user: &str,
+        card_id: &str,
+        field_id: &str,
+        value: Option<Vec<Json>>,
+    ) -> Result<Card, ApiError> {
         let (k, pipe) = self.card_access(cat, rules, card_id, user, true)?;
-        self.write_card_fields(cat, rules, k, pipe, &[FieldWrite { field_id: field_id.to_string(), value, op: Op::Replace }])
+        self.write_card_fields(
+            cat,
+            rules,
+            k,
+            pipe,
+            &[FieldWrite {
+                field_id: field_id.to_string(),
+                value,
+                op: Op::Replace,
+            }],
+        )
     }
 
-    pub fn delete_card(&mut self, cat: &Catalog, rules: &Rules, user: &str, id: &str) -> Result<(), ApiError> {
+    pub fn delete_card(
+        &mut self,
+        cat: &Catalog,
+        rules: &Rules,
+        user: &str,
+        id: &str,
+    ) -> Result<(), ApiError> {
         let (k, _) = self.card_access(cat, rules, id, user, true)?;
         self.cards.remove(&k);
         self.forget_connections(id);
@@ -1080,10 +1266,19 @@ impl Store {
         }
     }
 
-    pub fn move_card(&mut self, cat: &Catalog, rules: &Rules, user: &str, card_id: &str, dest: &str) -> Result<Card, ApiError> {
+    pub fn move_card(
+        &mut self,
+        cat: &Catalog,
+        rules: &Rules,
+        user: &str,
+        card_id: &str,
+        dest: &str,
+    ) -> Result<Card, ApiError> {
         let (k, pipe) = self.card_access(cat, rules, card_id, user, true)?;
         let card = self.cards.get(&k).ok_or(ApiError::Internal)?;
-        let (dest_pipe, dest_phase) = cat.phase(dest).ok_or_else(|| Self::missing(rules, "Phase", dest))?;
+        let (dest_pipe, dest_phase) = cat
+            .phase(dest)
+            .ok_or_else(|| Self::missing(rules, "Phase", dest))?;
         if dest_pipe.id != pipe.id {
             return Err(ApiError::InvalidInput(format!(
                 "Card could not be moved to phase: phase {dest} is not in pipe {}",
@@ -1103,24 +1298,42 @@ impl Store {
         let check: Vec<&FieldDef> = match rules.move_required_check {
             MoveRequiredCheck::Destination => dest_phase.fields.iter().collect(),
             MoveRequiredCheck::Source => src_phase.fields.iter().collect(),
-            MoveRequiredCheck::Both => src_phase.fields.iter().chain(dest_phase.fields.iter()).collect(),
+            MoveRequiredCheck::Both => src_phase
+                .fields
+                .iter()
+                .chain(dest_phase.fields.iter())
+                .collect(),
             MoveRequiredCheck::None => Vec::new(),
         };
         if let Some(f) = Self::required_missing(&card.fields, check.into_iter()) {
-            return Err(ApiError::RecordInvalid(format!("Field \"{}\" is required", f.label)));
+            return Err(ApiError::RecordInvalid(format!(
+                "Field \"{}\" is required",
+                f.label
+            )));
         }
         let done = dest_phase.done;
         let card = self.cards.get_mut(&k).ok_or(ApiError::Internal)?;
         let ts = now();
         card.phase_id = dest.to_string();
-        card.finished_at = if done { Some(card.finished_at.clone().unwrap_or_else(|| ts.clone())) } else { None };
+        card.finished_at = if done {
+            Some(card.finished_at.clone().unwrap_or_else(|| ts.clone()))
+        } else {
+            None
+        };
         card.updated_at = ts;
         Ok(card.clone())
     }
 
     // ----- updateFieldsValues -----
 
-    pub fn update_fields_values(&mut self, cat: &Catalog, rules: &Rules, user: &str, node_id: &str, writes: Vec<FieldWrite>) -> Result<(Vec<UserErr>, Option<Node>), ApiError> {
+    pub fn update_fields_values(
+        &mut self,
+        cat: &Catalog,
+        rules: &Rules,
+        user: &str,
+        node_id: &str,
+        writes: Vec<FieldWrite>,
+    ) -> Result<(Vec<UserErr>, Option<Node>), ApiError> {
         enum Target<'c> {
             Card(u64, &'c PipeDef),
             Record(u64, &'c TableDef),
@@ -1135,11 +1348,20 @@ impl Store {
             return Err(Self::missing(rules, "Card", node_id));
         };
         if writes.len() > rules.max_field_values {
-            return Ok((vec![UserErr { field: None, message: "You exceeded the maximum number of fields".into() }], None));
+            return Ok((
+                vec![UserErr {
+                    field: None,
+                    message: "You exceeded the maximum number of fields".into(),
+                }],
+                None,
+            ));
         }
         let (repo, current) = match &target {
             Target::Card(k, p) => (Repo::Pipe(p), self.cards.get(k).map(|c| c.fields.clone())),
-            Target::Record(k, t) => (Repo::Table(t), self.records.get(k).map(|r| r.fields.clone())),
+            Target::Record(k, t) => (
+                Repo::Table(t),
+                self.records.get(k).map(|r| r.fields.clone()),
+            ),
         };
         let mut fields = current.ok_or(ApiError::Internal)?;
         let mut errors = Vec::new();
@@ -1147,22 +1369,39 @@ impl Store {
         // node untouched (success: false with userErrors).
         for w in &writes {
             let Some(fi) = cat.field(repo.id(), &w.field_id) else {
-                errors.push(UserErr { field: Some(vec![w.field_id.clone()]), message: "Field not found".into() });
+                errors.push(UserErr {
+                    field: Some(vec![w.field_id.clone()]),
+                    message: "Field not found".into(),
+                });
                 continue;
             };
-            match self.normalize(cat, rules, repo, &fi.def, w.value.as_deref(), fields.get(&w.field_id), w.op) {
+            match self.normalize(
+                cat,
+                rules,
+                repo,
+                &fi.def,
+                w.value.as_deref(),
+                fields.get(&w.field_id),
+                w.op,
+            ) {
                 Ok(Some(v)) => {
                     fields.insert(w.field_id.clone(), v);
                 }
                 Ok(None) => {
                     fields.remove(&w.field_id);
                 }
-                Err(e) => errors.push(UserErr { field: Some(vec![w.field_id.clone()]), message: e.to_string() }),
+                Err(e) => errors.push(UserErr {
+                    field: Some(vec![w.field_id.clone()]),
+                    message: e.to_string(),
+                }),
             }
         }
         if let (Target::Record(_, t), true) = (&target, errors.is_empty()) {
             if let Err(e) = self.check_unique(t, Some(node_id), &fields) {
-                errors.push(UserErr { field: None, message: e.to_string() });
+                errors.push(UserErr {
+                    field: None,
+                    message: e.to_string(),
+                });
             }
         }
         if !errors.is_empty() {
@@ -1172,7 +1411,11 @@ impl Store {
         match target {
             Target::Card(k, p) => {
                 let repo = Repo::Pipe(p);
-                let old = self.cards.get(&k).map(|c| c.title.clone()).unwrap_or_default();
+                let old = self
+                    .cards
+                    .get(&k)
+                    .map(|c| c.title.clone())
+                    .unwrap_or_default();
                 let title = match repo.title_field_id() {
                     Some(_) => self.derive_title(cat, rules, repo, None, &fields, &old),
                     None => old,
@@ -1185,7 +1428,11 @@ impl Store {
             }
             Target::Record(k, t) => {
                 let repo = Repo::Table(t);
-                let old = self.records.get(&k).map(|r| r.title.clone()).unwrap_or_default();
+                let old = self
+                    .records
+                    .get(&k)
+                    .map(|r| r.title.clone())
+                    .unwrap_or_default();
                 let title = match repo.title_field_id() {
                     Some(_) => self.derive_title(cat, rules, repo, None, &fields, &old),
                     None => old,
@@ -1216,7 +1463,13 @@ impl Store {
         }
     }
 
-    pub fn create_record(&mut self, cat: &Catalog, rules: &Rules, user: &str, input: NewRecord) -> Result<Record, ApiError> {
+    pub fn create_record(
+        &mut self,
+        cat: &Catalog,
+        rules: &Rules,
+        user: &str,
+        input: NewRecord,
+    ) -> Result<Record, ApiError> {
         let table = Self::table_access(cat, rules, &input.table_id, user, true)?;
         let repo = Repo::Table(table);
         let due_date = Self::due(input.due_date.as_deref())?;
@@ -1227,7 +1480,10 @@ impl Store {
         let mut fields = BTreeMap::new();
         self.apply_writes(cat, rules, repo, &mut fields, &input.fields)?;
         if let Some(f) = Self::required_missing(&fields, table.fields.iter()) {
-            return Err(ApiError::RecordInvalid(format!("Field \"{}\" is required", f.label)));
+            return Err(ApiError::RecordInvalid(format!(
+                "Field \"{}\" is required",
+                f.label
+            )));
         }
         self.check_unique(table, None, &fields)?;
         let title = self.derive_title(cat, rules, repo, input.title.as_deref(), &fields, "");
@@ -1252,7 +1508,16 @@ impl Store {
         Ok(rec)
     }
 
-    pub fn update_record(&mut self, cat: &Catalog, rules: &Rules, user: &str, id: &str, title: Option<String>, due_date: Option<String>, status_id: Option<String>) -> Result<Record, ApiError> {
+    pub fn update_record(
+        &mut self,
+        cat: &Catalog,
+        rules: &Rules,
+        user: &str,
+        id: &str,
+        title: Option<String>,
+        due_date: Option<String>,
+        status_id: Option<String>,
+    ) -> Result<Record, ApiError> {
         self.record_access(cat, rules, id, user, true)?;
         let due = match due_date {
             Some(d) => Some(Self::due(Some(&d))?),
@@ -1272,13 +1537,31 @@ impl Store {
         Ok(r.clone())
     }
 
-    pub fn set_record_field(&mut self, cat: &Catalog, rules: &Rules, user: &str, id: &str, field_id: &str, value: Option<Vec<Json>>) -> Result<Record, ApiError> {
+    pub fn set_record_field(
+        &mut self,
+        cat: &Catalog,
+        rules: &Rules,
+        user: &str,
+        id: &str,
+        field_id: &str,
+        value: Option<Vec<Json>>,
+    ) -> Result<Record, ApiError> {
         let (k, table) = self.record_access(cat, rules, id, user, true)?;
         let repo = Repo::Table(table);
         let r = self.records.get(&k).ok_or(ApiError::Internal)?;
         let mut fields = r.fields.clone();
         let old_title = r.title.clone();
-        self.apply_writes(cat, rules, repo, &mut fields, &[FieldWrite { field_id: field_id.to_string(), value, op: Op::Replace }])?;
+        self.apply_writes(
+            cat,
+            rules,
+            repo,
+            &mut fields,
+            &[FieldWrite {
+                field_id: field_id.to_string(),
+                value,
+                op: Op::Replace,
+            }],
+        )?;
         self.check_unique(table, Some(id), &fields)?;
         let title = match repo.title_field_id() {
             Some(_) => self.derive_title(cat, rules, repo, None, &fields, &old_title),
@@ -1291,7 +1574,13 @@ impl Store {
         Ok(r.clone())
     }
 
-    pub fn delete_record(&mut self, cat: &Catalog, rules: &Rules, user: &str, id: &str) -> Result<(), ApiError> {
+    pub fn delete_record(
+        &mut self,
+        cat: &Catalog,
+        rules: &Rules,
+        user: &str,
+        id: &str,
+    ) -> Result<(), ApiError> {
         let (k, _) = self.record_access(cat, rules, id, user, true)?;
         self.records.remove(&k);
         self.record_seq.remove(id);
@@ -1301,49 +1590,115 @@ impl Store {
 
     // ----- reads -----
 
-    pub fn read_card(&self, cat: &Catalog, rules: &Rules, user: &str, id: &str) -> Result<Card, ApiError> {
+    pub fn read_card(
+        &self,
+        cat: &Catalog,
+        rules: &Rules,
+        user: &str,
+        id: &str,
+    ) -> Result<Card, ApiError> {
         let (k, _) = self.card_access(cat, rules, id, user, false)?;
         self.cards.get(&k).cloned().ok_or(ApiError::Internal)
     }
 
-    pub fn read_record(&self, cat: &Catalog, rules: &Rules, user: &str, id: &str) -> Result<Record, ApiError> {
+    pub fn read_record(
+        &self,
+        cat: &Catalog,
+        rules: &Rules,
+        user: &str,
+        id: &str,
+    ) -> Result<Record, ApiError> {
         let (k, _) = self.record_access(cat, rules, id, user, false)?;
         self.records.get(&k).cloned().ok_or(ApiError::Internal)
     }
 
-    pub fn read_pipe<'c>(&self, cat: &'c Catalog, rules: &Rules, user: &str, id: &str) -> Result<&'c PipeDef, ApiError> {
+    pub fn read_pipe<'c>(
+        &self,
+        cat: &'c Catalog,
+        rules: &Rules,
+        user: &str,
+        id: &str,
+    ) -> Result<&'c PipeDef, ApiError> {
         Self::pipe_access(cat, rules, id, user, false)
     }
 
-    pub fn read_table<'c>(&self, cat: &'c Catalog, rules: &Rules, user: &str, id: &str) -> Result<&'c TableDef, ApiError> {
+    pub fn read_table<'c>(
+        &self,
+        cat: &'c Catalog,
+        rules: &Rules,
+        user: &str,
+        id: &str,
+    ) -> Result<&'c TableDef, ApiError> {
         Self::table_access(cat, rules, id, user, false)
     }
 
-    pub fn read_phase<'c>(&self, cat: &'c Catalog, rules: &Rules, user: &str, id: &str) -> Result<(&'c PipeDef, &'c fixture::PhaseDef), ApiError> {
-        let (p, ph) = cat.phase(id).ok_or_else(|| Self::missing(rules, "Phase", id))?;
+    pub fn read_phase<'c>(
+        &self,
+        cat: &'c Catalog,
+        rules: &Rules,
+        user: &str,
+        id: &str,
+    ) -> Result<(&'c PipeDef, &'c fixture::PhaseDef), ApiError> {
+        let (p, ph) = cat
+            .phase(id)
+            .ok_or_else(|| Self::missing(rules, "Phase", id))?;
         Self::check_access(cat, rules, Repo::Pipe(p), user, false)?;
         Ok((p, ph))
     }
 
     pub fn cards_count(&self, phase_id: &str) -> usize {
-        self.cards.values().filter(|c| c.phase_id == phase_id).count()
+        self.cards
+            .values()
+            .filter(|c| c.phase_id == phase_id)
+            .count()
     }
 
     /// `cards(pipe_id, search, first, after)`.
     #[allow(clippy::too_many_arguments)]
-    pub fn list_cards(&self, cat: &Catalog, rules: &Rules, user: &str, pipe_id: &str, search: &CardSearch, first: Option<i32>, after: Option<&str>, max: usize) -> Result<Page<Card>, ApiError> {
+    pub fn list_cards(
+        &self,
+        cat: &Catalog,
+        rules: &Rules,
+        user: &str,
+        pipe_id: &str,
+        search: &CardSearch,
+        first: Option<i32>,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<Page<Card>, ApiError> {
         Self::pipe_access(cat, rules, pipe_id, user, false)?;
-        let include_done = search.include_done.unwrap_or(rules.cards_include_done_default);
+        let include_done = search
+            .include_done
+            .unwrap_or(rules.cards_include_done_default);
         let title = search.title.as_ref().map(|t| t.to_lowercase());
         let all = self
             .cards
             .iter()
             .filter(|(_, c)| c.pipe_id == pipe_id)
             .filter(|(_, c)| include_done || !cat.phase(&c.phase_id).is_some_and(|(_, ph)| ph.done))
-            .filter(|(_, c)| title.as_ref().is_none_or(|t| c.title.to_lowercase().contains(t.as_str())))
-            .filter(|(_, c)| search.assignee_ids.as_ref().is_none_or(|a| a.is_empty() || a.iter().any(|x| c.assignees.contains(x))))
-            .filter(|(_, c)| search.label_ids.as_ref().is_none_or(|l| l.is_empty() || l.iter().any(|x| c.labels.contains(x))))
-            .filter(|(_, c)| search.ignore_ids.as_ref().is_none_or(|i| !i.contains(&c.id)))
+            .filter(|(_, c)| {
+                title
+                    .as_ref()
+                    .is_none_or(|t| c.title.to_lowercase().contains(t.as_str()))
+            })
+            .filter(|(_, c)| {
+                search
+                    .assignee_ids
+                    .as_ref()
+                    .is_none_or(|a| a.is_empty() || a.iter().any(|x| c.assignees.contains(x)))
+            })
+            .filter(|(_, c)| {
+                search
+                    .label_ids
+                    .as_ref()
+                    .is_none_or(|l| l.is_empty() || l.iter().any(|x| c.labels.contains(x)))
+            })
+            .filter(|(_, c)| {
+                search
+                    .ignore_ids
+                    .as_ref()
+                    .is_none_or(|i| !i.contains(&c.id))
+            })
             .map(|(k, c)| (*k, c.clone()))
             .collect();
         page(all, first, after, max)
@@ -1351,17 +1706,35 @@ impl Store {
 
     /// `findCards(pipeId, search: {fieldId, fieldValue})`.
     #[allow(clippy::too_many_arguments)]
-    pub fn find_cards(&self, cat: &Catalog, rules: &Rules, user: &str, pipe_id: &str, field_id: &str, value: &str, first: Option<i32>, after: Option<&str>, max: usize) -> Result<Page<Card>, ApiError> {
+    pub fn find_cards(
+        &self,
+        cat: &Catalog,
+        rules: &Rules,
+        user: &str,
+        pipe_id: &str,
+        field_id: &str,
+        value: &str,
+        first: Option<i32>,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<Page<Card>, ApiError> {
         Self::pipe_access(cat, rules, pipe_id, user, false)?;
         let fi = cat
             .field(pipe_id, field_id)
-            .ok_or_else(|| ApiError::NotFound { kind: "Field", id: field_id.to_string() })?;
+            .ok_or_else(|| ApiError::NotFound {
+                kind: "Field",
+                id: field_id.to_string(),
+            })?;
         let ft = fi.def.field_type;
         let all = self
             .cards
             .iter()
             .filter(|(_, c)| c.pipe_id == pipe_id)
-            .filter(|(_, c)| c.fields.get(field_id).is_some_and(|v| values::matches(ft, v, value)))
+            .filter(|(_, c)| {
+                c.fields
+                    .get(field_id)
+                    .is_some_and(|v| values::matches(ft, v, value))
+            })
             .map(|(k, c)| (*k, c.clone()))
             .collect();
         page(all, first, after, max)
@@ -1369,24 +1742,51 @@ impl Store {
 
     /// `findRecords(tableId, search: {fieldId, fieldValue})`.
     #[allow(clippy::too_many_arguments)]
-    pub fn find_records(&self, cat: &Catalog, rules: &Rules, user: &str, table_id: &str, field_id: &str, value: &str, first: Option<i32>, after: Option<&str>, max: usize) -> Result<Page<Record>, ApiError> {
+    pub fn find_records(
+        &self,
+        cat: &Catalog,
+        rules: &Rules,
+        user: &str,
+        table_id: &str,
+        field_id: &str,
+        value: &str,
+        first: Option<i32>,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<Page<Record>, ApiError> {
         Self::table_access(cat, rules, table_id, user, false)?;
         let fi = cat
             .field(table_id, field_id)
-            .ok_or_else(|| ApiError::NotFound { kind: "Field", id: field_id.to_string() })?;
+            .ok_or_else(|| ApiError::NotFound {
+                kind: "Field",
+                id: field_id.to_string(),
+            })?;
         let ft = fi.def.field_type;
         let all = self
             .records
             .iter()
             .filter(|(_, r)| r.table_id == table_id)
-            .filter(|(_, r)| r.fields.get(field_id).is_some_and(|v| values::matches(ft, v, value)))
+            .filter(|(_, r)| {
+                r.fields
+                    .get(field_id)
+                    .is_some_and(|v| values::matches(ft, v, value))
+            })
             .map(|(k, r)| (*k, r.clone()))
             .collect();
         page(all, first, after, max)
     }
 
     /// `table_records(table_id, first, after)`.
-    pub fn list_records(&self, cat: &Catalog, rules: &Rules, user: &str, table_id: &str, first: Option<i32>, after: Option<&str>, max: usize) -> Result<Page<Record>, ApiError> {
+    pub fn list_records(
+        &self,
+        cat: &Catalog,
+        rules: &Rules,
+        user: &str,
+        table_id: &str,
+        first: Option<i32>,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<Page<Record>, ApiError> {
         Self::table_access(cat, rules, table_id, user, false)?;
         let all = self
             .records
@@ -1399,26 +1799,43 @@ impl Store {
 
     /// `records(repoId, phaseId, searchTerm, where, first, after)` over a pipe or table.
     #[allow(clippy::too_many_arguments)]
-    pub fn search_records(&self, cat: &Catalog, rules: &Rules, user: &str, repo_id: &str, phase_id: Option<&str>, term: Option<&str>, filter: Option<&Filter>, first: Option<i32>, after: Option<&str>, max: usize) -> Result<Page<Node>, ApiError> {
-        let repo = cat.repo(repo_id).ok_or_else(|| Self::missing(rules, "Pipe", repo_id))?;
+    pub fn search_records(
+        &self,
+        cat: &Catalog,
+        rules: &Rules,
+        user: &str,
+        repo_id: &str,
+        phase_id: Option<&str>,
+        term: Option<&str>,
+        filter: Option<&Filter>,
+        first: Option<i32>,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<Page<Node>, ApiError> {
+        let repo = cat
+            .repo(repo_id)
+            .ok_or_else(|| Self::missing(rules, "Pipe", repo_id))?;
         Self::check_access(cat, rules, repo, user, false)?;
         if let Some(f) = filter {
             self.check_filter(cat, repo_id, f)?;
         }
         let term = term.map(str::to_lowercase).filter(|t| !t.is_empty());
-        let matches_node = |id: &str, title: &str, phase: Option<&str>, fields: &BTreeMap<String, Json>| -> bool {
-            if phase_id.is_some_and(|p| phase != Some(p)) {
-                return false;
-            }
-            if let Some(t) = &term {
-                let hit = title.to_lowercase().contains(t.as_str())
-                    || fields.values().any(|v| values::json_text(v).to_lowercase().contains(t.as_str()));
-                if !hit {
+        let matches_node =
+            |id: &str, title: &str, phase: Option<&str>, fields: &BTreeMap<String, Json>| -> bool {
+                if phase_id.is_some_and(|p| phase != Some(p)) {
                     return false;
                 }
-            }
-            filter.is_none_or(|f| eval_filter(cat, repo_id, f, id, title, phase, fields))
-        };
+                if let Some(t) = &term {
+                    let hit = title.to_lowercase().contains(t.as_str())
+                        || fields
+                            .values()
+                            .any(|v| values::json_text(v).to_lowercase().contains(t.as_str()));
+                    if !hit {
+                        return false;
+                    }
+                }
+                filter.is_none_or(|f| eval_filter(cat, repo_id, f, id, title, phase, fields))
+            };
         let all: Vec<(u64, Node)> = match repo {
             Repo::Pipe(_) => self
                 .cards
@@ -1456,7 +1873,11 @@ impl Store {
             }
             match cat.field_by_uuid(field) {
                 Some((r, _)) if r == repo_id => {}
-                _ => return Err(ApiError::InvalidInput(format!("Field not found with uuid: {field}"))),
+                _ => {
+                    return Err(ApiError::InvalidInput(format!(
+                        "Field not found with uuid: {field}"
+                    )))
+                }
             }
         }
         if let Some(a) = &f.attribute {
@@ -1473,11 +1894,21 @@ impl Store {
     }
 }
 
-fn eval_filter(cat: &Catalog, repo_id: &str, f: &Filter, id: &str, title: &str, phase: Option<&str>, fields: &BTreeMap<String, Json>) -> bool {
+fn eval_filter(
+    cat: &Catalog,
+    repo_id: &str,
+    f: &Filter,
+    id: &str,
+    title: &str,
+    phase: Option<&str>,
+    fields: &BTreeMap<String, Json>,
+) -> bool {
     // The value being compared: a field's stored value, or an attribute as text.
     let test = |pred: &dyn Fn(&str) -> bool| -> bool {
         if let Some(uuid) = &f.field {
-            let Some((_, slug)) = cat.field_by_uuid(uuid) else { return false };
+            let Some((_, slug)) = cat.field_by_uuid(uuid) else {
+                return false;
+            };
             let ft = cat.field(repo_id, slug).map(|fi| fi.def.field_type);
             match (fields.get(slug), ft) {
                 (Some(v), Some(_)) => pred_on_value(v, pred),
@@ -1497,16 +1928,36 @@ fn eval_filter(cat: &Catalog, repo_id: &str, f: &Filter, id: &str, title: &str, 
     let mut ok = true;
     if f.field.is_some() || f.attribute.is_some() {
         if let Some(v) = &f.eq {
-            ok &= if f.field.is_some() { field_matches(cat, repo_id, f, fields, v) } else { test(&|x| x == v) };
+            ok &= if f.field.is_some() {
+                field_matches(cat, repo_id, f, fields, v)
+            } else {
+                test(&|x| x == v)
+            };
         }
         if let Some(v) = &f.neq {
-            ok &= !(if f.field.is_some() { field_matches(cat, repo_id, f, fields, v) } else { test(&|x| x == v) });
+            ok &= !(if f.field.is_some() {
+                field_matches(cat, repo_id, f, fields, v)
+            } else {
+                test(&|x| x == v)
+            });
         }
         if let Some(vs) = &f.in_ {
-            ok &= vs.iter().any(|v| if f.field.is_some() { field_matches(cat, repo_id, f, fields, v) } else { test(&|x| x == v) });
+            ok &= vs.iter().any(|v| {
+                if f.field.is_some() {
+                    field_matches(cat, repo_id, f, fields, v)
+                } else {
+                    test(&|x| x == v)
+                }
+            });
         }
         if let Some(vs) = &f.nin {
-            ok &= !vs.iter().any(|v| if f.field.is_some() { field_matches(cat, repo_id, f, fields, v) } else { test(&|x| x == v) });
+            ok &= !vs.iter().any(|v| {
+                if f.field.is_some() {
+                    field_matches(cat, repo_id, f, fields, v)
+                } else {
+                    test(&|x| x == v)
+                }
+            });
         }
         if let Some(v) = &f.contains {
             let v = v.to_lowercase();
@@ -1518,18 +1969,35 @@ fn eval_filter(cat: &Catalog, repo_id: &str, f: &Filter, id: &str, title: &str, 
         }
     }
     if !f.and.is_empty() {
-        ok &= f.and.iter().all(|s| eval_filter(cat, repo_id, s, id, title, phase, fields));
+        ok &= f
+            .and
+            .iter()
+            .all(|s| eval_filter(cat, repo_id, s, id, title, phase, fields));
     }
     if !f.or.is_empty() {
-        ok &= f.or.iter().any(|s| eval_filter(cat, repo_id, s, id, title, phase, fields));
+        ok &=
+            f.or.iter()
+                .any(|s| eval_filter(cat, repo_id, s, id, title, phase, fields));
     }
     ok
 }
 
-fn field_matches(cat: &Catalog, repo_id: &str, f: &Filter, fields: &BTreeMap<String, Json>, want: &str) -> bool {
-    let Some((_, slug)) = f.field.as_deref().and_then(|u| cat.field_by_uuid(u)) else { return false };
-    let Some(fi) = cat.field(repo_id, slug) else { return false };
-    fields.get(slug).is_some_and(|v| values::matches(fi.def.field_type, v, want))
+fn field_matches(
+    cat: &Catalog,
+    repo_id: &str,
+    f: &Filter,
+    fields: &BTreeMap<String, Json>,
+    want: &str,
+) -> bool {
+    let Some((_, slug)) = f.field.as_deref().and_then(|u| cat.field_by_uuid(u)) else {
+        return false;
+    };
+    let Some(fi) = cat.field(repo_id, slug) else {
+        return false;
+    };
+    fields
+        .get(slug)
+        .is_some_and(|v| values::matches(fi.def.field_type, v, want))
 }
 
 fn pred_on_value(v: &Json, pred: &dyn Fn(&str) -> bool) -> bool {

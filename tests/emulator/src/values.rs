@@ -231,7 +231,9 @@ pub fn normalize_scalar(
         FieldType::Cpf | FieldType::Cnpj => {
             let digits = text.chars().filter(char::is_ascii_digit).count();
             let want = if ft == FieldType::Cpf { 11 } else { 14 };
-            let ok_chars = text.chars().all(|c| c.is_ascii_digit() || ".-/".contains(c));
+            let ok_chars = text
+                .chars()
+                .all(|c| c.is_ascii_digit() || ".-/".contains(c));
             if !ok_chars || digits != want {
                 return Err(bad(
                     label,
@@ -240,9 +242,10 @@ pub fn normalize_scalar(
             }
             Json::String(text)
         }
-        FieldType::Number => number_json(parse_number(&text).ok_or_else(|| {
-            bad(label, format!("is not a valid number: {text:?}"))
-        })?),
+        FieldType::Number => number_json(
+            parse_number(&text)
+                .ok_or_else(|| bad(label, format!("is not a valid number: {text:?}")))?,
+        ),
         FieldType::Currency => {
             let n = parse_number(&text)
                 .ok_or_else(|| bad(label, format!("is not a valid currency value: {text:?}")))?;
@@ -292,10 +295,7 @@ pub fn check_list_items(
     }
     if ft == FieldType::Attachment {
         if let Some(url) = items.iter().find(|i| i.starts_with("http")) {
-            return Err(bad(
-                label,
-                format!("takes upload paths, not URLs: {url:?}"),
-            ));
+            return Err(bad(label, format!("takes upload paths, not URLs: {url:?}")));
         }
     }
     Ok(())
@@ -363,7 +363,11 @@ pub fn parse_datetime(s: &str) -> Option<DateTime<FixedOffset>> {
     if let Ok(d) = DateTime::parse_from_rfc3339(t) {
         return Some(d);
     }
-    for f in ["%Y-%m-%dT%H:%M%:z", "%Y-%m-%d %H:%M:%S%:z", "%Y-%m-%d %H:%M:%S %z"] {
+    for f in [
+        "%Y-%m-%dT%H:%M%:z",
+        "%Y-%m-%d %H:%M:%S%:z",
+        "%Y-%m-%d %H:%M:%S %z",
+    ] {
         if let Ok(d) = DateTime::parse_from_str(t, f) {
             return Some(d);
         }
@@ -460,7 +464,9 @@ pub fn matches(ft: FieldType, stored: &Json, query: &str) -> bool {
             _ => false,
         },
         Json::String(s) => match ft {
-            FieldType::Date => parse_date(q).is_some_and(|d| d.format("%Y-%m-%d").to_string() == *s),
+            FieldType::Date => {
+                parse_date(q).is_some_and(|d| d.format("%Y-%m-%d").to_string() == *s)
+            }
             FieldType::Datetime | FieldType::DueDate => {
                 match (DateTime::parse_from_rfc3339(s), parse_datetime(q)) {
                     (Ok(a), Some(b)) => a == b,
@@ -547,7 +553,12 @@ mod tests {
             "350,21"
         );
         assert_eq!(
-            display(FieldType::Date, &json!("2024-08-01"), ValueFormat::PtBr, &id),
+            display(
+                FieldType::Date,
+                &json!("2024-08-01"),
+                ValueFormat::PtBr,
+                &id
+            ),
             "01/08/2024"
         );
         assert_eq!(

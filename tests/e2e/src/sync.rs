@@ -1,0 +1,208 @@
+//! A harness for engine tests: the Pipefy emulator over HTTP, a table in a temporary folder,
+//! local state and reports, and the real client and engine.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pipefy_emulator::{EmulatorConfig, EmulatorHandle, StateSnapshot};
+use pipefy_sync::config::{parse_destination, Destination};
+use pipefy_sync::engine::{sync, RunContext, RunRequest};
+use pipefy_sync::pipefy::{ClientConfig, Credentials, PipefyClient, Secret, StaticCredentials};
+use pipefy_sync::report::{RowResult, RunSummary};
+use pipefy_sync::store::local::LocalStore;
+use pipefy_sync::store::ObjectStore;
+
+pub const DEMO_TOKEN: &str = "demo-token";
+
+pub struct Harness {
+    pub emulator: EmulatorHandle,
+    pub dir: tempfile::TempDir,
+}
+
+/// Emulator settings for fast tests: the demo fixture, a rate limit that does not slow the
+/// suite down (tests of the limiter set their own).
+pub fn fast_emulator_config() -> EmulatorConfig {
+    EmulatorConfig {
+        rate_limit_requests: 1_000_000,
+        ..EmulatorConfig::default()
+    }
+}
+
+impl Harness {
+    pub async fn new() -> Harness {
+        Harness::with_config(fast_emulator_config()).await
+    }
+
+    pub async fn with_config(config: EmulatorConfig) -> Harness {
+        let emulator = pipefy_emulator::start(config).await.expect("start emulator");
+        Harness {
+            emulator,
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    /// Root of the local "bucket" holding `<layer>/<table>/` folders.
+    pub fn data_root(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn state_root(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn reports_root(&self) -> PathBuf {
+        self.dir.path().join("reports")
+    }
+
+    /// Writes a data file at `<data>/<rel>`; returns its key.
+    pub fn write_file(&self, rel: &str, content: impl AsRef<[u8]>) -> String {
+        let path = self.data_root().join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(&path, content).expect("write data file");
+        rel.to_string()
+    }
+
+    /// A destination from YAML with `source.path`, `endpoint` and `token` filled in:
+    /// the fragment gives everything else (operation, pipe/table, key, source layer/table,
+    /// mapping...).
+    pub fn destination(&self, fragment: &str) -> Destination {
+        let yaml = format!(
+            "{fragment}\ntoken: {{ env: PIPEFY_SYNC_TEST_UNUSED }}\nendpoint: {}\n",
+            self.emulator.graphql_url()
+        );
+        let yaml = yaml.replace("${DATA}", &self.data_root().display().to_string());
+        parse_destination("test-destination.yaml", &yaml).expect("test destination parses")
+    }
+
+    pub fn client_config(&self) -> ClientConfig {
+        ClientConfig {
+            endpoint: self.emulator.graphql_url(),
+            requests_per_window: 1_000_000,
+            window: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(2),
+            backoff_base: Duration::from_millis(5),
+            backoff_max: Duration::from_millis(100),
+            ..ClientConfig::default()
+        }
+    }
+
+    pub fn client(&self) -> PipefyClient {
+        self.client_with(self.client_config())
+    }
+
+    pub fn client_with(&self, config: ClientConfig) -> PipefyClient {
+        PipefyClient::new(
+            config,
+            Arc::new(StaticCredentials(Credentials::PersonalToken(Secret::new(DEMO_TOKEN)))),
+        )
+        .expect("client")
+    }
+
+    pub fn context(&self) -> RunContext {
+        self.context_with(self.client())
+    }
+
+    pub fn context_with(&self, client: PipefyClient) -> RunContext {
+        std::fs::create_dir_all(self.data_root()).expect("mkdir data");
+        std::fs::create_dir_all(self.state_root()).expect("mkdir state");
+        std::fs::create_dir_all(self.reports_root()).expect("mkdir reports");
+        RunContext {
+            source_store: Arc::new(LocalStore::new(self.data_root())),
+            state_store: Arc::new(LocalStore::new(self.state_root())),
+            state_prefix: String::new(),
+            report_store: Arc::new(LocalStore::new(self.reports_root())),
+            reports_prefix: String::new(),
+            pipefy: client,
+            hand_off: None,
+            progress: None,
+        }
+    }
+
+    pub async fn run(&self, dest: &Destination) -> RunSummary {
+        self.run_with(dest, RunRequest { trigger: "test".into(), ..RunRequest::default() })
+            .await
+    }
+
+    pub async fn run_with(&self, dest: &Destination, req: RunRequest) -> RunSummary {
+        sync(&self.context(), dest, req).await.expect("run succeeds")
+    }
+
+    pub fn snapshot(&self) -> StateSnapshot {
+        self.emulator.snapshot()
+    }
+
+    /// Cards of a pipe whose field `field` holds `value` (as text).
+    pub fn cards_with(&self, pipe: &str, field: &str, value: &str) -> Vec<pipefy_emulator::Card> {
+        self.snapshot()
+            .cards
+            .into_iter()
+            .filter(|c| c.pipe_id == pipe && field_text(c.fields.get(field)) == value)
+            .collect()
+    }
+
+    /// Per-row results of a run (every part, in order).
+    pub fn results(&self, summary: &RunSummary) -> Vec<RowResult> {
+        read_jsonl(&self.report_dir(summary).join("results"))
+            .into_iter()
+            .map(|v| serde_json::from_value(v).expect("row result"))
+            .collect()
+    }
+
+    /// Failed-rows lines of a run.
+    pub fn failed_rows(&self, summary: &RunSummary) -> Vec<serde_json::Value> {
+        read_jsonl(&self.report_dir(summary).join("failed"))
+    }
+
+    pub fn report_dir(&self, summary: &RunSummary) -> PathBuf {
+        self.reports_root()
+            .join(&summary.destination)
+            .join(summary.started_at.format("%Y-%m-%d").to_string())
+            .join(&summary.run_id)
+    }
+
+    pub fn summary_file(&self, summary: &RunSummary) -> RunSummary {
+        let text = std::fs::read_to_string(self.report_dir(summary).join("summary.json"))
+            .expect("summary.json written");
+        serde_json::from_str(&text).expect("summary parses")
+    }
+
+    pub fn local_store(&self, root: &Path) -> Arc<dyn ObjectStore> {
+        Arc::new(LocalStore::new(root))
+    }
+}
+
+/// A stored field value as comparable text (strings as is, numbers and arrays as JSON).
+pub fn field_text(v: Option<&serde_json::Value>) -> String {
+    match v {
+        None | Some(serde_json::Value::Null) => String::new(),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+pub fn read_jsonl(dir: &Path) -> Vec<serde_json::Value> {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+        Err(_) => return Vec::new(),
+    };
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).expect("read part");
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            out.push(serde_json::from_str(line).expect("JSON line"));
+        }
+    }
+    out
+}
+
+/// The failure of the row at `file:line` in a run's results.
+pub fn result_at<'a>(results: &'a [RowResult], file: &str, line: u64) -> &'a RowResult {
+    results
+        .iter()
+        .find(|r| r.file == file && r.line == line)
+        .unwrap_or_else(|| panic!("no result for {file}:{line} in {results:#?}"))
+}
