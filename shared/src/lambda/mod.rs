@@ -283,9 +283,15 @@ pub struct DestinationCatalog {
     store: Arc<dyn ObjectStore>,
     prefix: String,
     cache: Mutex<Option<(Instant, Arc<DestinationSet>)>>,
+    /// Files that did not parse at the last load, with why: one bad file must not stop the
+    /// other destinations, but its error is what a run of it reports.
+    invalid: Mutex<Vec<String>>,
 }
 
 const CATALOG_TTL: Duration = Duration::from_secs(300);
+/// A name (or an uploaded key) the cached catalog does not know triggers a reload, at most
+/// this often: a destination deployed a minute ago is found without waiting for the TTL.
+const CATALOG_RELOAD_ON_MISS: Duration = Duration::from_secs(2);
 
 impl DestinationCatalog {
     pub fn new(store: Arc<dyn ObjectStore>, prefix: &str) -> Self {
@@ -293,17 +299,24 @@ impl DestinationCatalog {
             store,
             prefix: prefix.to_string(),
             cache: Mutex::new(None),
+            invalid: Mutex::new(Vec::new()),
         }
     }
 
     pub async fn all(&self) -> Result<Arc<DestinationSet>, HandlerError> {
+        self.load(CATALOG_TTL).await
+    }
+
+    /// The catalog, reloaded when the cached copy is older than `max_age`.
+    pub async fn load(&self, max_age: Duration) -> Result<Arc<DestinationSet>, HandlerError> {
         let mut cache = self.cache.lock().await;
         if let Some((at, set)) = cache.as_ref() {
-            if at.elapsed() < CATALOG_TTL {
+            if at.elapsed() < max_age {
                 return Ok(set.clone());
             }
         }
         let mut set = DestinationSet::new();
+        let mut invalid = Vec::new();
         let listed = self
             .store
             .list(&self.prefix)
@@ -320,23 +333,51 @@ impl DestinationCatalog {
                 .map_err(|e| HandlerError::Storage(format!("reading {}: {e}", meta.key)))?;
             let file = format!("{}/{}", self.store.describe(), meta.key);
             let text = String::from_utf8_lossy(&bytes);
-            let dest = parse_destination(&file, &text).map_err(|e| HandlerError::DestinationInvalid(e.to_string()))?;
-            set.insert(dest.name.clone(), dest);
+            match parse_destination(&file, &text) {
+                Ok(dest) => {
+                    set.insert(dest.name.clone(), dest);
+                }
+                Err(e) => {
+                    tracing::error!(file = %file, error = %e, "destination file is invalid; skipped");
+                    invalid.push(e.to_string());
+                }
+            }
         }
+        *self.invalid.lock().await = invalid;
         let set = Arc::new(set);
         *cache = Some((Instant::now(), set.clone()));
         Ok(set)
     }
 
+    /// Reloads the catalog when it is older than the reload-on-miss interval; used when a
+    /// name or an uploaded object is not found in the cached copy.
+    pub async fn refreshed(&self) -> Result<Arc<DestinationSet>, HandlerError> {
+        self.load(CATALOG_RELOAD_ON_MISS).await
+    }
+
     pub async fn get(&self, name: &str) -> Result<Destination, HandlerError> {
-        let all = self.all().await?;
-        all.get(name).cloned().ok_or_else(|| HandlerError::UnknownDestination {
+        let mut all = self.all().await?;
+        if !all.contains_key(name) {
+            all = self.refreshed().await?;
+        }
+        if let Some(d) = all.get(name) {
+            return Ok(d.clone());
+        }
+        let invalid = self.invalid.lock().await;
+        if let Some(bad) = invalid.iter().find(|e| e.contains(&format!("{name}.y"))) {
+            return Err(HandlerError::DestinationInvalid(bad.clone()));
+        }
+        let mut known = if all.is_empty() {
+            format!("none (no destination files under {}/{})", self.store.describe(), self.prefix)
+        } else {
+            all.keys().cloned().collect::<Vec<_>>().join(", ")
+        };
+        if !invalid.is_empty() {
+            known.push_str(&format!("; files that do not parse: {}", invalid.join(" | ")));
+        }
+        Err(HandlerError::UnknownDestination {
             name: name.to_string(),
-            known: if all.is_empty() {
-                format!("none (no destination files under {}{})", self.store.describe(), self.prefix)
-            } else {
-                all.keys().cloned().collect::<Vec<_>>().join(", ")
-            },
+            known,
         })
     }
 }

@@ -43,7 +43,11 @@ pub async fn handle(
     deadline_ms: u64,
 ) -> Result<serde_json::Value, HandlerError> {
     let objects = parse_s3_event(&payload).map_err(HandlerError::InvalidEvent)?;
-    let destinations = deps.catalog.all().await?;
+    let mut destinations = deps.catalog.all().await?;
+    if objects.iter().any(|o| !destinations.values().any(|d| matches(d, o))) {
+        // An object no cached destination takes: maybe a destination deployed since.
+        destinations = deps.catalog.refreshed().await?;
+    }
     let mut by_destination: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut ignored = Vec::new();
     for object in objects {

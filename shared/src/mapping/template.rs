@@ -175,3 +175,50 @@ impl Template {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_errors_name_the_position() {
+        for (text, expected) in [
+            ("Hi {name", "never closed"),
+            ("Hi {}", "empty column reference"),
+            ("a } b", "unmatched '}' at character 3"),
+            ("{a{b}}", "'{' inside"),
+        ] {
+            match Template::parse(text) {
+                Ok(_) => panic!("{text}: expected an error"),
+                Err(e) => assert!(e.contains(expected), "{text}: {e}"),
+            }
+        }
+        let t = Template::parse("{{{a}}} {b c}").unwrap();
+        assert_eq!(t.columns().collect::<Vec<_>>(), ["a", "b c"]);
+    }
+
+    #[test]
+    fn column_hint_follows_the_row_layout() {
+        use crate::source::Provenance;
+        use std::sync::Arc;
+        let row = |cols: &[&str]| Row {
+            provenance: Provenance {
+                file: Arc::from("f"),
+                line: 1,
+            },
+            values: cols
+                .iter()
+                .map(|c| (Arc::<str>::from(*c), Value::Str(format!("v-{c}"))))
+                .collect(),
+        };
+        let c = ColumnRef::new("b");
+        assert_eq!(c.find(&row(&["a", "b"])), Some(&Value::Str("v-b".into())));
+        // Another file with another column order: found by name, not by the old position.
+        assert_eq!(
+            c.find(&row(&["b", "x", "a"])),
+            Some(&Value::Str("v-b".into()))
+        );
+        assert_eq!(c.find(&row(&["x"])), None);
+        assert_eq!(c.find(&row(&[])), None);
+    }
+}

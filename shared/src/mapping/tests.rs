@@ -447,6 +447,11 @@ fn datetimes_keep_or_get_an_offset() {
         ok_json("meeting", tz_only, Value::NaiveDateTime(naive)),
         json!("2024-01-15T09:00:00+00:00")
     );
+    let d = NaiveDate::from_ymd_opt(2024, 5, 31).unwrap();
+    assert_eq!(
+        ok_json("meeting", "c", Value::Date(d)),
+        json!("2024-05-31T00:00:00+00:00")
+    );
     let f = fails("meeting", "c", s("tomorrow"));
     assert_eq!(f.code, FailureCode::InvalidValue);
     assert_names(&f, "meeting", "c");
@@ -1051,6 +1056,14 @@ fn key_and_operation_issues() {
     assert_eq!(
         paths(&issues(&d, Schema::Pipe(pipe()))),
         ["mapping.field:external_id"]
+    );
+    let d = card_dest("company: {column: c, connect: {pipe_id: '1', table_id: t, key_field: k}}\nparent_ids: {column: p, connect: {table_id: t, key_field: k}}");
+    assert_eq!(
+        paths(&issues(&d, Schema::Pipe(pipe()))),
+        [
+            "mapping.company.connect",
+            "mapping.parent_ids.connect.table_id"
+        ]
     );
     let d = card_dest("phase_id: {column: c, on_null: clear}");
     assert_eq!(

@@ -52,6 +52,20 @@ impl CredentialsProvider for StaticCredentials {
     }
 }
 
+/// Credentials from a closure called with the `refresh` flag: for callers that read them
+/// synchronously (environment, a file) or tests, without implementing the async trait.
+pub struct CredentialsFn<F>(pub F);
+
+#[async_trait]
+impl<F> CredentialsProvider for CredentialsFn<F>
+where
+    F: Fn(bool) -> Result<Credentials, PipefyError> + Send + Sync,
+{
+    async fn credentials(&self, refresh: bool) -> Result<Credentials, PipefyError> {
+        (self.0)(refresh)
+    }
+}
+
 #[derive(Debug, Clone)]
 struct CachedToken {
     value: Secret,

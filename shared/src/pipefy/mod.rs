@@ -24,7 +24,9 @@ mod secret;
 mod stats;
 mod transport;
 
-pub use auth::{Credentials, CredentialsProvider, StaticCredentials, DEFAULT_TOKEN_URL};
+pub use auth::{
+    Credentials, CredentialsFn, CredentialsProvider, StaticCredentials, DEFAULT_TOKEN_URL,
+};
 pub use client::{ClientConfig, PipefyClient, DEFAULT_ENDPOINT, MAX_MUTATIONS_PER_REQUEST};
 pub use error::{ErrorClass, OpError, OpResult, OpSuccess, PipefyError};
 pub use ops::{

@@ -5,10 +5,18 @@
 //! - [`Row`] and [`Provenance`] below are fixed; add fields only with care.
 //! - `list_table_files(store, &SourceConfig) -> Vec<ObjectMeta>` lists data files, skipping
 //!   markers (`_SUCCESS`, `_delta_log/`, hidden `.x`/`_x` files, temporary files).
-//! - `open_rows(store, &ObjectMeta, &SourceConfig) -> RowStream`: an async stream (bounded
-//!   channel fed by a blocking reader thread) of `Result<Row, RowError>`; a malformed row
-//!   is a `RowError` with its provenance and the stream goes on; a file that cannot be
-//!   read at all ends the stream with a `RowError` whose `line` is 0.
+//! - `open_rows(store, &ObjectMeta, &SourceConfig, start_after_line) -> RowStream`: an async
+//!   stream (bounded channel fed by a blocking reader thread) of `Result<Row, RowError>`; a
+//!   malformed row is a `RowError` with its provenance and the stream goes on; a file that
+//!   cannot be read at all ends the stream with a `RowError` whose `line` is 0. Rows with
+//!   `line <= start_after_line` are parsed but not emitted (resuming a checkpointed run).
+//! - `read_rows_blocking` / `read_parquet_file` / `read_local_file`: the synchronous core
+//!   (benches, tools), the same readers without a runtime.
+//!
+//! Formats: CSV (any WHATWG encoding; cells are `Value::Str`, a blank cell is `""`;
+//! headerless files name their columns `column_1`, `column_2`...), JSON Lines, JSON arrays
+//! (a `.json` file not starting with `[` is read as JSON Lines), Parquet (typed values).
+//! gzip / zstd by extension, option or magic bytes.
 
 use std::sync::Arc;
 

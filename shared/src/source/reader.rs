@@ -260,6 +260,12 @@ mod tests {
     }
 
     #[test]
+    fn row_iter_can_move_to_another_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<RowIter>();
+    }
+
+    #[test]
     fn compression_is_sniffed_when_auto() {
         let plain = b"{\"a\":1}\n{\"a\":2}\n".to_vec();
         let z = zstd::encode_all(&plain[..], 1).unwrap();

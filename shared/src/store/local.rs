@@ -400,3 +400,57 @@ impl ObjectStore for LocalStore {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn etags_follow_content_even_when_changed_behind_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let written = store
+            .put_bytes("a/b.txt", Bytes::from_static(b"aaa"), WriteCondition::None)
+            .await
+            .unwrap();
+        assert_eq!(written, content_etag(b"aaa"));
+        assert_eq!(store.head("a/b.txt").await.unwrap().etag, written);
+        // Another program rewrites the file with the same size.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(dir.path().join("a/b.txt"), b"bbb").unwrap();
+        let meta = store.head("a/b.txt").await.unwrap();
+        assert_eq!(meta.etag, content_etag(b"bbb"));
+        let stale = store
+            .put_bytes(
+                "a/b.txt",
+                Bytes::from_static(b"c"),
+                WriteCondition::IfMatch(written),
+            )
+            .await;
+        assert!(matches!(stale, Err(StoreError::PreconditionFailed(_))));
+    }
+
+    #[tokio::test]
+    async fn keys_and_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        assert_eq!(
+            store.local_path("x//y/./z.csv"),
+            Some(dir.path().join("x/y/z.csv"))
+        );
+        assert!(store.local_path("x/../../etc").is_none());
+        // A temporary file of an interrupted write is never listed.
+        std::fs::create_dir_all(dir.path().join("p")).unwrap();
+        std::fs::write(dir.path().join("p/.pipefy-sync-tmp-abc"), b"x").unwrap();
+        std::fs::write(dir.path().join("p/real.json"), b"{}").unwrap();
+        let keys: Vec<String> = store
+            .list("")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
+        assert_eq!(keys, ["p/real.json"]);
+        assert!(etag_eq("W/\"abc\"", "abc") && !etag_eq("\"abc\"", "\"abd\""));
+    }
+}

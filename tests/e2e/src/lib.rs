@@ -4,6 +4,7 @@
 //! - [`sync::Harness`]: the Pipefy emulator, a local table, state and reports, and the engine.
 //! - Paths to the pinned tools installed by `scripts/setup-tools.sh`.
 
+pub mod lambda;
 pub mod moto;
 pub mod sync;
 pub mod tools;

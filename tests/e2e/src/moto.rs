@@ -4,14 +4,13 @@
 //! with unique bucket and secret names ([`unique`]). The server is a child that dies with the
 //! test process (PR_SET_PDEATHSIG), so an aborted run leaves nothing behind.
 
-use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
-use crate::tools::{free_port, tool, wait_for_port};
+use crate::tools::{free_port, spawn_tied, tool, wait_for_port};
 
 pub struct Moto {
     pub endpoint: String,
@@ -32,15 +31,7 @@ impl Moto {
         cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill the child when
-        // this process dies.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = cmd.spawn()?;
+        let child = spawn_tied(cmd)?;
         if !wait_for_port(port, Duration::from_secs(30)) {
             return Err(std::io::Error::other("moto_server did not start within 30 s"));
         }

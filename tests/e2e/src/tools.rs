@@ -38,3 +38,31 @@ pub fn wait_for_port(port: u16, timeout: std::time::Duration) -> bool {
     }
     false
 }
+
+/// Spawns a helper process that dies with this test process.
+///
+/// PR_SET_PDEATHSIG fires when the *thread* that spawned the child ends, and every
+/// `#[tokio::test]` runs on a thread of its own; so the child is spawned from a thread that
+/// lives as long as the process.
+pub fn spawn_tied(mut cmd: std::process::Command) -> std::io::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill the child when its
+    // parent thread (the parked thread below) dies, which is when this process exits.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let spawned = cmd.spawn();
+        let ok = spawned.is_ok();
+        let _ = tx.send(spawned);
+        while ok {
+            std::thread::park();
+        }
+    });
+    rx.recv()
+        .unwrap_or_else(|_| Err(std::io::Error::other("spawner thread died")))
+}

@@ -162,7 +162,10 @@ async fn read_file(name: &str, data: &[u8], source: &SourceConfig) -> Vec<Result
     let key = table.put(name, data);
     let streamed = read_with(table.store(false), &key, source, 0).await;
     let in_place = read_with(table.store(true), &key, source, 0).await;
-    assert_eq!(streamed, in_place, "{name}: streamed and in-place reads differ");
+    assert_eq!(
+        streamed, in_place,
+        "{name}: streamed and in-place reads differ"
+    );
     streamed
 }
 
@@ -218,7 +221,11 @@ async fn csv_quoting_and_embedded_newlines_keep_physical_line_numbers() {
         text(r, "notes"),
         "first line\r\nsecond line\r\nthird, with comma"
     );
-    assert_eq!(ok(&rows[2]).get("notes"), Some(&s("")), "blank cell is empty text");
+    assert_eq!(
+        ok(&rows[2]).get("notes"),
+        Some(&s("")),
+        "blank cell is empty text"
+    );
     assert_eq!(ok(&rows[3]).get("name"), Some(&s("Davi")));
     let names: Vec<&str> = r.values.iter().map(|(k, _)| k.as_ref()).collect();
     assert_eq!(names, ["id", "name", "notes"]);
@@ -228,7 +235,11 @@ async fn csv_quoting_and_embedded_newlines_keep_physical_line_numbers() {
 async fn csv_bom_delimiter_tsv_and_headerless() {
     let rows = read_file("bom.csv", &fixture("bom.csv"), &source()).await;
     assert_eq!(rows.len(), 2);
-    assert_eq!(ok(&rows[0]).values[0].0.as_ref(), "id", "BOM not part of the name");
+    assert_eq!(
+        ok(&rows[0]).values[0].0.as_ref(),
+        "id",
+        "BOM not part of the name"
+    );
     assert_eq!(ok(&rows[0]).get("id"), Some(&s("1")));
 
     let mut semi = source();
@@ -266,7 +277,11 @@ async fn csv_latin1_encoding_and_the_error_without_it() {
     let e = err(&rows[0]);
     assert_eq!((e.provenance.line, e.column.as_deref()), (2, Some("name")));
     assert!(e.message.contains("not valid UTF-8"), "{}", e.message);
-    assert!(e.message.contains("latin1"), "suggests the option: {}", e.message);
+    assert!(
+        e.message.contains("latin1"),
+        "suggests the option: {}",
+        e.message
+    );
     assert_eq!(err(&rows[1]).column.as_deref(), Some("name"));
 
     // UTF-16 with a BOM, through a WHATWG label.
@@ -291,24 +306,38 @@ async fn csv_bad_records_are_reported_and_reading_goes_on() {
     assert_eq!(e.provenance.line, 3);
     assert_eq!(e.message, "expected 3 fields as in the header, found 2");
     assert_eq!(e.raw.as_deref(), Some("2,Bruno"));
-    assert_eq!(e.to_string(), "refined/t/bad.csv:3: expected 3 fields as in the header, found 2");
+    assert_eq!(
+        e.to_string(),
+        "refined/t/bad.csv:3: expected 3 fields as in the header, found 2"
+    );
 
     let e = err(&rows[2]);
     assert_eq!(e.provenance.line, 4);
-    assert!(e.message.starts_with("bad quoting in field 2"), "{}", e.message);
+    assert!(
+        e.message.starts_with("bad quoting in field 2"),
+        "{}",
+        e.message
+    );
     assert_eq!(e.raw.as_deref(), Some("3,\"Carla\"x,Recife"));
 
     let e = err(&rows[3]);
     assert_eq!(e.provenance.line, 5);
     assert_eq!(e.column.as_deref(), Some("name"));
-    assert!(e.message.contains("column 'name' is not valid UTF-8"), "{}", e.message);
+    assert!(
+        e.message.contains("column 'name' is not valid UTF-8"),
+        "{}",
+        e.message
+    );
 
     let e = err(&rows[4]);
     assert_eq!(e.provenance.line, 6);
     assert_eq!(e.message, "expected 3 fields as in the header, found 4");
 
     let r = ok(&rows[5]);
-    assert_eq!((r.provenance.line, text(r, "city")), (7, "Manaus".to_string()));
+    assert_eq!(
+        (r.provenance.line, text(r, "city")),
+        (7, "Manaus".to_string())
+    );
 }
 
 #[tokio::test]
@@ -318,7 +347,11 @@ async fn csv_unterminated_quote_loses_no_rows() {
     assert_eq!(rows.len(), 3);
     let e = err(&rows[0]);
     assert_eq!(e.provenance.line, 2);
-    assert!(e.message.contains("unterminated quoted field"), "{}", e.message);
+    assert!(
+        e.message.contains("unterminated quoted field"),
+        "{}",
+        e.message
+    );
     assert_eq!(ok(&rows[1]).provenance.line, 3);
     assert_eq!(text(ok(&rows[2]), "name"), "Carla");
 }
@@ -334,7 +367,10 @@ async fn json_lines_rows_and_bad_lines() {
     assert_eq!(r.get("amount"), Some(&Value::Float(10.5)));
     assert_eq!(r.get("meta"), Some(&s("{\"src\":\"web\"}")));
     let r = ok(&rows[1]);
-    assert_eq!((r.provenance.line, r.get("amount")), (3, Some(&Value::Null)));
+    assert_eq!(
+        (r.provenance.line, r.get("amount")),
+        (3, Some(&Value::Null))
+    );
     let e = err(&rows[2]);
     assert_eq!(e.provenance.line, 4);
     assert!(e.message.starts_with("invalid JSON"), "{}", e.message);
@@ -434,10 +470,19 @@ async fn unreadable_files_end_with_one_file_error() {
     assert_file_error(&rows, "refined/t/bad.jsonl.gz");
 
     // Corrupt Parquet: bad footer.
-    let rows = read_file("broken.parquet", b"PAR1 this is not a parquet file PAR1", &source()).await;
+    let rows = read_file(
+        "broken.parquet",
+        b"PAR1 this is not a parquet file PAR1",
+        &source(),
+    )
+    .await;
     assert_eq!(rows.len(), 1);
     let e = assert_file_error(&rows, "refined/t/broken.parquet");
-    assert!(e.message.contains("not a readable Parquet file"), "{}", e.message);
+    assert!(
+        e.message.contains("not a readable Parquet file"),
+        "{}",
+        e.message
+    );
 
     // Empty CSV: no header.
     let rows = read_file("empty.csv", b"", &source()).await;
@@ -507,10 +552,8 @@ async fn large_file_streams_through_the_bounded_channel() {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     {
         let f = std::fs::File::create(&path).unwrap();
-        let mut w = flate2::write::GzEncoder::new(
-            std::io::BufWriter::new(f),
-            flate2::Compression::fast(),
-        );
+        let mut w =
+            flate2::write::GzEncoder::new(std::io::BufWriter::new(f), flate2::Compression::fast());
         writeln!(w, "id,name,city,amount").unwrap();
         for i in 0..ROWS {
             writeln!(w, "{i},\"name {i}\",city {},{}.{:02}", i % 97, i, i % 100).unwrap();
@@ -631,10 +674,17 @@ fn parquet_fixture() -> Vec<u8> {
             "name",
             Arc::new(StringArray::from(vec![Some("Ana"), None, Some("Ção")])),
         ),
-        ("small", Arc::new(Int32Array::from(vec![Some(-7), Some(0), None]))),
+        (
+            "small",
+            Arc::new(Int32Array::from(vec![Some(-7), Some(0), None])),
+        ),
         (
             "big",
-            Arc::new(Int64Array::from(vec![Some(9_007_199_254_740_993), None, Some(-1)])),
+            Arc::new(Int64Array::from(vec![
+                Some(9_007_199_254_740_993),
+                None,
+                Some(-1),
+            ])),
         ),
         (
             "unsigned",
@@ -706,9 +756,11 @@ fn parquet_fixture() -> Vec<u8> {
         schema.field_with_name("local_time").unwrap().data_type(),
         DataType::Timestamp(TimeUnit::Millisecond, None)
     ));
-    let batch =
-        RecordBatch::try_new(schema.clone(), columns.into_iter().map(|(_, a)| a).collect())
-            .unwrap();
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        columns.into_iter().map(|(_, a)| a).collect(),
+    )
+    .unwrap();
     let props = parquet::file::properties::WriterProperties::builder()
         .set_max_row_group_size(2)
         .build();
@@ -775,7 +827,11 @@ async fn parquet_types_in_place_streamed_and_compressed() {
     assert_eq!(r2.get("price"), Some(&Value::Null));
     assert_eq!(
         r0.get("scores"),
-        Some(&Value::List(vec![Value::Int(1), Value::Int(2), Value::Null]))
+        Some(&Value::List(vec![
+            Value::Int(1),
+            Value::Int(2),
+            Value::Null
+        ]))
     );
     assert_eq!(r1.get("scores"), Some(&Value::Null));
     assert_eq!(r2.get("scores"), Some(&Value::List(vec![])));

@@ -576,7 +576,7 @@ fn request_error(message: &str, code: &str, correlation_id: &str) -> Json {
     json!({"errors": [{"message": message, "extensions": {"code": code, "correlation_id": correlation_id}}]})
 }
 
-fn count_aliases_in(set: &SelectionSet, doc: &ExecutableDocument, depth: usize) -> usize {
+fn count_aliases_in(set: &SelectionSet, depth: usize) -> usize {
     if depth > 64 {
         return 0;
     }
@@ -585,11 +585,9 @@ fn count_aliases_in(set: &SelectionSet, doc: &ExecutableDocument, depth: usize) 
         .map(|s| match &s.node {
             Selection::Field(f) => {
                 usize::from(f.node.alias.is_some())
-                    + count_aliases_in(&f.node.selection_set.node, doc, depth + 1)
+                    + count_aliases_in(&f.node.selection_set.node, depth + 1)
             }
-            Selection::InlineFragment(i) => {
-                count_aliases_in(&i.node.selection_set.node, doc, depth + 1)
-            }
+            Selection::InlineFragment(i) => count_aliases_in(&i.node.selection_set.node, depth + 1),
             Selection::FragmentSpread(_) => 0,
         })
         .sum()
@@ -600,12 +598,12 @@ fn count_aliases(doc: &ExecutableDocument) -> usize {
     let ops: usize = doc
         .operations
         .iter()
-        .map(|(_, op)| count_aliases_in(&op.node.selection_set.node, doc, 0))
+        .map(|(_, op)| count_aliases_in(&op.node.selection_set.node, 0))
         .sum();
     let frags: usize = doc
         .fragments
         .values()
-        .map(|f| count_aliases_in(&f.node.selection_set.node, doc, 0))
+        .map(|f| count_aliases_in(&f.node.selection_set.node, 0))
         .sum();
     ops + frags
 }
@@ -840,7 +838,15 @@ fn fix_error(e: &mut Json, corr: &str) {
         match REWRITES.iter().find(|r| r.re.is_match(&message)) {
             Some(rw) => {
                 code = Some(rw.code);
-                new_message = rw.to.map(|to| rw.re.replace(&message, to).into_owned());
+                // Expanding (not replacing) drops async-graphql's "Did you mean" tail.
+                new_message = match (rw.to, rw.re.captures(&message)) {
+                    (Some(to), Some(caps)) => {
+                        let mut out = String::new();
+                        caps.expand(to, &mut out);
+                        Some(out)
+                    }
+                    _ => None,
+                };
             }
             None if has_path => code = Some("INTERNAL_SERVER_ERROR"),
             None => code = Some("GRAPHQL_VALIDATION_FAILED"),

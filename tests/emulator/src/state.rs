@@ -465,7 +465,7 @@ pub(crate) struct Store {
 }
 
 /// Seed of the generator of record ids, so ids repeat from run to run.
-const RECORD_ID_SEED: u64 = 0x5eed_1d5;
+const RECORD_ID_SEED: u64 = 0x05ee_d1d5;
 
 /// The operation of one `updateFieldsValues` value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1508,6 +1508,7 @@ impl Store {
         Ok(rec)
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub fn update_record(
         &mut self,
         cat: &Catalog,
@@ -1777,6 +1778,7 @@ impl Store {
     }
 
     /// `table_records(table_id, first, after)`.
+    #[allow(clippy::too_many_arguments)]
     pub fn list_records(
         &self,
         cat: &Catalog,

@@ -270,7 +270,7 @@ pub fn normalize_scalar(
                 .to_string(),
         ),
         FieldType::Select | FieldType::RadioHorizontal | FieldType::RadioVertical => {
-            if !options.iter().any(|o| *o == text) {
+            if !options.contains(&text) {
                 return Err(bad(label, format!("has an invalid option: {text:?}")));
             }
             Json::String(text)
