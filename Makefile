@@ -32,6 +32,8 @@ infra-check:
 	@tests/infra/check.sh
 
 build: tools
+	@rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu || { \
+	  echo "make build: the Rust standard library for aarch64-unknown-linux-gnu is missing; run 'rustup target add aarch64-unknown-linux-gnu' (needs network)" >&2; exit 1; }
 	@for f in sync-scheduled sync-upload notify; do \
 	  cargo lambda build --release --arm64 --output-format zip -p $$f --lambda-dir target/lambda || exit 1; \
 	done

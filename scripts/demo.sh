@@ -28,7 +28,10 @@ wait_port() {
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "building the emulator and the functions (debug)"
-cargo build -q -p pipefy-emulator -p sync-scheduled -p sync-upload -p notify
+# Two builds: together, the emulator's dependency features would be unified into the
+# functions, and `cargo lambda watch` (which builds the functions alone) would build again.
+cargo build -q -p pipefy-emulator
+cargo build -q -p sync-scheduled -p sync-upload -p notify
 
 moto_port=$(free_port); emu_port=$(free_port); lambda_port=$(free_port)
 aws=http://127.0.0.1:$moto_port

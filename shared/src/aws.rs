@@ -11,8 +11,8 @@ pub async fn load_sdk_config() -> SdkConfig {
 }
 
 pub fn s3_client(config: &SdkConfig) -> aws_sdk_s3::Client {
-    let path_style = config.endpoint_url().is_some()
-        || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+    let path_style =
+        config.endpoint_url().is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
     let s3_config = aws_sdk_s3::config::Builder::from(config)
         .force_path_style(path_style)
         .build();

@@ -14,7 +14,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     })?;
     let deps = &deps;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        pipefy_sync::lambda::upload::handle(deps, event.payload, event.context.deadline).await.map_err(Diagnostic::from)
+        pipefy_sync::lambda::upload::handle(deps, event.payload, event.context.deadline)
+            .await
+            .map_err(Diagnostic::from)
     }))
     .await
 }

@@ -20,7 +20,11 @@ use pipefy_sync::store::s3::S3Store;
 use pipefy_sync::store::ObjectStore;
 
 #[derive(Parser)]
-#[command(name = "pipefy-sync", version, about = "Sync table files (CSV, JSON Lines, JSON, Parquet) into Pipefy cards and records")]
+#[command(
+    name = "pipefy-sync",
+    version,
+    about = "Sync table files (CSV, JSON Lines, JSON, Parquet) into Pipefy cards and records"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -102,7 +106,12 @@ async fn main() -> ExitCode {
 async fn dispatch(command: Command) -> Result<ExitCode, String> {
     match command {
         Command::Check { files, offline } => check(&files, offline).await,
-        Command::Plan { destination, files, storage, limit } => {
+        Command::Plan {
+            destination,
+            files,
+            storage,
+            limit,
+        } => {
             let dest = load(&destination)?;
             let ctx = context(&dest, &destination, &storage, None).await?;
             let req = RunRequest {
@@ -117,7 +126,12 @@ async fn dispatch(command: Command) -> Result<ExitCode, String> {
             print_summary(&summary);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { destination, files, full_resync, storage } => {
+        Command::Run {
+            destination,
+            files,
+            full_resync,
+            storage,
+        } => {
             let dest = load(&destination)?;
             let bar = ProgressBar::new_spinner();
             bar.set_style(
@@ -143,16 +157,26 @@ async fn dispatch(command: Command) -> Result<ExitCode, String> {
                 _ => ExitCode::from(1),
             })
         }
-        Command::ForgetIntents { destination, storage } => {
+        Command::ForgetIntents {
+            destination,
+            storage,
+        } => {
             let dest = load(&destination)?;
-            let state = StateStore::new(store_for(&storage.state).await?.0, &store_for(&storage.state).await?.1, &dest.name);
+            let (state_store, state_prefix) = store_for(&storage.state).await?;
+            let state = StateStore::new(state_store, &state_prefix, &dest.name);
             let mut loaded = state.load_manifest().await.map_err(|e| e.to_string())?;
             let n = loaded.manifest.intents.len();
             for i in &loaded.manifest.intents {
-                println!("forgetting {}:{} key {:?}", i.provenance.file, i.provenance.line, i.key);
+                println!(
+                    "forgetting {}:{} key {:?}",
+                    i.provenance.file, i.provenance.line, i.key
+                );
             }
             loaded.manifest.intents.clear();
-            state.save_manifest(&mut loaded).await.map_err(|e| e.to_string())?;
+            state
+                .save_manifest(&mut loaded)
+                .await
+                .map_err(|e| e.to_string())?;
             println!("{n} intent(s) forgotten");
             Ok(ExitCode::SUCCESS)
         }
@@ -186,9 +210,15 @@ async fn check(files: &[PathBuf], offline: bool) -> Result<ExitCode, String> {
                 bad += 1;
                 println!("✗ {e}");
             }
-            Ok(dest) if offline => println!("✓ {}: destination '{}' is valid", file.display(), dest.name),
+            Ok(dest) if offline => {
+                println!("✓ {}: destination '{}' is valid", file.display(), dest.name)
+            }
             Ok(dest) => match check_live(&dest).await {
-                Ok(()) => println!("✓ {}: destination '{}' is valid and matches the Pipefy schema", file.display(), dest.name),
+                Ok(()) => println!(
+                    "✓ {}: destination '{}' is valid and matches the Pipefy schema",
+                    file.display(),
+                    dest.name
+                ),
                 Err(e) => {
                     bad += 1;
                     println!("✗ {}: {e}", file.display());
@@ -196,24 +226,34 @@ async fn check(files: &[PathBuf], offline: bool) -> Result<ExitCode, String> {
             },
         }
     }
-    Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 async fn check_live(dest: &Destination) -> Result<(), String> {
     let client = pipefy_client(dest).await?;
     let schema = match (&dest.pipe_id, &dest.table_id) {
-        (Some(p), _) if dest.operation.is_card() => Schema::Pipe(client.pipe_schema(p).await.map_err(|e| e.to_string())?),
+        (Some(p), _) if dest.operation.is_card() => {
+            Schema::Pipe(client.pipe_schema(p).await.map_err(|e| e.to_string())?)
+        }
         (_, Some(t)) => Schema::Table(client.table_schema(t).await.map_err(|e| e.to_string())?),
         _ => return Err("no pipe_id or table_id for the operation".into()),
     };
     Mapper::new(dest, &schema).map(|_| ()).map_err(|issues| {
-        issues.iter().map(|i| format!("\n  - {i}")).collect::<String>()
+        issues
+            .iter()
+            .map(|i| format!("\n  - {i}"))
+            .collect::<String>()
     })
 }
 
 async fn pipefy_client(dest: &Destination) -> Result<PipefyClient, String> {
     let sdk = pipefy_sync::aws::load_sdk_config().await;
-    let provider = credentials_provider(dest, &pipefy_sync::aws::secrets_client(&sdk)).map_err(|e| e.to_string())?;
+    let provider = credentials_provider(dest, &pipefy_sync::aws::secrets_client(&sdk))
+        .map_err(|e| e.to_string())?;
     PipefyClient::new(client_config(dest), provider).map_err(|e| e.to_string())
 }
 
@@ -222,7 +262,10 @@ async fn store_for(location: &str) -> Result<(Arc<dyn ObjectStore>, String), Str
     if let Some(rest) = location.strip_prefix("s3://") {
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         let sdk = pipefy_sync::aws::load_sdk_config().await;
-        Ok((Arc::new(S3Store::new(pipefy_sync::aws::s3_client(&sdk), bucket)), prefix.to_string()))
+        Ok((
+            Arc::new(S3Store::new(pipefy_sync::aws::s3_client(&sdk), bucket)),
+            prefix.to_string(),
+        ))
     } else {
         std::fs::create_dir_all(location).map_err(|e| format!("cannot create {location}: {e}"))?;
         Ok((Arc::new(LocalStore::new(location)), String::new()))
@@ -239,7 +282,10 @@ fn resolve_files(files: &[String]) -> Option<Vec<String>> {
         files
             .iter()
             .map(|f| match f.strip_prefix("s3://") {
-                Some(rest) => rest.split_once('/').map(|(_, k)| k.to_string()).unwrap_or_default(),
+                Some(rest) => rest
+                    .split_once('/')
+                    .map(|(_, k)| k.to_string())
+                    .unwrap_or_default(),
                 None => f.clone(),
             })
             .collect(),
@@ -262,7 +308,12 @@ async fn context(
             let base = dest_file.parent().unwrap_or(Path::new("."));
             Arc::new(LocalStore::new(base.join(path)))
         }
-        (None, None) => return Err(format!("destination '{}': source needs a bucket or a path", dest.name)),
+        (None, None) => {
+            return Err(format!(
+                "destination '{}': source needs a bucket or a path",
+                dest.name
+            ))
+        }
     };
     let (state_store, state_prefix) = store_for(&storage.state).await?;
     let (report_store, reports_prefix) = store_for(&storage.reports).await?;
@@ -279,9 +330,9 @@ async fn context(
 }
 
 async fn print_plan(ctx: &RunContext, summary: &RunSummary, limit: usize) {
-    let Some(location) = &summary.report_location else { return };
-    let prefix = location.rsplit_once(&summary.run_id).map(|(_, _)| ()).map(|_| ());
-    let _ = prefix;
+    let Some(location) = &summary.report_location else {
+        return;
+    };
     let dir = format!(
         "{}{}/{}/{}/results/",
         ctx.reports_prefix,
@@ -289,22 +340,45 @@ async fn print_plan(ctx: &RunContext, summary: &RunSummary, limit: usize) {
         summary.started_at.format("%Y-%m-%d"),
         summary.run_id
     );
-    let Ok(parts) = ctx.report_store.list(&dir).await else { return };
+    let Ok(parts) = ctx.report_store.list(&dir).await else {
+        return;
+    };
     let mut shown = 0;
     for part in parts {
-        let Ok((_, bytes)) = ctx.report_store.get_bytes(&part.key).await else { continue };
+        let Ok((_, bytes)) = ctx.report_store.get_bytes(&part.key).await else {
+            continue;
+        };
         for line in String::from_utf8_lossy(&bytes).lines() {
             if shown >= limit {
                 println!("… (more rows in {location})");
                 return;
             }
             if let Ok(r) = serde_json::from_str::<RowResult>(line) {
-                let what = serde_json::to_value(r.action).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+                let what = serde_json::to_value(r.action)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
                 let detail = match (&r.error_code, &r.error_message) {
-                    (Some(code), Some(msg)) => format!("{code}: {}{msg}", r.field.as_deref().map(|f| format!("field '{f}': ")).unwrap_or_default()),
-                    _ => r.id.clone().map(|id| format!("id {id}")).unwrap_or_default(),
+                    (Some(code), Some(msg)) => format!(
+                        "{code}: {}{msg}",
+                        r.field
+                            .as_deref()
+                            .map(|f| format!("field '{f}': "))
+                            .unwrap_or_default()
+                    ),
+                    _ => {
+                        r.id.clone()
+                            .map(|id| format!("id {id}"))
+                            .unwrap_or_default()
+                    }
                 };
-                println!("{}:{}  {:<13} {:<20} {detail}", r.file, r.line, what, r.key.as_deref().unwrap_or("-"));
+                println!(
+                    "{}:{}  {:<13} {:<20} {detail}",
+                    r.file,
+                    r.line,
+                    what,
+                    r.key.as_deref().unwrap_or("-")
+                );
                 shown += 1;
             }
         }
@@ -314,7 +388,10 @@ async fn print_plan(ctx: &RunContext, summary: &RunSummary, limit: usize) {
 fn print_summary(s: &RunSummary) {
     let c = &s.counts;
     println!();
-    println!("run {} of '{}' ({}): {:?}", s.run_id, s.destination, s.trigger, s.status);
+    println!(
+        "run {} of '{}' ({}): {:?}",
+        s.run_id, s.destination, s.trigger, s.status
+    );
     println!("  files            {}", s.source_files.len());
     for (label, n) in [
         ("read", c.read),

@@ -258,13 +258,16 @@ impl<'de> serde::de::Visitor<'de> for FieldMappingVisitor {
         use serde::de::Error;
         // Deserialising the entry through the original deserializer keeps YAML's own enum
         // handling for transforms and serde's "unknown field" messages.
-        let full = FieldMappingFull::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+        let full =
+            FieldMappingFull::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
         let value = match (full.column, full.constant, full.template) {
             (Some(c), None, None) => ValueSource::Column(c),
             (None, Some(k), None) => ValueSource::Constant(k),
             (None, None, Some(t)) => ValueSource::Template(t),
             (None, None, None) => {
-                return Err(A::Error::custom("needs one of `column`, `constant` or `template`"))
+                return Err(A::Error::custom(
+                    "needs one of `column`, `constant` or `template`",
+                ))
             }
             _ => {
                 return Err(A::Error::custom(
@@ -318,7 +321,9 @@ pub enum Transform {
     Lowercase,
     Uppercase,
     /// Split a string into a list on a separator (each item trimmed, empty items dropped).
-    Split { separator: String },
+    Split {
+        separator: String,
+    },
     /// Parse text into a date/datetime with a chrono format; `timezone` (IANA) applies to
     /// values without an offset.
     ParseDate {
@@ -458,6 +463,10 @@ pub struct SyncOptions {
     /// Notify when failed rows of a run exceed this count.
     #[serde(default)]
     pub failed_rows_alert_threshold: u64,
+    /// How long a run's lease on the destination lives without renewal: the longest a
+    /// crashed run can keep the next one waiting. Renewed every quarter of it.
+    #[serde(default = "default_lease_seconds")]
+    pub lease_seconds: u64,
 }
 
 impl Default for SyncOptions {
@@ -468,8 +477,13 @@ impl Default for SyncOptions {
             lookup_unknown_keys: true,
             ambiguous_settle_seconds: default_ambiguous_settle_seconds(),
             failed_rows_alert_threshold: 0,
+            lease_seconds: default_lease_seconds(),
         }
     }
+}
+
+fn default_lease_seconds() -> u64 {
+    120
 }
 
 fn default_ambiguous_settle_seconds() -> f64 {

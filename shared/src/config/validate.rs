@@ -28,7 +28,14 @@ pub fn parse_destination(file: &str, text: &str) -> Result<Destination, ConfigEr
     let dest: Destination = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let message = e.inner().to_string();
-        invalid(if path == "." { "(top level)".into() } else { path }, message)
+        invalid(
+            if path == "." {
+                "(top level)".into()
+            } else {
+                path
+            },
+            message,
+        )
     })?;
     validate(&dest).map_err(|(path, message)| invalid(path, message))?;
     Ok(dest)
@@ -53,8 +60,13 @@ fn problem(path: &str, message: impl Into<String>) -> Problem {
 pub fn validate(d: &Destination) -> Result<(), Problem> {
     let name_ok = !d.name.is_empty()
         && d.name.len() <= 64
-        && d.name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && d.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        && d.name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && d.name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
     if !name_ok {
         return Err(problem(
             "name",
@@ -62,10 +74,24 @@ pub fn validate(d: &Destination) -> Result<(), Problem> {
         ));
     }
     match (d.operation.is_card(), &d.pipe_id, &d.table_id) {
-        (true, None, _) => return Err(problem("pipe_id", format!("operation {} needs pipe_id", d.operation.as_str()))),
-        (false, _, None) => return Err(problem("table_id", format!("operation {} needs table_id", d.operation.as_str()))),
-        (true, Some(_), Some(_)) => return Err(problem("table_id", "a card operation takes pipe_id only")),
-        (false, Some(_), Some(_)) => return Err(problem("pipe_id", "a record operation takes table_id only")),
+        (true, None, _) => {
+            return Err(problem(
+                "pipe_id",
+                format!("operation {} needs pipe_id", d.operation.as_str()),
+            ))
+        }
+        (false, _, None) => {
+            return Err(problem(
+                "table_id",
+                format!("operation {} needs table_id", d.operation.as_str()),
+            ))
+        }
+        (true, Some(_), Some(_)) => {
+            return Err(problem("table_id", "a card operation takes pipe_id only"))
+        }
+        (false, Some(_), Some(_)) => {
+            return Err(problem("pipe_id", "a record operation takes table_id only"))
+        }
         _ => {}
     }
     if matches!(d.operation, Operation::UpsertCard | Operation::UpsertRecord) && d.key.is_none() {
@@ -75,21 +101,36 @@ pub fn validate(d: &Destination) -> Result<(), Problem> {
         ));
     }
     if d.operation == Operation::UpdateCard && !d.mapping.contains_key("id") {
-        return Err(problem("mapping.id", "operation update_card needs a column mapped to `id` (the card id)"));
+        return Err(problem(
+            "mapping.id",
+            "operation update_card needs a column mapped to `id` (the card id)",
+        ));
     }
     if d.operation != Operation::UpdateCard && d.mapping.contains_key("id") {
-        return Err(problem("mapping.id", "`id` is only mapped by update_card; use `key` to match existing cards"));
+        return Err(problem(
+            "mapping.id",
+            "`id` is only mapped by update_card; use `key` to match existing cards",
+        ));
     }
     if let Some(key) = &d.key {
         if key.columns.is_empty() || key.columns.iter().any(|c| c.trim().is_empty()) {
-            return Err(problem("key.columns", "needs at least one non-empty source column"));
+            return Err(problem(
+                "key.columns",
+                "needs at least one non-empty source column",
+            ));
         }
         if key.field.trim().is_empty() {
-            return Err(problem("key.field", "needs the Pipefy field (slug) that holds the key"));
+            return Err(problem(
+                "key.field",
+                "needs the Pipefy field (slug) that holds the key",
+            ));
         }
     }
     if d.mapping.is_empty() {
-        return Err(problem("mapping", "maps no field: nothing would be written"));
+        return Err(problem(
+            "mapping",
+            "maps no field: nothing would be written",
+        ));
     }
     for (target, m) in &d.mapping {
         let path = format!("mapping.{target}");
@@ -99,48 +140,82 @@ pub fn validate(d: &Destination) -> Result<(), Problem> {
             }
         }
         match &m.value {
-            ValueSource::Column(c) if c.trim().is_empty() => return Err(problem(&format!("{path}.column"), "is empty")),
+            ValueSource::Column(c) if c.trim().is_empty() => {
+                return Err(problem(&format!("{path}.column"), "is empty"))
+            }
             ValueSource::Template(t) if !t.contains('{') => {
-                return Err(problem(&format!("{path}.template"), "has no {column} placeholder; use `constant` for a fixed value"))
+                return Err(problem(
+                    &format!("{path}.template"),
+                    "has no {column} placeholder; use `constant` for a fixed value",
+                ))
             }
             _ => {}
         }
         if let Some(c) = &m.connect {
             if c.pipe_id.is_some() == c.table_id.is_some() {
-                return Err(problem(&format!("{path}.connect"), "needs exactly one of pipe_id or table_id"));
+                return Err(problem(
+                    &format!("{path}.connect"),
+                    "needs exactly one of pipe_id or table_id",
+                ));
             }
         }
         if target == "parent_ids" && m.connect.as_ref().is_some_and(|c| c.table_id.is_some()) {
-            return Err(problem(&format!("{path}.connect"), "parent cards live in a pipe: use pipe_id"));
+            return Err(problem(
+                &format!("{path}.connect"),
+                "parent cards live in a pipe: use pipe_id",
+            ));
         }
     }
     match (&d.source.bucket, &d.source.path) {
-        (None, None) => return Err(problem("source", "needs `bucket` (S3) or `path` (a local folder)")),
+        (None, None) => {
+            return Err(problem(
+                "source",
+                "needs `bucket` (S3) or `path` (a local folder)",
+            ))
+        }
         (Some(b), _) if !bucket_name_ok(b) && !b.starts_with("${") => {
-            return Err(problem("source.bucket", format!("'{b}' is not a valid S3 bucket name")))
+            return Err(problem(
+                "source.bucket",
+                format!("'{b}' is not a valid S3 bucket name"),
+            ))
         }
         _ => {}
     }
-    for (path, part) in [("source.layer", &d.source.layer), ("source.table", &d.source.table)] {
+    for (path, part) in [
+        ("source.layer", &d.source.layer),
+        ("source.table", &d.source.table),
+    ] {
         if part.trim_matches('/').is_empty() || part.contains("..") {
             return Err(problem(path, "must name a folder (not empty, no '..')"));
         }
     }
     if !d.source.csv.delimiter.is_ascii() || !d.source.csv.quote.is_ascii() {
-        return Err(problem("source.csv", "delimiter and quote must be single ASCII characters"));
+        return Err(problem(
+            "source.csv",
+            "delimiter and quote must be single ASCII characters",
+        ));
     }
     if encoding_rs::Encoding::for_label(d.source.csv.encoding.as_bytes()).is_none() {
         return Err(problem(
             "source.csv.encoding",
-            format!("'{}' is not a known encoding label (utf-8, latin1, windows-1252, utf-16le...)", d.source.csv.encoding),
+            format!(
+                "'{}' is not a known encoding label (utf-8, latin1, windows-1252, utf-16le...)",
+                d.source.csv.encoding
+            ),
         ));
     }
     let l = &d.limits;
     if l.requests_per_window == 0 || l.window_seconds == 0 {
-        return Err(problem("limits", "requests_per_window and window_seconds must be at least 1"));
+        return Err(problem(
+            "limits",
+            "requests_per_window and window_seconds must be at least 1",
+        ));
     }
     if !(1..=50).contains(&l.mutations_per_request) {
-        return Err(problem("limits.mutations_per_request", "must be 1 to 50 (Pipefy advises about 20 per request)"));
+        return Err(problem(
+            "limits.mutations_per_request",
+            "must be 1 to 50 (Pipefy advises about 20 per request)",
+        ));
     }
     if !(1..=64).contains(&l.concurrency) {
         return Err(problem("limits.concurrency", "must be 1 to 64"));
@@ -148,28 +223,56 @@ pub fn validate(d: &Destination) -> Result<(), Problem> {
     if let Some(s) = &d.trigger.schedule {
         check_schedule(&s.expression).map_err(|m| problem("trigger.schedule.expression", m))?;
         if s.timezone.parse::<chrono_tz::Tz>().is_err() {
-            return Err(problem("trigger.schedule.timezone", format!("'{}' is not an IANA time zone (e.g. UTC, America/Sao_Paulo)", s.timezone)));
+            return Err(problem(
+                "trigger.schedule.timezone",
+                format!(
+                    "'{}' is not an IANA time zone (e.g. UTC, America/Sao_Paulo)",
+                    s.timezone
+                ),
+            ));
         }
     }
     if let Some(u) = &d.trigger.on_upload {
         if let Some(bad) = u.suffixes.iter().find(|s| s.is_empty() || s.contains('/')) {
-            return Err(problem("trigger.on_upload.suffixes", format!("'{bad}' is not a file suffix such as .csv or .csv.gz")));
+            return Err(problem(
+                "trigger.on_upload.suffixes",
+                format!("'{bad}' is not a file suffix such as .csv or .csv.gz"),
+            ));
         }
         if d.source.bucket.is_none() {
-            return Err(problem("trigger.on_upload", "on_upload needs source.bucket"));
+            return Err(problem(
+                "trigger.on_upload",
+                "on_upload needs source.bucket",
+            ));
         }
     }
     if d.token.secret.is_none() == d.token.env.is_none() {
         return Err(problem("token", "needs exactly one of `secret` (Secrets Manager name or ARN) or `env` (environment variable)"));
     }
-    if d.sync.removed_rows != RemovedRows::Ignore && d.key.is_none() && d.operation != Operation::UpdateCard {
-        return Err(problem("sync.removed_rows", "needs a `key`: without one a rewritten file looks like removed rows"));
+    if d.sync.removed_rows != RemovedRows::Ignore
+        && d.key.is_none()
+        && d.operation != Operation::UpdateCard
+    {
+        return Err(problem(
+            "sync.removed_rows",
+            "needs a `key`: without one a rewritten file looks like removed rows",
+        ));
     }
-    if let (RemovedRows::MoveToPhase { .. }, false) = (&d.sync.removed_rows, d.operation.is_card()) {
-        return Err(problem("sync.removed_rows", "move_to_phase applies to cards; records can only be deleted or ignored"));
+    if let (RemovedRows::MoveToPhase { .. }, false) = (&d.sync.removed_rows, d.operation.is_card())
+    {
+        return Err(problem(
+            "sync.removed_rows",
+            "move_to_phase applies to cards; records can only be deleted or ignored",
+        ));
+    }
+    if !(1..=3600).contains(&d.sync.lease_seconds) {
+        return Err(problem("sync.lease_seconds", "must be between 1 and 3600"));
     }
     if !(0.0..=60.0).contains(&d.sync.ambiguous_settle_seconds) {
-        return Err(problem("sync.ambiguous_settle_seconds", "must be between 0 and 60"));
+        return Err(problem(
+            "sync.ambiguous_settle_seconds",
+            "must be between 0 and 60",
+        ));
     }
     if let Some(e) = &d.endpoint {
         if !(e.starts_with("https://") || e.starts_with("http://") || e.starts_with("${")) {
@@ -181,7 +284,8 @@ pub fn validate(d: &Destination) -> Result<(), Problem> {
 
 fn bucket_name_ok(b: &str) -> bool {
     (3..=63).contains(&b.len())
-        && b.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && b.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
         && b.starts_with(|c: char| c.is_ascii_alphanumeric())
         && b.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
@@ -200,12 +304,21 @@ fn check_schedule(expr: &str) -> Result<(), String> {
     if let Some(inner) = expr.strip_prefix("rate(").and_then(|r| r.strip_suffix(')')) {
         let mut parts = inner.split_whitespace();
         let (Some(n), Some(unit), None) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(format!("'{expr}': rate takes a number and a unit, e.g. rate(1 hour)"));
+            return Err(format!(
+                "'{expr}': rate takes a number and a unit, e.g. rate(1 hour)"
+            ));
         };
-        let n: u32 = n.parse().map_err(|_| format!("'{expr}': '{n}' is not a whole number"))?;
-        let ok_unit = matches!(unit, "minute" | "minutes" | "hour" | "hours" | "day" | "days");
+        let n: u32 = n
+            .parse()
+            .map_err(|_| format!("'{expr}': '{n}' is not a whole number"))?;
+        let ok_unit = matches!(
+            unit,
+            "minute" | "minutes" | "hour" | "hours" | "day" | "days"
+        );
         if n == 0 || !ok_unit || (n == 1) != unit.ends_with(|c| c != 's') {
-            return Err(format!("'{expr}': use rate(1 hour) / rate(5 minutes) (singular unit for 1)"));
+            return Err(format!(
+                "'{expr}': use rate(1 hour) / rate(5 minutes) (singular unit for 1)"
+            ));
         }
         return Ok(());
     }
@@ -233,7 +346,9 @@ trigger:
 "#;
 
     fn err_of(yaml: &str) -> String {
-        parse_destination("dest.yaml", yaml).unwrap_err().to_string()
+        parse_destination("dest.yaml", yaml)
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -248,15 +363,35 @@ trigger:
     #[test]
     fn errors_name_the_file_the_key_path_and_what_is_expected() {
         let cases: &[(&str, &str, &str)] = &[
-            ("operation: upsert_card", "operation: upsert_cards", "operation"),
+            (
+                "operation: upsert_card",
+                "operation: upsert_cards",
+                "operation",
+            ),
             ("  title: name", "  title: { colum: name }", "mapping.title"),
             ("name: customers", "name: Customers!", "name"),
             ("token: { secret: pipefy/token }", "token: {}", "token"),
-            ("token: { secret: pipefy/token }", "token: { secret: a, env: B }", "token"),
+            (
+                "token: { secret: pipefy/token }",
+                "token: { secret: a, env: B }",
+                "token",
+            ),
             ("key: { columns: [id], field: external_id }", "", "key"),
-            ("\"rate(1 hour)\"", "\"rate(2 hour)\"", "trigger.schedule.expression"),
-            ("\"rate(1 hour)\"", "\"cron(0 6 * *)\"", "trigger.schedule.expression"),
-            ("  plan: { constant: Pro }", "  plan: { constant: Pro, column: p }", "mapping.plan"),
+            (
+                "\"rate(1 hour)\"",
+                "\"rate(2 hour)\"",
+                "trigger.schedule.expression",
+            ),
+            (
+                "\"rate(1 hour)\"",
+                "\"cron(0 6 * *)\"",
+                "trigger.schedule.expression",
+            ),
+            (
+                "  plan: { constant: Pro }",
+                "  plan: { constant: Pro, column: p }",
+                "mapping.plan",
+            ),
             ("pipe_id: \"301\"", "pipe_idd: \"301\"", "pipe_idd"),
             ("bucket: my-lake", "bucket: My_Lake", "source.bucket"),
         ];

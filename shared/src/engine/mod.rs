@@ -21,11 +21,12 @@ use crate::config::{Destination, Operation, RemovedRows};
 use crate::failure::{FailureCode, RowFailure};
 use crate::mapping::{Mapper, Schema};
 use crate::pipefy::{FieldDef, PipefyClient, PipefyError};
-use crate::report::{failed_row_json, Counts, ReportWriter, RowAction, RowResult, RunStatus, RunSummary};
+use crate::report::{
+    failed_row_json, Counts, ReportWriter, RowAction, RowResult, RunStatus, RunSummary,
+};
 use crate::source::{list_table_files, open_rows, Provenance};
 use crate::state::{
-    Intent, Lease, Ledger, LoadedManifest, PendingWork, RunCursor, StateError,
-    StateStore,
+    Intent, Lease, Ledger, LoadedManifest, PendingWork, RunCursor, StateError, StateStore,
 };
 use crate::store::{ObjectMeta, ObjectStore, StoreError};
 
@@ -52,6 +53,8 @@ pub enum EngineError {
     HandOff(String),
     #[error("the destination '{0}' has no pipe_id or table_id")]
     NoTarget(String),
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// Continues a run in a new invocation (the Lambda invokes itself asynchronously).
@@ -97,10 +100,11 @@ pub struct RunRequest {
     pub report_unchanged: bool,
 }
 
-/// How long a lease lives without renewal: a crashed holder blocks the destination at most
-/// this long.
-pub const LEASE_TTL: Duration = Duration::from_secs(120);
-const LEASE_RENEW_EVERY: Duration = Duration::from_secs(30);
+/// How long a lease lives without renewal (`sync.lease_seconds`): a crashed holder blocks the
+/// destination at most this long. It is renewed every quarter of that.
+fn lease_ttl(dest: &Destination) -> Duration {
+    Duration::from_secs(dest.sync.lease_seconds.max(1))
+}
 /// Checkpoint at most this often (a delta segment and a manifest write).
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
 /// Rows of a window that need no request (unchanged, failed preflight) before it is cut
@@ -122,13 +126,23 @@ pub async fn sync(
     }
     let state = StateStore::new(ctx.state_store.clone(), &ctx.state_prefix, &dest.name);
     let run_id = req.continue_run.clone().unwrap_or_else(new_run_id);
-    let lease = match acquire_lease(&state, &run_id, req.lease_wait).await? {
+    let ttl = lease_ttl(dest);
+    let lease = match acquire_lease(&state, &run_id, ttl, req.lease_wait).await? {
         Some(lease) => lease,
         None => return defer(ctx, dest, &state, &req, &run_id).await,
     };
     let lease = Arc::new(Mutex::new(lease));
-    let renewer = spawn_lease_renewer(state.clone(), lease.clone());
-    let first = run_once(ctx, dest, &RunRequest { continue_run: Some(run_id), ..req.clone() }, Some(lease.clone())).await;
+    let renewer = spawn_lease_renewer(state.clone(), lease.clone(), ttl);
+    let first = run_once(
+        ctx,
+        dest,
+        &RunRequest {
+            continue_run: Some(run_id),
+            ..req.clone()
+        },
+        Some(lease.clone()),
+    )
+    .await;
     let mut summary = match first {
         Ok(s) => s,
         Err(e) => {
@@ -158,7 +172,7 @@ pub async fn sync(
                 break;
             }
             let new_holder = new_run_id();
-            match state.try_acquire_lease(&new_holder, LEASE_TTL).await? {
+            match state.try_acquire_lease(&new_holder, ttl).await? {
                 Some(l) => {
                     *lease.lock().await = l;
                 }
@@ -185,7 +199,7 @@ pub async fn sync(
         {
             let mut l = lease.lock().await;
             l.holder = pending_req.continue_run.clone().unwrap_or_default();
-            state.renew_lease(&mut l, LEASE_TTL).await?;
+            state.renew_lease(&mut l, ttl).await?;
         }
         let drained_summary = run_once(ctx, dest, &pending_req, Some(lease.clone())).await?;
         for (key, _) in &pending {
@@ -207,11 +221,12 @@ pub async fn sync(
 async fn acquire_lease(
     state: &StateStore,
     holder: &str,
+    ttl: Duration,
     wait: Duration,
 ) -> Result<Option<Lease>, EngineError> {
     let deadline = Instant::now() + wait;
     loop {
-        if let Some(lease) = state.try_acquire_lease(holder, LEASE_TTL).await? {
+        if let Some(lease) = state.try_acquire_lease(holder, ttl).await? {
             return Ok(Some(lease));
         }
         if Instant::now() >= deadline {
@@ -240,7 +255,7 @@ async fn defer(
     state.put_pending(&work).await?;
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        if let Some(lease) = state.try_acquire_lease(run_id, LEASE_TTL).await? {
+        if let Some(lease) = state.try_acquire_lease(run_id, lease_ttl(dest)).await? {
             // The holder is gone: we drain everything, our own request included.
             state.release_lease(lease).await?;
             let drain = RunRequest {
@@ -283,12 +298,16 @@ fn merge_pending_files(pending: &[(String, PendingWork)]) -> Option<Vec<String>>
     Some(files)
 }
 
-fn spawn_lease_renewer(state: StateStore, lease: Arc<Mutex<Lease>>) -> tokio::task::JoinHandle<()> {
+fn spawn_lease_renewer(
+    state: StateStore,
+    lease: Arc<Mutex<Lease>>,
+    ttl: Duration,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            tokio::time::sleep(LEASE_RENEW_EVERY).await;
+            tokio::time::sleep(ttl / 4).await;
             let mut l = lease.lock().await;
-            if let Err(e) = state.renew_lease(&mut l, LEASE_TTL).await {
+            if let Err(e) = state.renew_lease(&mut l, ttl).await {
                 // The manifest's conditional write fences a run that lost its lease.
                 tracing::warn!(error = %e, "lease renewal failed");
                 return;
@@ -319,6 +338,8 @@ pub(crate) struct RunShared {
     /// `(repo, key_field, key)` -> id, or the reason it could not be resolved.
     pub connections: Mutex<HashMap<(String, String, String), Result<String, String>>>,
     pub state: Option<StateWriter>,
+    /// Partial success is off and a row failed: nothing more is sent.
+    pub stopped: std::sync::atomic::AtomicBool,
 }
 
 /// Serialises every write of the manifest (intents, checkpoints) within a run.
@@ -427,7 +448,29 @@ async fn run_once(
     // resolve them by key before anything else can create them again.
     let mut unresolvable: HashSet<u64> = HashSet::new();
     if !req.dry_run && !loaded.manifest.intents.is_empty() {
-        resolve_leftover_intents(ctx, &repo, key_field.as_ref(), &mut loaded, &mut ledger, &mut unresolvable).await?;
+        let found = resolve_leftover_intents(
+            ctx,
+            &repo,
+            key_field.as_ref(),
+            &mut loaded,
+            &mut unresolvable,
+        )
+        .await?;
+        // The ids found go into a ledger segment that the same manifest write lists as it
+        // drops their intents: one conditional write, so a crash loses neither.
+        if !found.is_empty() {
+            for (k, e) in &found {
+                ledger.insert(*k, e.clone());
+            }
+            let writes = found.into_iter().map(|(k, e)| (k, Some(e))).collect();
+            let segment = state
+                .write_segment(
+                    &mut loaded.manifest,
+                    crate::state::ledger::encode_delta(writes),
+                )
+                .await?;
+            loaded.manifest.segments.push(segment);
+        }
         if !continuing {
             loaded.manifest.run = None;
         }
@@ -455,6 +498,7 @@ async fn run_once(
                 loaded: Mutex::new(loaded),
             })
         },
+        stopped: std::sync::atomic::AtomicBool::new(false),
     });
 
     let mut runner = Runner {
@@ -488,17 +532,21 @@ async fn resolve_leftover_intents(
     repo: &Repo,
     key_field: Option<&FieldDef>,
     loaded: &mut LoadedManifest,
-    ledger: &mut Ledger,
     unresolvable: &mut HashSet<u64>,
-) -> Result<(), EngineError> {
+) -> Result<Vec<(u64, crate::state::Entry)>, EngineError> {
     let intents = std::mem::take(&mut loaded.manifest.intents);
+    let mut recorded = Vec::new();
     let (keyed, unkeyed): (Vec<Intent>, Vec<Intent>) = intents
         .into_iter()
         .partition(|i| i.key.is_some() && key_field.is_some());
     let keys: Vec<String> = keyed.iter().filter_map(|i| i.key.clone()).collect();
     let found = match (repo, key_field) {
-        (Repo::Pipe(p), Some(f)) if !keys.is_empty() => ctx.pipefy.find_cards_by_field(p, f, &keys).await?,
-        (Repo::Table(t), Some(f)) if !keys.is_empty() => ctx.pipefy.find_records_by_field(t, f, &keys).await?,
+        (Repo::Pipe(p), Some(f)) if !keys.is_empty() => {
+            ctx.pipefy.find_cards_by_field(p, f, &keys).await?
+        }
+        (Repo::Table(t), Some(f)) if !keys.is_empty() => {
+            ctx.pipefy.find_records_by_field(t, f, &keys).await?
+        }
         _ => Vec::new(),
     };
     let mut kept = Vec::new();
@@ -506,17 +554,17 @@ async fn resolve_leftover_intents(
         match result {
             Ok(ids) if ids.len() == 1 => {
                 if let Some(id) = ids.first() {
-                    // Value hash 0: the row will be compared as changed and updated once,
-                    // which makes sure the card holds the row's values.
-                    ledger.insert(
+                    // The card was created with the values the intent hashed: a row that
+                    // still has them is unchanged, one that changed since is updated.
+                    recorded.push((
                         intent.key_hash,
                         crate::state::Entry {
                             id: crate::state::RecordId::parse(id),
-                            value_hash: 0,
-                            phase_hash: 0,
+                            value_hash: intent.value_hash,
+                            phase_hash: intent.phase_hash,
                             written_at_min: now_minutes(),
                         },
-                    );
+                    ));
                 }
                 tracing::info!(key = ?intent.key, "an interrupted create had been applied; recorded it");
             }
@@ -535,7 +583,7 @@ async fn resolve_leftover_intents(
         kept.push(intent);
     }
     loaded.manifest.intents = kept;
-    Ok(())
+    Ok(recorded)
 }
 
 pub(crate) fn now_minutes() -> u32 {
@@ -608,7 +656,11 @@ impl Runner<'_> {
         let mut outcomes = tokio_stream_from(rx)
             .map(move |w| {
                 let shared = shared.clone();
-                async move { window::process(&shared, w).await }
+                // Each window is a task of its own, so it keeps going while the run commits
+                // an earlier one. Polled only through this stream, a window holding the
+                // manifest lock (recording intents) would wait for the commit that waits for
+                // that lock (a checkpoint): a deadlock.
+                tokio::spawn(async move { window::process(&shared, w).await })
             })
             .buffered(depth);
 
@@ -637,7 +689,8 @@ impl Runner<'_> {
                 }
                 next = outcomes.next() => {
                     match next {
-                        Some(outcome) => self.commit(outcome?).await?,
+                        Some(Ok(outcome)) => self.commit(outcome?).await?,
+                        Some(Err(e)) => return Err(EngineError::Internal(format!("a window's task failed: {e}"))),
                         None => break,
                     }
                 }
@@ -659,9 +712,13 @@ impl Runner<'_> {
         let now_min = now_minutes();
         for done in outcome.items {
             let counts = &mut self.cursor.counts;
-            counts.read += u64::from(done.counts_as_read);
+            // Every item is a row, or a file that could not be read (a failed row of its own).
+            counts.read += 1;
             if let Some((key, entry)) = &done.ledger_write {
-                let entry = crate::state::Entry { written_at_min: now_min, ..entry.clone() };
+                let entry = crate::state::Entry {
+                    written_at_min: now_min,
+                    ..entry.clone()
+                };
                 self.run_writes.insert(*key, Some(entry.clone()));
                 self.since_checkpoint.push((*key, Some(entry)));
             }
@@ -678,11 +735,20 @@ impl Runner<'_> {
                 RowAction::Moved | RowAction::Deleted => counts.removed += 1,
             }
             if let Some(failure) = &done.failure {
-                if self.stopped_at.is_none() && !self.shared.dest.partial_success && done.result.action != RowAction::NotAttempted {
+                if self.stopped_at.is_none()
+                    && !self.shared.dest.partial_success
+                    && done.result.action != RowAction::NotAttempted
+                {
                     self.stopped_at = Some(done.result.clone());
+                    self.shared
+                        .stopped
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
                 }
-                self.report
-                    .failed_row(&failed_row_json(done.row.as_ref(), done.raw.as_deref(), failure));
+                self.report.failed_row(&failed_row_json(
+                    done.row.as_ref(),
+                    done.raw.as_deref(),
+                    failure,
+                ));
             }
             self.report.row(&done.result);
         }
@@ -722,15 +788,21 @@ impl Runner<'_> {
         if !self.since_checkpoint.is_empty() {
             let writes = std::mem::take(&mut self.since_checkpoint);
             let bytes = crate::state::ledger::encode_delta(writes);
-            let key = writer.state.write_segment(&mut loaded.manifest, bytes).await?;
+            let key = writer
+                .state
+                .write_segment(&mut loaded.manifest, bytes)
+                .await?;
             loaded.manifest.segments.push(key.clone());
             self.run_segments.push(key);
         }
         let mut replaced = Vec::new();
         if self.run_segments.len() > MAX_RUN_SEGMENTS && !last {
             // Merge this run's deltas into one: the overlay holds exactly this run's writes.
-            let all_run_writes: Vec<(u64, Option<crate::state::Entry>)> =
-                self.run_writes.iter().map(|(k, v)| (*k, v.clone())).collect();
+            let all_run_writes: Vec<(u64, Option<crate::state::Entry>)> = self
+                .run_writes
+                .iter()
+                .map(|(k, v)| (*k, v.clone()))
+                .collect();
             let merged = writer
                 .state
                 .write_segment(
@@ -744,7 +816,10 @@ impl Runner<'_> {
             replaced = std::mem::replace(&mut self.run_segments, vec![merged]);
         }
         let done: HashSet<u64> = self.committed_intents.drain(..).collect();
-        loaded.manifest.intents.retain(|i| !done.contains(&i.key_hash));
+        loaded
+            .manifest
+            .intents
+            .retain(|i| !done.contains(&i.key_hash));
         loaded.manifest.run = Some(self.cursor.clone());
         writer.state.save_manifest(&mut loaded).await?;
         drop(loaded);
@@ -836,30 +911,38 @@ impl Runner<'_> {
         if gone.is_empty() {
             return Ok(());
         }
-        let (op_for, action): (Box<dyn Fn(&str) -> Option<crate::pipefy::Mutation>>, RowAction) =
-            match (&self.shared.dest.sync.removed_rows, &self.shared.repo) {
-                (RemovedRows::Delete, Repo::Pipe(_)) => (
-                    Box::new(|id: &str| Some(crate::pipefy::Mutation::DeleteCard { id: id.to_string() })),
-                    RowAction::Deleted,
-                ),
-                (RemovedRows::Delete, Repo::Table(_)) => (
-                    Box::new(|id: &str| Some(crate::pipefy::Mutation::DeleteTableRecord { id: id.to_string() })),
-                    RowAction::Deleted,
-                ),
-                (RemovedRows::MoveToPhase { phase }, Repo::Pipe(_)) => {
-                    let phase_id = self.shared.mapper.phase_id_by_name(phase);
-                    (
-                        Box::new(move |id: &str| {
-                            phase_id.as_ref().map(|p| crate::pipefy::Mutation::MoveCardToPhase {
+        let (op_for, action): (
+            Box<dyn Fn(&str) -> Option<crate::pipefy::Mutation>>,
+            RowAction,
+        ) = match (&self.shared.dest.sync.removed_rows, &self.shared.repo) {
+            (RemovedRows::Delete, Repo::Pipe(_)) => (
+                Box::new(|id: &str| {
+                    Some(crate::pipefy::Mutation::DeleteCard { id: id.to_string() })
+                }),
+                RowAction::Deleted,
+            ),
+            (RemovedRows::Delete, Repo::Table(_)) => (
+                Box::new(|id: &str| {
+                    Some(crate::pipefy::Mutation::DeleteTableRecord { id: id.to_string() })
+                }),
+                RowAction::Deleted,
+            ),
+            (RemovedRows::MoveToPhase { phase }, Repo::Pipe(_)) => {
+                let phase_id = self.shared.mapper.phase_id_by_name(phase);
+                (
+                    Box::new(move |id: &str| {
+                        phase_id
+                            .as_ref()
+                            .map(|p| crate::pipefy::Mutation::MoveCardToPhase {
                                 card_id: id.to_string(),
                                 phase_id: p.clone(),
                             })
-                        }),
-                        RowAction::Moved,
-                    )
-                }
-                _ => return Ok(()),
-            };
+                    }),
+                    RowAction::Moved,
+                )
+            }
+            _ => return Ok(()),
+        };
         let mut ops = Vec::new();
         let mut owners = Vec::new();
         for (k, e) in &gone {
@@ -881,16 +964,40 @@ impl Runner<'_> {
                     self.run_writes.insert(k, None);
                     self.since_checkpoint.push((k, None));
                     self.cursor.counts.removed += 1;
-                    self.report.row(&RowResult::ok(&provenance, None, action, Some(e.id.to_string())));
+                    self.report.row(&RowResult::ok(
+                        &provenance,
+                        None,
+                        action,
+                        Some(e.id.to_string()),
+                    ));
                 }
                 Err(err) => {
                     self.cursor.counts.failed += 1;
                     let failure = RowFailure::new(
                         provenance.clone(),
-                        if action == RowAction::Moved { FailureCode::MoveRefused } else { FailureCode::PipefyRejected },
-                        format!("{} of {} {}: {}", if action == RowAction::Moved { "move" } else { "delete" }, if matches!(self.shared.repo, Repo::Pipe(_)) { "card" } else { "record" }, e.id, err.message),
+                        if action == RowAction::Moved {
+                            FailureCode::MoveRefused
+                        } else {
+                            FailureCode::PipefyRejected
+                        },
+                        format!(
+                            "{} of {} {}: {}",
+                            if action == RowAction::Moved {
+                                "move"
+                            } else {
+                                "delete"
+                            },
+                            if matches!(self.shared.repo, Repo::Pipe(_)) {
+                                "card"
+                            } else {
+                                "record"
+                            },
+                            e.id,
+                            err.message
+                        ),
                     );
-                    self.report.row(&RowResult::failed(&failure, None, RowAction::Failed));
+                    self.report
+                        .row(&RowResult::failed(&failure, None, RowAction::Failed));
                 }
             }
         }
@@ -923,10 +1030,24 @@ async fn produce(p: Producer) -> Result<(ProduceEnd, HashSet<u64>), EngineError>
     let past_deadline = || p.deadline.is_some_and(|d| Instant::now() >= d);
     let mut stop_sending = false;
     for (file_index, meta) in p.files.iter().enumerate().skip(p.start_file) {
-        let after = if file_index == p.start_file { p.start_line } else { 0 };
-        let mut rows = open_rows(p.ctx.source_store.clone(), meta, &p.shared.dest.source, after).await;
+        let after = if file_index == p.start_file {
+            p.start_line
+        } else {
+            0
+        };
+        let mut rows = open_rows(
+            p.ctx.source_store.clone(),
+            meta,
+            &p.shared.dest.source,
+            after,
+        )
+        .await;
         let mut win = Window::new(file_index);
         while let Some(next) = rows.next().await {
+            if !stop_sending && p.shared.stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                // An earlier window failed (partial success off): plan nothing more.
+                stop_sending = true;
+            }
             let item = match next {
                 Err(e) => WorkItem::read_failure(e),
                 Ok(row) if stop_sending => WorkItem::not_attempted(row),
@@ -974,4 +1095,3 @@ pub fn noun(op: Operation) -> &'static str {
         "record"
     }
 }
-

@@ -111,7 +111,10 @@ pub fn update_ops(
         Repo::Pipe(_) => {
             let assignee_ids = set_list(&row.assignee_ids);
             let label_ids = set_list(&row.label_ids);
-            if title.is_some() || due_date.is_some() || assignee_ids.is_some() || label_ids.is_some()
+            if title.is_some()
+                || due_date.is_some()
+                || assignee_ids.is_some()
+                || label_ids.is_some()
             {
                 ops.push((
                     OpRole::Update,
@@ -203,7 +206,13 @@ mod tests {
 
     #[test]
     fn updates_chunk_custom_fields_by_thirty_and_move_last() {
-        let ops = update_ops(&Repo::Pipe("1".into()), "9", &row_with_fields(61), true, &Ids);
+        let ops = update_ops(
+            &Repo::Pipe("1".into()),
+            "9",
+            &row_with_fields(61),
+            true,
+            &Ids,
+        );
         let names: Vec<&str> = ops.iter().map(|(_, m)| m.name()).collect();
         assert_eq!(
             names,
@@ -228,7 +237,13 @@ mod tests {
 
     #[test]
     fn no_move_unless_the_phase_changed() {
-        let ops = update_ops(&Repo::Pipe("1".into()), "9", &row_with_fields(1), false, &Ids);
+        let ops = update_ops(
+            &Repo::Pipe("1".into()),
+            "9",
+            &row_with_fields(1),
+            false,
+            &Ids,
+        );
         assert!(ops.iter().all(|(r, _)| *r != OpRole::Move));
     }
 

@@ -29,7 +29,10 @@ const AMBIGUOUS_ROUNDS: usize = 3;
 #[derive(Debug, Clone)]
 pub(crate) enum Plan {
     Create,
-    Update { id: String, move_phase: bool },
+    Update {
+        id: String,
+        move_phase: bool,
+    },
     /// Upsert of a key the ledger does not know: look it up in Pipefy first.
     Lookup,
 }
@@ -117,8 +120,24 @@ impl WorkItem {
         }
     }
 
+    /// Partial success is off and an earlier row failed: a row that would be sent is not.
+    pub fn stop_if_sending(mut self) -> WorkItem {
+        if matches!(self.kind, ItemKind::Send { .. }) {
+            if let Some(row) = self.row.take() {
+                return WorkItem::not_attempted(row);
+            }
+        }
+        self
+    }
+
     pub fn is_failure(&self) -> bool {
-        matches!(&self.kind, ItemKind::Done { failure: Some(_), .. })
+        matches!(
+            &self.kind,
+            ItemKind::Done {
+                failure: Some(_),
+                ..
+            }
+        )
     }
 }
 
@@ -147,7 +166,11 @@ impl Window {
     }
 
     fn end_line(&self) -> u64 {
-        self.items.iter().map(|i| i.provenance.line).max().unwrap_or(0)
+        self.items
+            .iter()
+            .map(|i| i.provenance.line)
+            .max()
+            .unwrap_or(0)
     }
 }
 
@@ -160,7 +183,6 @@ pub(crate) struct DoneItem {
     pub ledger_write: Option<(u64, Entry)>,
     /// The key hash of a create whose intent can be cleared.
     pub intent_done: Option<u64>,
-    pub counts_as_read: bool,
 }
 
 pub(crate) struct WindowOutcome {
@@ -247,12 +269,22 @@ impl Planner {
 
         if self.backfill_only {
             let record = Entry {
-                id: known.map(|e| e.id).unwrap_or(RecordId::Text(UNKNOWN_ID.into())),
+                id: known
+                    .map(|e| e.id)
+                    .unwrap_or(RecordId::Text(UNKNOWN_ID.into())),
                 value_hash: hash,
                 phase_hash: phase,
                 written_at_min: 0,
             };
-            return done(row, key, khash, keyed, RowAction::Unchanged, None, Some(record));
+            return done(
+                row,
+                key,
+                khash,
+                keyed,
+                RowAction::Unchanged,
+                None,
+                Some(record),
+            );
         }
         let plan = match (op, &known) {
             (_, Some(e)) if unchanged(e) && !self.full_resync => {
@@ -267,7 +299,8 @@ impl Planner {
             (Operation::CreateCard | Operation::CreateRecord, None) => Plan::Create,
             (Operation::UpdateCard, e) => Plan::Update {
                 id: key.clone().unwrap_or_default(),
-                move_phase: mapped.phase_id.is_some() && e.as_ref().is_none_or(|e| e.phase_hash != phase),
+                move_phase: mapped.phase_id.is_some()
+                    && e.as_ref().is_none_or(|e| e.phase_hash != phase),
             },
             (Operation::UpsertCard | Operation::UpsertRecord, Some(e))
                 if e.id != RecordId::Text(UNKNOWN_ID.into()) =>
@@ -356,8 +389,14 @@ struct Slot {
 }
 
 enum Outcome {
-    Written { action: RowAction, id: String },
-    Failed { failure: RowFailure, clear_intent: bool },
+    Written {
+        action: RowAction,
+        id: String,
+    },
+    Failed {
+        failure: RowFailure,
+        clear_intent: bool,
+    },
     Planned(RowAction),
 }
 
@@ -376,7 +415,10 @@ fn op_failure(item: &WorkItem, e: &OpError, what: &str) -> RowFailure {
         None => format!("{what}: {}", e.message),
     };
     let detail = if e.class == ErrorClass::Retryable {
-        format!("{detail} (gave up after {} attempts; the next run retries it)", e.attempts)
+        format!(
+            "{detail} (gave up after {} attempts; the next run retries it)",
+            e.attempts
+        )
     } else {
         detail
     };
@@ -414,10 +456,22 @@ pub(crate) async fn process(
     let file_index = window.file_index;
     let end_line = window.end_line();
     let end_of_file = window.end_of_file;
+    // A window planned before an earlier one failed (partial success off) sends nothing.
+    let stopped = shared.stopped.load(std::sync::atomic::Ordering::SeqCst);
     let mut slots: Vec<Slot> = window
         .items
         .into_iter()
-        .map(|item| Slot { item, outcome: None })
+        .map(|item| {
+            if stopped {
+                item.stop_if_sending()
+            } else {
+                item
+            }
+        })
+        .map(|item| Slot {
+            item,
+            outcome: None,
+        })
         .collect();
 
     resolve_lookups(shared, &mut slots).await?;
@@ -450,7 +504,15 @@ async fn resolve_lookups(shared: &RunShared, slots: &mut [Slot]) -> Result<(), E
     let idx: Vec<usize> = slots
         .iter()
         .enumerate()
-        .filter(|(_, s)| matches!(&s.item.kind, ItemKind::Send { plan: Plan::Lookup, .. }))
+        .filter(|(_, s)| {
+            matches!(
+                &s.item.kind,
+                ItemKind::Send {
+                    plan: Plan::Lookup,
+                    ..
+                }
+            )
+        })
         .map(|(i, _)| i)
         .collect();
     if idx.is_empty() {
@@ -462,7 +524,9 @@ async fn resolve_lookups(shared: &RunShared, slots: &mut [Slot]) -> Result<(), E
         .collect();
     let found = lookup_keys(shared, &keys).await?;
     for (i, result) in idx.into_iter().zip(found) {
-        let Some(slot) = slots.get_mut(i) else { continue };
+        let Some(slot) = slots.get_mut(i) else {
+            continue;
+        };
         let key = slot.item.key.clone().unwrap_or_default();
         let new_plan = match result {
             Ok(ids) if ids.is_empty() => Plan::Create,
@@ -530,9 +594,16 @@ async fn resolve_connections(
     {
         let cache = shared.connections.lock().await;
         for slot in slots.iter().filter(|s| s.outcome.is_none()) {
-            let ItemKind::Send { mapped, .. } = &slot.item.kind else { continue };
+            let ItemKind::Send { mapped, .. } = &slot.item.kind else {
+                continue;
+            };
             for (_, r) in connection_refs(mapped) {
-                if let ConnectionRef::Key { repo, key_field, key } = r {
+                if let ConnectionRef::Key {
+                    repo,
+                    key_field,
+                    key,
+                } = r
+                {
                     if !cache.contains_key(&(repo.clone(), key_field.clone(), key.clone())) {
                         wanted
                             .entry((repo.clone(), key_field.clone()))
@@ -555,18 +626,32 @@ async fn resolve_connections(
             options: Vec::new(),
         };
         let results = if let Some(pipe) = repo.strip_prefix("pipe:") {
-            shared.client.find_cards_by_field(pipe, &field, &keys).await?
+            shared
+                .client
+                .find_cards_by_field(pipe, &field, &keys)
+                .await?
         } else {
             let table = repo.strip_prefix("table:").unwrap_or(&repo);
-            shared.client.find_records_by_field(table, &field, &keys).await?
+            shared
+                .client
+                .find_records_by_field(table, &field, &keys)
+                .await?
         };
         let mut cache = shared.connections.lock().await;
         for (key, result) in keys.into_iter().zip(results) {
             let resolved = match result {
                 Ok(ids) if ids.len() == 1 => Ok(ids.into_iter().next().unwrap_or_default()),
-                Ok(ids) if ids.is_empty() => Err(format!("nothing in {repo} has {key_field} = '{key}'")),
-                Ok(ids) => Err(format!("{} items in {repo} have {key_field} = '{key}'", ids.len())),
-                Err(e) => Err(format!("looking up {key_field} = '{key}' in {repo}: {}", e.message)),
+                Ok(ids) if ids.is_empty() => {
+                    Err(format!("nothing in {repo} has {key_field} = '{key}'"))
+                }
+                Ok(ids) => Err(format!(
+                    "{} items in {repo} have {key_field} = '{key}'",
+                    ids.len()
+                )),
+                Err(e) => Err(format!(
+                    "looking up {key_field} = '{key}' in {repo}: {}",
+                    e.message
+                )),
             };
             cache.insert((repo.clone(), key_field.clone(), key), resolved);
         }
@@ -574,10 +659,17 @@ async fn resolve_connections(
     let cache = shared.connections.lock().await;
     let mut resolved = HashMap::new();
     for slot in slots.iter_mut().filter(|s| s.outcome.is_none()) {
-        let ItemKind::Send { mapped, .. } = &slot.item.kind else { continue };
+        let ItemKind::Send { mapped, .. } = &slot.item.kind else {
+            continue;
+        };
         let mut problem = None;
         for (field, r) in connection_refs(mapped) {
-            if let ConnectionRef::Key { repo, key_field, key } = r {
+            if let ConnectionRef::Key {
+                repo,
+                key_field,
+                key,
+            } = r
+            {
                 let k = (repo.clone(), key_field.clone(), key.clone());
                 match cache.get(&k) {
                     Some(Ok(id)) => {
@@ -588,16 +680,26 @@ async fn resolve_connections(
                         break;
                     }
                     None => {
-                        problem = Some((field, format!("{key_field} = '{key}' in {repo} was not looked up")));
+                        problem = Some((
+                            field,
+                            format!("{key_field} = '{key}' in {repo} was not looked up"),
+                        ));
                         break;
                     }
                 }
             }
         }
         if let Some((field, reason)) = problem {
+            let mut failure = failure_for(
+                &slot.item,
+                FailureCode::UnknownReference,
+                format!("cannot connect: {reason}"),
+            );
+            if let Some(column) = shared.mapper.column_of(&field) {
+                failure = failure.with_column(column);
+            }
             slot.outcome = Some(Outcome::Failed {
-                failure: failure_for(&slot.item, FailureCode::UnknownReference, format!("cannot connect: {reason}"))
-                    .with_field(field),
+                failure: failure.with_field(field),
                 clear_intent: false,
             });
         }
@@ -607,22 +709,39 @@ async fn resolve_connections(
 
 fn check_creates(shared: &RunShared, slots: &mut [Slot]) {
     for slot in slots.iter_mut().filter(|s| s.outcome.is_none()) {
-        if let ItemKind::Send { mapped, plan: Plan::Create, .. } = &slot.item.kind {
+        if let ItemKind::Send {
+            mapped,
+            plan: Plan::Create,
+            ..
+        } = &slot.item.kind
+        {
             if let Err(failure) = shared.mapper.check_create(mapped) {
-                slot.outcome = Some(Outcome::Failed { failure, clear_intent: false });
+                slot.outcome = Some(Outcome::Failed {
+                    failure,
+                    clear_intent: false,
+                });
             }
         }
     }
 }
 
 fn is_create(slot: &Slot) -> bool {
-    slot.outcome.is_none() && matches!(&slot.item.kind, ItemKind::Send { plan: Plan::Create, .. })
+    slot.outcome.is_none()
+        && matches!(
+            &slot.item.kind,
+            ItemKind::Send {
+                plan: Plan::Create,
+                ..
+            }
+        )
 }
 
 /// Intents are durable before the creates leave: a crash after sending can always be
 /// resolved by looking the keys up.
 async fn record_intents(shared: &RunShared, slots: &[Slot]) -> Result<(), EngineError> {
-    let Some(writer) = &shared.state else { return Ok(()) };
+    let Some(writer) = &shared.state else {
+        return Ok(());
+    };
     let run_id = writer
         .loaded
         .lock()
@@ -635,11 +754,23 @@ async fn record_intents(shared: &RunShared, slots: &[Slot]) -> Result<(), Engine
     let intents: Vec<Intent> = slots
         .iter()
         .filter(|s| is_create(s))
-        .map(|s| Intent {
-            key_hash: s.item.key_hash,
-            key: if s.item.keyed { s.item.key.clone() } else { None },
-            provenance: s.item.provenance.clone(),
-            run_id: run_id.clone(),
+        .map(|s| {
+            let (value_hash, phase_hash) = match &s.item.kind {
+                ItemKind::Send { hash, phase, .. } => (*hash, *phase),
+                ItemKind::Done { .. } => (0, 0),
+            };
+            Intent {
+                key_hash: s.item.key_hash,
+                key: if s.item.keyed {
+                    s.item.key.clone()
+                } else {
+                    None
+                },
+                provenance: s.item.provenance.clone(),
+                run_id: run_id.clone(),
+                value_hash,
+                phase_hash,
+            }
         })
         .collect();
     writer.add_intents(intents).await?;
@@ -658,7 +789,9 @@ async fn send(
         if slot.outcome.is_some() {
             continue;
         }
-        let ItemKind::Send { mapped, plan, .. } = &slot.item.kind else { continue };
+        let ItemKind::Send { mapped, plan, .. } = &slot.item.kind else {
+            continue;
+        };
         match plan {
             Plan::Create => {
                 ops.push(create_op(&shared.repo, mapped, conns));
@@ -667,7 +800,10 @@ async fn send(
             Plan::Update { id, move_phase } => {
                 let row_ops = update_ops(&shared.repo, id, mapped, *move_phase, conns);
                 if row_ops.is_empty() {
-                    slot.outcome = Some(Outcome::Written { action: RowAction::Updated, id: id.clone() });
+                    slot.outcome = Some(Outcome::Written {
+                        action: RowAction::Updated,
+                        id: id.clone(),
+                    });
                 }
                 for (role, op) in row_ops {
                     ops.push(op);
@@ -684,7 +820,9 @@ async fn send(
     }
     let mut ambiguous: Vec<usize> = Vec::new();
     for (i, results) in per_slot {
-        let Some(slot) = slots.get_mut(i) else { continue };
+        let Some(slot) = slots.get_mut(i) else {
+            continue;
+        };
         if fold_results(shared, slot, results) {
             ambiguous.push(i);
         }
@@ -722,7 +860,10 @@ fn fold_results(shared: &RunShared, slot: &mut Slot, results: Vec<(OpRole, OpRes
         }
     }
     let id = match &slot.item.kind {
-        ItemKind::Send { plan: Plan::Update { id, .. }, .. } => Some(id.clone()),
+        ItemKind::Send {
+            plan: Plan::Update { id, .. },
+            ..
+        } => Some(id.clone()),
         _ => created_id,
     };
     slot.outcome = Some(match (update_error, move_error, id) {
@@ -739,7 +880,13 @@ fn fold_results(shared: &RunShared, slot: &mut Slot, results: Vec<(OpRole, OpRes
             clear_intent: false,
         },
         (None, None, Some(id)) => Outcome::Written {
-            action: if matches!(&slot.item.kind, ItemKind::Send { plan: Plan::Create, .. }) {
+            action: if matches!(
+                &slot.item.kind,
+                ItemKind::Send {
+                    plan: Plan::Create,
+                    ..
+                }
+            ) {
                 RowAction::Created
             } else {
                 RowAction::Updated
@@ -791,7 +938,9 @@ async fn resolve_ambiguous(
         let found = lookup_keys(shared, &keys).await?;
         let mut resend = Vec::new();
         for (i, result) in pending.iter().copied().zip(found) {
-            let Some(slot) = slots.get_mut(i) else { continue };
+            let Some(slot) = slots.get_mut(i) else {
+                continue;
+            };
             match result {
                 Ok(ids) if ids.len() == 1 => {
                     slot.outcome = Some(Outcome::Written {
@@ -805,7 +954,11 @@ async fn resolve_ambiguous(
                         failure: failure_for(
                             &slot.item,
                             FailureCode::DuplicateKey,
-                            format!("{} items in Pipefy hold this key (ids {})", ids.len(), ids.join(", ")),
+                            format!(
+                                "{} items in Pipefy hold this key (ids {})",
+                                ids.len(),
+                                ids.join(", ")
+                            ),
                         ),
                         clear_intent: true,
                     });
@@ -845,7 +998,9 @@ async fn resolve_ambiguous(
         let results = shared.client.mutate(ops).await?;
         let mut still = Vec::new();
         for (i, result) in resend.into_iter().zip(results) {
-            let Some(slot) = slots.get_mut(i) else { continue };
+            let Some(slot) = slots.get_mut(i) else {
+                continue;
+            };
             if fold_results(shared, slot, vec![(OpRole::Create, result)]) {
                 still.push(i);
             }
@@ -857,22 +1012,31 @@ async fn resolve_ambiguous(
 
 fn finish_slot(slot: Slot) -> DoneItem {
     let item = slot.item;
-    let counts_as_read = item.provenance.line > 0 || item.row.is_some();
     match item.kind {
-        ItemKind::Done { result, failure, record } => DoneItem {
+        ItemKind::Done {
+            result,
+            failure,
+            record,
+        } => DoneItem {
             result,
             failure,
             row: item.row,
             raw: item.raw,
             ledger_write: record.map(|e| (item.key_hash, e)),
             intent_done: None,
-            counts_as_read,
         },
-        ItemKind::Send { hash, phase, plan, .. } => {
+        ItemKind::Send {
+            hash, phase, plan, ..
+        } => {
             let was_create = matches!(plan, Plan::Create);
             match slot.outcome {
                 Some(Outcome::Written { action, id }) => DoneItem {
-                    result: RowResult::ok(&item.provenance, item.key.clone(), action, Some(id.clone())),
+                    result: RowResult::ok(
+                        &item.provenance,
+                        item.key.clone(),
+                        action,
+                        Some(id.clone()),
+                    ),
                     failure: None,
                     row: None,
                     raw: None,
@@ -886,7 +1050,6 @@ fn finish_slot(slot: Slot) -> DoneItem {
                         },
                     )),
                     intent_done: was_create.then_some(item.key_hash),
-                    counts_as_read,
                 },
                 Some(Outcome::Planned(action)) => DoneItem {
                     result: RowResult::ok(
@@ -903,16 +1066,17 @@ fn finish_slot(slot: Slot) -> DoneItem {
                     raw: None,
                     ledger_write: None,
                     intent_done: None,
-                    counts_as_read,
                 },
-                Some(Outcome::Failed { failure, clear_intent }) => DoneItem {
+                Some(Outcome::Failed {
+                    failure,
+                    clear_intent,
+                }) => DoneItem {
                     result: RowResult::failed(&failure, item.key.clone(), RowAction::Failed),
                     failure: Some(failure),
                     row: item.row,
                     raw: item.raw,
                     ledger_write: None,
                     intent_done: (was_create && clear_intent).then_some(item.key_hash),
-                    counts_as_read,
                 },
                 None => {
                     // Every path above sets an outcome; a row without one is reported, not lost.
@@ -928,7 +1092,6 @@ fn finish_slot(slot: Slot) -> DoneItem {
                         raw: item.raw,
                         ledger_write: None,
                         intent_done: None,
-                        counts_as_read,
                     }
                 }
             }

@@ -56,33 +56,54 @@ pub fn decode_s3_key(raw: &str) -> Result<String, String> {
 
 /// Parses an S3 event notification (one or more records).
 pub fn parse_s3_event(payload: &serde_json::Value) -> Result<Vec<UploadedObject>, String> {
-    let event: aws_lambda_events::event::s3::S3Event = serde_json::from_value(payload.clone())
+    let event = S3Notification::deserialize(payload)
         .map_err(|e| format!("not an S3 event notification: {e}"))?;
     if event.records.is_empty() {
         return Err("the S3 event has no Records".into());
     }
-    let mut out = Vec::new();
-    for (i, record) in event.records.iter().enumerate() {
-        let bucket = record
-            .s3
-            .bucket
-            .name
-            .clone()
-            .ok_or_else(|| format!("Records[{i}].s3.bucket.name is missing"))?;
-        let raw_key = record
-            .s3
-            .object
-            .key
-            .clone()
-            .ok_or_else(|| format!("Records[{i}].s3.object.key is missing"))?;
-        let size = record.s3.object.size.unwrap_or(0);
-        out.push(UploadedObject {
-            bucket,
-            key: decode_s3_key(&raw_key)?,
-            size: u64::try_from(size).unwrap_or(0),
-        });
-    }
-    Ok(out)
+    event
+        .records
+        .into_iter()
+        .map(|record| {
+            Ok(UploadedObject {
+                bucket: record.s3.bucket.name,
+                key: decode_s3_key(&record.s3.object.key)?,
+                size: record.s3.object.size,
+            })
+        })
+        .collect()
+}
+
+/// The members of an S3 event notification that a sync needs. Only these are required, so
+/// a hand-written test event with just `s3.bucket.name` and `s3.object.key` works, and the
+/// many members S3 adds (times, identities, sequencers) are neither required nor checked.
+#[derive(Deserialize)]
+struct S3Notification {
+    #[serde(rename = "Records")]
+    records: Vec<S3Record>,
+}
+
+#[derive(Deserialize)]
+struct S3Record {
+    s3: S3Entity,
+}
+
+#[derive(Deserialize)]
+struct S3Entity {
+    bucket: S3Bucket,
+    object: S3Object,
+}
+
+#[derive(Deserialize)]
+struct S3Bucket {
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct S3Object {
+    key: String,
+    #[serde(default)]
+    size: u64,
 }
 
 /// Lambda's asynchronous invocation record, sent to `notify` as on-success / on-failure
@@ -139,6 +160,37 @@ mod tests {
             "refined/customers/part 1+ü.csv"
         );
         assert!(decode_s3_key("bad%FF%FE").is_err());
+    }
+
+    #[test]
+    fn s3_events_need_only_bucket_and_key() {
+        let minimal = serde_json::json!({"Records": [
+            {"s3": {"bucket": {"name": "lake"}, "object": {"key": "refined/t/a+b.csv", "size": 7}}},
+            {"eventTime": "2026-01-01T00:00:00Z", "s3": {"bucket": {"name": "lake"}, "object": {"key": "refined/t/c.csv"}}}
+        ]});
+        let objects = parse_s3_event(&minimal).unwrap();
+        assert_eq!(
+            objects,
+            vec![
+                UploadedObject {
+                    bucket: "lake".into(),
+                    key: "refined/t/a b.csv".into(),
+                    size: 7
+                },
+                UploadedObject {
+                    bucket: "lake".into(),
+                    key: "refined/t/c.csv".into(),
+                    size: 0
+                },
+            ]
+        );
+        let no_key =
+            serde_json::json!({"Records": [{"s3": {"bucket": {"name": "lake"}, "object": {}}}]});
+        let err = parse_s3_event(&no_key).unwrap_err();
+        assert!(err.contains("key"), "{err}");
+        assert!(parse_s3_event(&serde_json::json!({"Records": []}))
+            .unwrap_err()
+            .contains("no Records"));
     }
 
     #[test]

@@ -54,17 +54,23 @@ impl Settings {
     pub fn from_env() -> Result<Settings, HandlerError> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let bucket = var("PIPEFY_SYNC_BUCKET").ok_or_else(|| {
-            HandlerError::Setup("PIPEFY_SYNC_BUCKET is not set: the bucket holding config/, state/ and reports/".into())
+            HandlerError::Setup(
+                "PIPEFY_SYNC_BUCKET is not set: the bucket holding config/, state/ and reports/"
+                    .into(),
+            )
         })?;
         let time_budget = match var("PIPEFY_SYNC_TIME_BUDGET_SECONDS") {
             Some(v) => Some(Duration::from_secs_f64(v.parse::<f64>().map_err(|_| {
-                HandlerError::Setup(format!("PIPEFY_SYNC_TIME_BUDGET_SECONDS is not a number: '{v}'"))
+                HandlerError::Setup(format!(
+                    "PIPEFY_SYNC_TIME_BUDGET_SECONDS is not a number: '{v}'"
+                ))
             })?)),
             None => None,
         };
         Ok(Settings {
             bucket,
-            config_prefix: var("PIPEFY_SYNC_CONFIG_PREFIX").unwrap_or_else(|| "config/destinations/".into()),
+            config_prefix: var("PIPEFY_SYNC_CONFIG_PREFIX")
+                .unwrap_or_else(|| "config/destinations/".into()),
             state_prefix: "state/".into(),
             reports_prefix: "reports/".into(),
             time_budget,
@@ -116,6 +122,8 @@ pub enum HandlerError {
     HandOff(String),
     #[error("function setup: {0}")]
     Setup(String),
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl HandlerError {
@@ -131,6 +139,7 @@ impl HandlerError {
             HandlerError::Storage(_) => "StorageError",
             HandlerError::HandOff(_) => "HandOffFailed",
             HandlerError::Setup(_) => "SetupError",
+            HandlerError::Internal(_) => "InternalError",
         }
     }
 }
@@ -148,13 +157,20 @@ impl From<EngineError> for HandlerError {
     fn from(e: EngineError) -> Self {
         let text = e.to_string();
         match e {
-            EngineError::Mapping { .. } | EngineError::NoTarget(_) => HandlerError::DestinationInvalid(text),
-            EngineError::Pipefy(PipefyError::Unauthorized(_)) => HandlerError::PipefyUnauthorized(text),
+            EngineError::Mapping { .. } | EngineError::NoTarget(_) => {
+                HandlerError::DestinationInvalid(text)
+            }
+            EngineError::Pipefy(PipefyError::Unauthorized(_)) => {
+                HandlerError::PipefyUnauthorized(text)
+            }
             EngineError::Pipefy(PipefyError::Credentials(_)) => HandlerError::Secret(text),
             EngineError::Pipefy(_) => HandlerError::Pipefy(text),
-            EngineError::State(StateError::Store(_)) | EngineError::Store(_) => HandlerError::Storage(text),
+            EngineError::State(StateError::Store(_)) | EngineError::Store(_) => {
+                HandlerError::Storage(text)
+            }
             EngineError::State(_) | EngineError::Continuation { .. } => HandlerError::State(text),
             EngineError::HandOff(_) => HandlerError::HandOff(text),
+            EngineError::Internal(_) => HandlerError::Internal(text),
         }
     }
 }
@@ -187,7 +203,11 @@ pub fn init_logging() {
     let result = if text {
         builder.try_init()
     } else {
-        builder.json().with_current_span(false).flatten_event(true).try_init()
+        builder
+            .json()
+            .with_current_span(false)
+            .flatten_event(true)
+            .try_init()
     };
     if result.is_err() {
         // Already initialised (tests): keep the existing subscriber.
@@ -204,7 +224,11 @@ pub struct SecretsCredentials {
 }
 
 impl SecretsCredentials {
-    pub fn new(client: aws_sdk_secretsmanager::Client, secret_id: &str, oauth_url: Option<&str>) -> Self {
+    pub fn new(
+        client: aws_sdk_secretsmanager::Client,
+        secret_id: &str,
+        oauth_url: Option<&str>,
+    ) -> Self {
         SecretsCredentials {
             client,
             secret_id: secret_id.to_string(),
@@ -243,7 +267,9 @@ pub fn credentials_from_secret(text: &str, oauth_url: &str) -> Result<Credential
                 .unwrap_or(oauth_url)
                 .to_string(),
         }),
-        _ => Err("the secret JSON has neither \"token\" nor \"client_id\" and \"client_secret\"".into()),
+        _ => Err(
+            "the secret JSON has neither \"token\" nor \"client_id\" and \"client_secret\"".into(),
+        ),
     }
 }
 
@@ -289,9 +315,6 @@ pub struct DestinationCatalog {
 }
 
 const CATALOG_TTL: Duration = Duration::from_secs(300);
-/// A name (or an uploaded key) the cached catalog does not know triggers a reload, at most
-/// this often: a destination deployed a minute ago is found without waiting for the TTL.
-const CATALOG_RELOAD_ON_MISS: Duration = Duration::from_secs(2);
 
 impl DestinationCatalog {
     pub fn new(store: Arc<dyn ObjectStore>, prefix: &str) -> Self {
@@ -317,11 +340,12 @@ impl DestinationCatalog {
         }
         let mut set = DestinationSet::new();
         let mut invalid = Vec::new();
-        let listed = self
-            .store
-            .list(&self.prefix)
-            .await
-            .map_err(|e| HandlerError::Storage(format!("listing destination files under {}: {e}", self.prefix)))?;
+        let listed = self.store.list(&self.prefix).await.map_err(|e| {
+            HandlerError::Storage(format!(
+                "listing destination files under {}: {e}",
+                self.prefix
+            ))
+        })?;
         for meta in listed {
             if !(meta.key.ends_with(".yaml") || meta.key.ends_with(".yml")) {
                 continue;
@@ -349,10 +373,11 @@ impl DestinationCatalog {
         Ok(set)
     }
 
-    /// Reloads the catalog when it is older than the reload-on-miss interval; used when a
-    /// name or an uploaded object is not found in the cached copy.
+    /// Reloads the catalog now; used when a name or an uploaded object is not found in the
+    /// cached copy, so a destination deployed a moment ago is found without waiting for the
+    /// TTL. A miss is rare (a new destination, or a wrong name), so it costs little.
     pub async fn refreshed(&self) -> Result<Arc<DestinationSet>, HandlerError> {
-        self.load(CATALOG_RELOAD_ON_MISS).await
+        self.load(Duration::ZERO).await
     }
 
     pub async fn get(&self, name: &str) -> Result<Destination, HandlerError> {
@@ -368,12 +393,19 @@ impl DestinationCatalog {
             return Err(HandlerError::DestinationInvalid(bad.clone()));
         }
         let mut known = if all.is_empty() {
-            format!("none (no destination files under {}/{})", self.store.describe(), self.prefix)
+            format!(
+                "none (no destination files under {}/{})",
+                self.store.describe(),
+                self.prefix
+            )
         } else {
             all.keys().cloned().collect::<Vec<_>>().join(", ")
         };
         if !invalid.is_empty() {
-            known.push_str(&format!("; files that do not parse: {}", invalid.join(" | ")));
+            known.push_str(&format!(
+                "; files that do not parse: {}",
+                invalid.join(" | ")
+            ));
         }
         Err(HandlerError::UnknownDestination {
             name: name.to_string(),
@@ -401,7 +433,8 @@ impl Deps {
         secrets: aws_sdk_secretsmanager::Client,
         lambda: aws_sdk_lambda::Client,
     ) -> Self {
-        let system_store: Arc<dyn ObjectStore> = Arc::new(S3Store::new(s3.clone(), settings.bucket.clone()));
+        let system_store: Arc<dyn ObjectStore> =
+            Arc::new(S3Store::new(s3.clone(), settings.bucket.clone()));
         let catalog = DestinationCatalog::new(system_store.clone(), &settings.config_prefix);
         Deps {
             settings,
@@ -432,8 +465,9 @@ impl Deps {
             return Ok(c.clone());
         }
         let provider = credentials_provider(dest, &self.secrets)?;
-        let client = PipefyClient::new(client_config(dest), provider)
-            .map_err(|e| HandlerError::DestinationInvalid(format!("destination '{}': {e}", dest.name)))?;
+        let client = PipefyClient::new(client_config(dest), provider).map_err(|e| {
+            HandlerError::DestinationInvalid(format!("destination '{}': {e}", dest.name))
+        })?;
         clients.insert(dest.name.clone(), client.clone());
         Ok(client)
     }
@@ -484,8 +518,9 @@ pub fn credentials_provider(
                     dest.name
                 ))
             })?;
-            let creds = credentials_from_secret(&value, oauth_url)
-                .map_err(|m| HandlerError::Secret(format!("destination '{}': {var}: {m}", dest.name)))?;
+            let creds = credentials_from_secret(&value, oauth_url).map_err(|m| {
+                HandlerError::Secret(format!("destination '{}': {var}: {m}", dest.name))
+            })?;
             Ok(Arc::new(crate::pipefy::StaticCredentials(creds)))
         }
         (None, None) => Err(HandlerError::DestinationInvalid(format!(
@@ -497,10 +532,16 @@ pub fn credentials_provider(
 
 /// The Pipefy client settings a destination asks for.
 pub fn client_config(dest: &Destination) -> ClientConfig {
+    let window = Duration::from_secs(u64::from(dest.limits.window_seconds.max(1)));
     ClientConfig {
-        endpoint: dest.endpoint.clone().unwrap_or_else(|| DEFAULT_ENDPOINT.to_string()),
+        endpoint: dest
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string()),
         requests_per_window: dest.limits.requests_per_window,
-        window: Duration::from_secs(u64::from(dest.limits.window_seconds.max(1))),
+        window,
+        // A token throttled for two whole windows is not coming back soon.
+        throttle_patience: window * 2,
         max_in_flight: dest.limits.concurrency.max(1) as usize,
         mutations_per_request: dest.limits.mutations_per_request.max(1) as usize,
         ..ClientConfig::default()
@@ -558,10 +599,14 @@ mod tests {
             Ok(Credentials::PersonalToken(_))
         ));
         assert!(matches!(
-            credentials_from_secret(r#"{"client_id":"a","client_secret":"b"}"#, DEFAULT_TOKEN_URL),
+            credentials_from_secret(
+                r#"{"client_id":"a","client_secret":"b"}"#,
+                DEFAULT_TOKEN_URL
+            ),
             Ok(Credentials::ServiceAccount { .. })
         ));
-        let err = credentials_from_secret(r#"{"tok": "s3cr3t-value"#, DEFAULT_TOKEN_URL).unwrap_err();
+        let err =
+            credentials_from_secret(r#"{"tok": "s3cr3t-value"#, DEFAULT_TOKEN_URL).unwrap_err();
         assert!(!err.contains("s3cr3t"), "{err}");
         assert!(credentials_from_secret("", DEFAULT_TOKEN_URL).is_err());
     }
@@ -578,16 +623,30 @@ mod tests {
             metrics_namespace: "x".into(),
             function_name: None,
         };
-        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
         for fake in [0, now_ms - 1000, now_ms + 3_600_000] {
-            let left = settings.run_deadline(fake).saturating_duration_since(Instant::now());
-            assert!(left <= Duration::from_secs(5) && left > Duration::from_secs(4), "{left:?}");
+            let left = settings
+                .run_deadline(fake)
+                .saturating_duration_since(Instant::now());
+            assert!(
+                left <= Duration::from_secs(5) && left > Duration::from_secs(4),
+                "{left:?}"
+            );
         }
         // A real deadline 10 minutes away, with a budget bigger than that: the deadline wins.
-        let generous = Settings { time_budget: Some(Duration::from_secs(3600)), ..settings };
+        let generous = Settings {
+            time_budget: Some(Duration::from_secs(3600)),
+            ..settings
+        };
         let left = generous
             .run_deadline(now_ms + 600_000)
             .saturating_duration_since(Instant::now());
-        assert!(left <= Duration::from_secs(540) && left > Duration::from_secs(530), "{left:?}");
+        assert!(
+            left <= Duration::from_secs(540) && left > Duration::from_secs(530),
+            "{left:?}"
+        );
     }
 }

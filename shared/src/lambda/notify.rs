@@ -56,7 +56,11 @@ fn classify(record: &InvocationRecord) -> (String, Option<RunSummary>, Option<St
             .unwrap_or_else(|| "(unknown)".into());
         (name, summary, None)
     } else {
-        let error_type = record.response_payload.get("errorType").and_then(|v| v.as_str()).unwrap_or("Error");
+        let error_type = record
+            .response_payload
+            .get("errorType")
+            .and_then(|v| v.as_str())
+            .unwrap_or("Error");
         let error_message = record
             .response_payload
             .get("errorMessage")
@@ -75,9 +79,13 @@ fn classify(record: &InvocationRecord) -> (String, Option<RunSummary>, Option<St
     }
 }
 
-pub async fn handle(deps: &Deps, payload: serde_json::Value) -> Result<serde_json::Value, HandlerError> {
-    let record: InvocationRecord = serde_json::from_value(payload)
-        .map_err(|e| HandlerError::InvalidEvent(format!("not a Lambda asynchronous invocation record: {e}")))?;
+pub async fn handle(
+    deps: &Deps,
+    payload: serde_json::Value,
+) -> Result<serde_json::Value, HandlerError> {
+    let record: InvocationRecord = serde_json::from_value(payload).map_err(|e| {
+        HandlerError::InvalidEvent(format!("not a Lambda asynchronous invocation record: {e}"))
+    })?;
     let (destination, summary, failure) = classify(&record);
     let state_key = format!("{}{destination}/notify.json", deps.settings.state_prefix);
     let previous: NotifyState = match deps.system_store.get_bytes(&state_key).await {
@@ -113,7 +121,8 @@ pub async fn handle(deps: &Deps, payload: serde_json::Value) -> Result<serde_jso
         (None, _) => ("ok", None, false),
     };
     if failing != previous.failing {
-        let body = bytes::Bytes::from(serde_json::to_vec(&NotifyState { failing }).unwrap_or_default());
+        let body =
+            bytes::Bytes::from(serde_json::to_vec(&NotifyState { failing }).unwrap_or_default());
         deps.system_store
             .put_bytes(&state_key, body, WriteCondition::None)
             .await
@@ -148,7 +157,9 @@ async fn post_to_slack(deps: &Deps, secret_id: &str, text: &str) -> Result<(), H
         .map_err(|e| {
             HandlerError::Secret(format!(
                 "webhook secret '{secret_id}': {}",
-                e.as_service_error().map(|s| s.to_string()).unwrap_or_else(|| "Secrets Manager could not be reached".into())
+                e.as_service_error()
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "Secrets Manager could not be reached".into())
             ))
         })?;
     // The webhook URL is a credential: it is never logged or put in an error.
@@ -163,7 +174,12 @@ async fn post_to_slack(deps: &Deps, secret_id: &str, text: &str) -> Result<(), H
         .json(&serde_json::json!({ "text": text }))
         .send()
         .await
-        .map_err(|e| HandlerError::Pipefy(format!("posting to the Slack webhook failed: {}", e.without_url())))?;
+        .map_err(|e| {
+            HandlerError::Pipefy(format!(
+                "posting to the Slack webhook failed: {}",
+                e.without_url()
+            ))
+        })?;
     if !response.status().is_success() {
         return Err(HandlerError::Pipefy(format!(
             "the Slack webhook answered HTTP {}",

@@ -22,7 +22,9 @@ pub async fn handle(
         ))
     })?;
     if event.destination.trim().is_empty() {
-        return Err(HandlerError::InvalidEvent("\"destination\" is empty".into()));
+        return Err(HandlerError::InvalidEvent(
+            "\"destination\" is empty".into(),
+        ));
     }
     let started = Instant::now();
     let dest = deps.catalog.get(&event.destination).await?;

@@ -34,7 +34,11 @@ pub fn matches(dest: &Destination, object: &UploadedObject) -> bool {
     };
     dest.source.bucket.as_deref() == Some(object.bucket.as_str())
         && object.key.starts_with(&dest.source.prefix())
-        && (on_upload.suffixes.is_empty() || on_upload.suffixes.iter().any(|s| object.key.ends_with(s.as_str())))
+        && (on_upload.suffixes.is_empty()
+            || on_upload
+                .suffixes
+                .iter()
+                .any(|s| object.key.ends_with(s.as_str())))
 }
 
 pub async fn handle(
@@ -44,7 +48,10 @@ pub async fn handle(
 ) -> Result<serde_json::Value, HandlerError> {
     let objects = parse_s3_event(&payload).map_err(HandlerError::InvalidEvent)?;
     let mut destinations = deps.catalog.all().await?;
-    if objects.iter().any(|o| !destinations.values().any(|d| matches(d, o))) {
+    if objects
+        .iter()
+        .any(|o| !destinations.values().any(|d| matches(d, o)))
+    {
         // An object no cached destination takes: maybe a destination deployed since.
         destinations = deps.catalog.refreshed().await?;
     }
@@ -60,10 +67,17 @@ pub async fn handle(
         };
         if let Some(reason) = reason {
             tracing::info!(bucket = %object.bucket, key = %object.key, reason, "ignored upload");
-            ignored.push(Ignored { bucket: object.bucket, key: object.key, reason: reason.into() });
+            ignored.push(Ignored {
+                bucket: object.bucket,
+                key: object.key,
+                reason: reason.into(),
+            });
             continue;
         }
-        let matching: Vec<&Destination> = destinations.values().filter(|d| matches(d, &object)).collect();
+        let matching: Vec<&Destination> = destinations
+            .values()
+            .filter(|d| matches(d, &object))
+            .collect();
         if matching.is_empty() {
             tracing::info!(bucket = %object.bucket, key = %object.key, "ignored upload: no destination syncs this prefix and suffix on upload");
             ignored.push(Ignored {
@@ -74,7 +88,10 @@ pub async fn handle(
             continue;
         }
         for dest in matching {
-            by_destination.entry(dest.name.clone()).or_default().push(object.key.clone());
+            by_destination
+                .entry(dest.name.clone())
+                .or_default()
+                .push(object.key.clone());
         }
     }
     let mut runs = Vec::new();
@@ -83,7 +100,9 @@ pub async fn handle(
         files.sort();
         files.dedup();
         let started = Instant::now();
-        let Some(dest) = destinations.get(&name) else { continue };
+        let Some(dest) = destinations.get(&name) else {
+            continue;
+        };
         let result = async {
             let ctx = deps.run_context(dest).await?;
             let req = RunRequest {
@@ -99,7 +118,11 @@ pub async fn handle(
         match result {
             Ok(summary) => {
                 if summary.status != RunStatus::Deferred {
-                    metrics::emit(&deps.settings.metrics_namespace, &summary, started.elapsed().as_millis() as u64);
+                    metrics::emit(
+                        &deps.settings.metrics_namespace,
+                        &summary,
+                        started.elapsed().as_millis() as u64,
+                    );
                 }
                 runs.push(summary);
             }
@@ -114,5 +137,6 @@ pub async fn handle(
     if let Some(e) = first_error {
         return Err(e);
     }
-    serde_json::to_value(UploadResult { runs, ignored }).map_err(|e| HandlerError::Setup(e.to_string()))
+    serde_json::to_value(UploadResult { runs, ignored })
+        .map_err(|e| HandlerError::Setup(e.to_string()))
 }

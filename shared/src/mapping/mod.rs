@@ -514,6 +514,19 @@ impl Mapper {
         Ok(())
     }
 
+    /// The source column(s) behind a target (a field slug or an attribute such as
+    /// `parent_ids`), for messages about a value found wrong after mapping.
+    pub fn column_of(&self, target: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .chain(self.fields.iter())
+            .find(|s| {
+                let name = s.name.as_ref();
+                name == target || name.strip_prefix("field:") == Some(target)
+            })
+            .and_then(|s| s.column.as_deref())
+    }
+
     /// A phase id from a phase id or name (case-insensitive); `None` for an unknown phase or
     /// a table.
     pub fn phase_id_by_name(&self, name_or_id: &str) -> Option<String> {

@@ -39,8 +39,12 @@ pub struct ClientConfig {
     pub mutations_per_request: usize,
     /// Whole-request timeout (connect, send, answer).
     pub request_timeout: Duration,
-    /// Retries after the first attempt for retryable failures.
+    /// Retries after the first attempt for retryable failures other than throttling.
     pub max_retries: u32,
+    /// How long a request keeps being retried while Pipefy answers 429: a throttle says
+    /// "wait", not "failed", so it has a time budget rather than a count (default two
+    /// windows of the rate limit).
+    pub throttle_patience: Duration,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
 }
@@ -58,6 +62,7 @@ impl Default for ClientConfig {
             // Pipefy stops a query after 33 s; leave room for the answer to arrive.
             request_timeout: Duration::from_secs(40),
             max_retries: 5,
+            throttle_patience: Duration::from_secs(60),
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
         }
@@ -345,12 +350,12 @@ impl PipefyClient {
             }
         }
         let chunk = self.inner.config.mutations_per_request.max(1);
-        let mut chunks = futures::stream::iter(
-            to_send
-                .chunks(chunk)
-                .map(|c| self.run_chunk(kind, ops, c.to_vec())),
-        )
-        .buffer_unordered(self.inner.config.max_in_flight.max(1));
+        // Owned chunks: a closure over borrowed `&[usize]` slices makes the future's `Send`
+        // bound higher-ranked, which `tokio::spawn` of a window cannot satisfy.
+        let chunk_list: Vec<Vec<usize>> = to_send.chunks(chunk).map(<[usize]>::to_vec).collect();
+        let mut chunks =
+            futures::stream::iter(chunk_list.into_iter().map(|c| self.run_chunk(kind, ops, c)))
+                .buffer_unordered(self.inner.config.max_in_flight.max(1));
         while let Some(done) = chunks.next().await {
             for (i, r) in done? {
                 if let Some(slot) = results.get_mut(i) {
@@ -386,6 +391,9 @@ impl PipefyClient {
         let mut done = Vec::with_capacity(indices.len());
         let mut pending = indices;
         let mut attempt: u32 = 0;
+        // Failed rounds that were not throttles: those count against `max_retries`.
+        let mut failed_rounds: u32 = 0;
+        let started = std::time::Instant::now();
         loop {
             attempt += 1;
             let batch: Vec<(usize, &O)> = pending
@@ -407,6 +415,7 @@ impl PipefyClient {
             };
             let mut retry = Vec::new();
             let mut last_failure: Option<Failure> = None;
+            let mut not_only_throttled = false;
             for ((i, op), outcome) in batch.iter().zip(outcomes) {
                 let f = match outcome {
                     Ok(out) => {
@@ -415,13 +424,18 @@ impl PipefyClient {
                     }
                     Err(f) => f,
                 };
+                let out_of_retries = match f {
+                    Failure::Throttled(_) => started.elapsed() >= inner.config.throttle_patience,
+                    _ => failed_rounds >= inner.backoff.max_retries,
+                };
                 match decide(&f, op.is_create()) {
                     Decision::Final(class) => done.push((*i, Err(op_error(class, &f, attempt)))),
-                    Decision::Retry if attempt > inner.backoff.max_retries => {
+                    Decision::Retry if out_of_retries => {
                         done.push((*i, Err(op_error(ErrorClass::Retryable, &f, attempt))))
                     }
                     Decision::Retry => {
                         retry.push(*i);
+                        not_only_throttled |= !matches!(f, Failure::Throttled(_));
                         last_failure = Some(f);
                     }
                 }
@@ -429,6 +443,9 @@ impl PipefyClient {
             let Some(failure) = last_failure else {
                 return Ok(done);
             };
+            if not_only_throttled {
+                failed_rounds += 1;
+            }
             if from_body && matches!(failure, Failure::Throttled(_)) {
                 // A throttle error code inside a 200 answer (HTTP 429s are counted on receipt).
                 Counters::add(&inner.counters.throttles, 1);

@@ -83,7 +83,12 @@ pub struct RowResult {
 }
 
 impl RowResult {
-    pub fn ok(provenance: &Provenance, key: Option<String>, action: RowAction, id: Option<String>) -> Self {
+    pub fn ok(
+        provenance: &Provenance,
+        key: Option<String>,
+        action: RowAction,
+        id: Option<String>,
+    ) -> Self {
         RowResult {
             file: provenance.file.to_string(),
             line: provenance.line,
@@ -179,7 +184,11 @@ pub const FAILED_COLUMNS: [&str; 5] = [
 ];
 
 /// One failed-rows line: the original columns plus where and why it failed.
-pub fn failed_row_json(row: Option<&Row>, raw: Option<&str>, failure: &RowFailure) -> serde_json::Value {
+pub fn failed_row_json(
+    row: Option<&Row>,
+    raw: Option<&str>,
+    failure: &RowFailure,
+) -> serde_json::Value {
     let mut obj = serde_json::Map::new();
     if let Some(row) = row {
         for (name, value) in &row.values {
@@ -248,7 +257,11 @@ impl ReportWriter {
     }
 
     pub fn location(&self) -> String {
-        format!("{}/{}", self.store.describe().trim_end_matches('/'), self.prefix)
+        format!(
+            "{}/{}",
+            self.store.describe().trim_end_matches('/'),
+            self.prefix
+        )
     }
 
     pub fn row(&mut self, result: &RowResult) {

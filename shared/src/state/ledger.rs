@@ -462,7 +462,9 @@ fn decode_segment(compressed: &[u8]) -> Result<Ledger, LedgerError> {
     }
     let n = usize::try_from(c.u64()?).map_err(|_| LedgerError::Corrupt("count".into()))?;
     if n > raw.len() {
-        return Err(LedgerError::Corrupt("entry count larger than segment".into()));
+        return Err(LedgerError::Corrupt(
+            "entry count larger than segment".into(),
+        ));
     }
     let mut l = Ledger::default();
     l.reserve(n);
@@ -484,6 +486,9 @@ fn decode_segment(compressed: &[u8]) -> Result<Ledger, LedgerError> {
     }
     let mut prev_num: i128 = 0;
     let mut text_refs = Vec::new();
+    // Numeric ids with the top bit set collide with TEXT_FLAG in memory: kept as text, as
+    // `push_sorted` does.
+    let mut wide_numbers = Vec::new();
     for i in 0..n {
         let v = varint_u128(&mut c)?;
         if v & 1 == 1 {
@@ -498,10 +503,14 @@ fn decode_segment(compressed: &[u8]) -> Result<Ledger, LedgerError> {
             };
             prev_num += delta;
             let id = u64::try_from(prev_num).map_err(|_| LedgerError::Corrupt("id".into()))?;
+            if id & TEXT_FLAG != 0 {
+                wide_numbers.push((i, id));
+            }
             l.ids.push(id);
         }
     }
-    let text_count = usize::try_from(c.varint()?).map_err(|_| LedgerError::Corrupt("texts".into()))?;
+    let text_count =
+        usize::try_from(c.varint()?).map_err(|_| LedgerError::Corrupt("texts".into()))?;
     let mut texts = Vec::with_capacity(text_count.min(raw.len()));
     for _ in 0..text_count {
         let len = usize::try_from(c.varint()?).map_err(|_| LedgerError::Corrupt("text".into()))?;
@@ -515,6 +524,12 @@ fn decode_segment(compressed: &[u8]) -> Result<Ledger, LedgerError> {
         }
         if let Some(slot) = l.ids.get_mut(i) {
             *slot = TEXT_FLAG | t as u64;
+        }
+    }
+    for (i, id) in wide_numbers {
+        texts.push(id.to_string().into_boxed_str());
+        if let Some(slot) = l.ids.get_mut(i) {
+            *slot = TEXT_FLAG | (texts.len() as u64 - 1);
         }
     }
     l.texts = texts;
@@ -599,7 +614,10 @@ mod tests {
     fn descending_numeric_ids_round_trip() {
         let mut l = Ledger::new();
         for i in 0..1000u64 {
-            l.insert(key_hash(&i.to_string()), entry(&(5_000_000 - i * 7).to_string(), i));
+            l.insert(
+                key_hash(&i.to_string()),
+                entry(&(5_000_000 - i * 7).to_string(), i),
+            );
         }
         let mut back = Ledger::new();
         back.apply_segment(&l.encode_full()).unwrap();
@@ -615,7 +633,9 @@ mod tests {
         let mut l = Ledger::new();
         l.insert(7, entry("1", 1));
         let good = l.encode_full();
-        assert!(Ledger::new().apply_segment(&good[..good.len() / 2]).is_err());
+        assert!(Ledger::new()
+            .apply_segment(&good[..good.len() / 2])
+            .is_err());
         assert!(Ledger::new().apply_segment(b"not zstd at all").is_err());
         let bogus = zstd::bulk::compress(b"PSL1\xff\xff\xff\xff\xff\xff\xff\x7f", 1).unwrap();
         assert!(Ledger::new().apply_segment(&bogus).is_err());

@@ -43,6 +43,12 @@ pub struct Intent {
     pub provenance: Provenance,
     /// The run that recorded the intent.
     pub run_id: String,
+    /// Hashes of the values the create sends: a create found applied after a crash holds
+    /// exactly these, so it is recorded as synced rather than updated once more.
+    #[serde(default)]
+    pub value_hash: u64,
+    #[serde(default)]
+    pub phase_hash: u32,
 }
 
 /// Where an unfinished run stands, so a continuation (hand-off) or a rerun can go on.
@@ -397,7 +403,10 @@ pub(crate) fn to_json<T: Serialize>(value: &T) -> Bytes {
     Bytes::from(serde_json::to_vec_pretty(value).unwrap_or_else(|_| b"{}".to_vec()))
 }
 
-pub(crate) fn from_json<T: for<'de> Deserialize<'de>>(key: &str, bytes: &[u8]) -> Result<T, StateError> {
+pub(crate) fn from_json<T: for<'de> Deserialize<'de>>(
+    key: &str,
+    bytes: &[u8],
+) -> Result<T, StateError> {
     serde_json::from_slice(bytes).map_err(|e| StateError::Corrupt {
         key: key.to_string(),
         message: e.to_string(),

@@ -28,14 +28,22 @@ pub async fn run<T: DeserializeOwned>(what: &str, args: &[String]) -> Result<T> 
         .map_err(|e| child_err(format!("could not start: {e}")))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
-        return Err(child_err(format!("exited with {}; output: {}", out.status, stdout.trim())));
+        return Err(child_err(format!(
+            "exited with {}; output: {}",
+            out.status,
+            stdout.trim()
+        )));
     }
     let last = stdout
         .lines()
         .rev()
         .find(|l| !l.trim().is_empty())
         .ok_or_else(|| child_err("printed nothing".into()))?;
-    serde_json::from_str(last).map_err(|e| child_err(format!("printed something that is not its result ({e}): {last}")))
+    serde_json::from_str(last).map_err(|e| {
+        child_err(format!(
+            "printed something that is not its result ({e}): {last}"
+        ))
+    })
 }
 
 /// What a child prints as its result.

@@ -214,6 +214,16 @@ fn write_jsonl_row(w: &mut impl Write, r: &GenRow) -> std::io::Result<()> {
     )
 }
 
+/// A small CSV table as text (header and rows `range`), for fixtures.
+pub fn csv_text(range: std::ops::Range<u64>) -> String {
+    let mut out = Vec::new();
+    let _ = writeln!(out, "{CSV_HEADER}");
+    for i in range {
+        let _ = write_csv_row(&mut out, &row(i, Variant::Base));
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn parquet_schema() -> Arc<Schema> {
     let utf8 = |n: &str| Field::new(n, DataType::Utf8, false);
     Arc::new(Schema::new(vec![
@@ -236,7 +246,10 @@ fn parquet_schema() -> Arc<Schema> {
     ]))
 }
 
-fn parquet_batch(schema: &Arc<Schema>, rows: &[GenRow]) -> std::result::Result<RecordBatch, String> {
+fn parquet_batch(
+    schema: &Arc<Schema>,
+    rows: &[GenRow],
+) -> std::result::Result<RecordBatch, String> {
     let strings = |f: &dyn Fn(&GenRow) -> &str| -> ArrayRef {
         Arc::new(StringArray::from_iter_values(rows.iter().map(f)))
     };
@@ -253,7 +266,8 @@ fn parquet_batch(schema: &Arc<Schema>, rows: &[GenRow]) -> std::result::Result<R
             rows.iter().map(|r| r.mrr_cents as f64 / 100.0),
         )),
         Arc::new(Date32Array::from_iter_values(
-            rows.iter().map(|r| r.signup.num_days_from_ce() - unix_epoch_days),
+            rows.iter()
+                .map(|r| r.signup.num_days_from_ce() - unix_epoch_days),
         )),
         Arc::new(
             TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.renewal_ms))
@@ -267,12 +281,18 @@ fn parquet_batch(schema: &Arc<Schema>, rows: &[GenRow]) -> std::result::Result<R
     RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())
 }
 
-fn write_part(path: &Path, format: Format, range: std::ops::Range<u64>, variant: Variant) -> Result<()> {
+fn write_part(
+    path: &Path,
+    format: Format,
+    range: std::ops::Range<u64>,
+    variant: Variant,
+) -> Result<()> {
     let gen_err = |message: String| BenchError::Generate {
         path: path.to_path_buf(),
         message,
     };
-    let file = File::create(path).map_err(BenchError::io(format!("creating {}", path.display())))?;
+    let file =
+        File::create(path).map_err(BenchError::io(format!("creating {}", path.display())))?;
     match format {
         Format::Csv | Format::Jsonl => {
             let mut w = BufWriter::with_capacity(1 << 20, file);
@@ -349,7 +369,8 @@ pub fn ensure(data_dir: &Path, format: Format, rows: u64, variant: Variant) -> R
         let _ = std::fs::remove_dir_all(&partial);
         let _ = std::fs::remove_dir_all(&root);
         let dir = partial.join(LAYER).join(TABLE);
-        std::fs::create_dir_all(&dir).map_err(BenchError::io(format!("creating {}", dir.display())))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(BenchError::io(format!("creating {}", dir.display())))?;
         let started = std::time::Instant::now();
         let mut part = 0u64;
         let mut start = 0u64;
@@ -362,7 +383,10 @@ pub fn ensure(data_dir: &Path, format: Format, rows: u64, variant: Variant) -> R
         }
         std::fs::write(partial.join(".complete.json"), serde_json::to_vec(&want)?)
             .map_err(BenchError::io("writing the table marker"))?;
-        std::fs::rename(&partial, &root).map_err(BenchError::io(format!("moving {} into place", root.display())))?;
+        std::fs::rename(&partial, &root).map_err(BenchError::io(format!(
+            "moving {} into place",
+            root.display()
+        )))?;
         tracing::info!(table = %name, seconds = started.elapsed().as_secs_f64(), "generated");
     }
     let dir = root.join(LAYER).join(TABLE);
@@ -373,7 +397,9 @@ pub fn ensure(data_dir: &Path, format: Format, rows: u64, variant: Variant) -> R
     files.sort();
     let mut bytes = 0;
     for f in &files {
-        bytes += std::fs::metadata(f).map_err(BenchError::io(format!("reading {}", f.display())))?.len();
+        bytes += std::fs::metadata(f)
+            .map_err(BenchError::io(format!("reading {}", f.display())))?
+            .len();
     }
     Ok(Table {
         root,
@@ -393,9 +419,14 @@ mod tests {
     #[test]
     fn rows_are_deterministic_and_one_percent_change() {
         assert_eq!(row(12, Variant::Base), row(12, Variant::Base));
-        let changed = (0..10_000).filter(|&i| row(i, Variant::Base) != row(i, Variant::Changed)).count();
+        let changed = (0..10_000)
+            .filter(|&i| row(i, Variant::Base) != row(i, Variant::Changed))
+            .count();
         assert_eq!(changed, 100);
-        assert_ne!(row(107, Variant::Base).seats, row(107, Variant::Changed).seats);
+        assert_ne!(
+            row(107, Variant::Base).seats,
+            row(107, Variant::Changed).seats
+        );
     }
 
     #[test]
@@ -421,7 +452,11 @@ mod tests {
             .unwrap();
             assert_eq!(rows.len(), 250, "{format:?}");
             let last = &rows[249];
-            assert_eq!(last.get("customer_id").map(|v| v.to_string()), Some(customer_id(249)), "{format:?}");
+            assert_eq!(
+                last.get("customer_id").map(|v| v.to_string()),
+                Some(customer_id(249)),
+                "{format:?}"
+            );
             // A second call reuses the cached table.
             let again = ensure(&dir, format, 250, Variant::Base).unwrap();
             assert_eq!(again.bytes, t.bytes);

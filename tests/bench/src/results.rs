@@ -11,9 +11,15 @@ use crate::error::{BenchError, Result};
 
 /// The sections, in the order the Markdown shows them.
 pub const SECTIONS: [(&str, &str); 5] = [
-    ("throughput", "1. Throughput to Pipefy (emulator set up like Pipefy)"),
+    (
+        "throughput",
+        "1. Throughput to Pipefy (emulator set up like Pipefy)",
+    ),
     ("dry_run", "2. Processing speed and memory (dry run)"),
-    ("steady_state", "3. Steady state (second run, 1 % of rows changed)"),
+    (
+        "steady_state",
+        "3. Steady state (second run, 1 % of rows changed)",
+    ),
     ("state", "4. State (the ledger)"),
     ("startup", "5. Start-up and size"),
 ];
@@ -31,6 +37,9 @@ pub struct Target {
     pub value: f64,
     /// How the target reads in the table, e.g. `≥ 300 cards/s (90 % of the bound)`.
     pub text: String,
+    /// The figure is itself a percentage: the margin is in percentage points, not relative.
+    #[serde(default)]
+    pub in_points: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -48,6 +57,7 @@ impl Target {
             goal: Goal::AtLeast,
             value,
             text: text.into(),
+            in_points: false,
         }
     }
 
@@ -56,11 +66,23 @@ impl Target {
             goal: Goal::AtMost,
             value,
             text: text.into(),
+            in_points: false,
         }
     }
 
+    /// For figures that are percentages: margins in percentage points.
+    pub fn in_points(mut self) -> Target {
+        self.in_points = true;
+        self
+    }
+
     pub fn judge(&self, value: f64) -> Verdict {
-        let margin = if self.value == 0.0 {
+        let margin = if self.in_points {
+            match self.goal {
+                Goal::AtLeast => value - self.value,
+                Goal::AtMost => self.value - value,
+            }
+        } else if self.value == 0.0 {
             0.0
         } else {
             match self.goal {
@@ -72,11 +94,12 @@ impl Target {
             Goal::AtLeast => value >= self.value,
             Goal::AtMost => value <= self.value,
         };
+        let unit = if self.in_points { "points" } else { "%" };
         let text = match (met, self.goal) {
-            (true, Goal::AtLeast) => format!("met, {:.1} % above", margin.abs()),
-            (true, Goal::AtMost) => format!("met, {:.1} % below", margin.abs()),
-            (false, Goal::AtLeast) => format!("**missed**, {:.1} % short", margin.abs()),
-            (false, Goal::AtMost) => format!("**missed**, {:.1} % over", margin.abs()),
+            (true, Goal::AtLeast) => format!("met, {:.1} {unit} above", margin.abs()),
+            (true, Goal::AtMost) => format!("met, {:.1} {unit} below", margin.abs()),
+            (false, Goal::AtLeast) => format!("**missed**, {:.1} {unit} short", margin.abs()),
+            (false, Goal::AtMost) => format!("**missed**, {:.1} {unit} over", margin.abs()),
         };
         Verdict {
             met,
@@ -108,7 +131,13 @@ pub struct Figure {
 }
 
 impl Figure {
-    pub fn new(section: &str, id: impl Into<String>, name: impl Into<String>, value: f64, unit: &str) -> Figure {
+    pub fn new(
+        section: &str,
+        id: impl Into<String>,
+        name: impl Into<String>,
+        value: f64,
+        unit: &str,
+    ) -> Figure {
         Figure {
             section: section.to_string(),
             id: id.into(),
@@ -124,7 +153,13 @@ impl Figure {
     }
 
     /// A figure that could not be measured in this run, and why.
-    pub fn missing(section: &str, id: impl Into<String>, name: impl Into<String>, unit: &str, why: impl Into<String>) -> Figure {
+    pub fn missing(
+        section: &str,
+        id: impl Into<String>,
+        name: impl Into<String>,
+        unit: &str,
+        why: impl Into<String>,
+    ) -> Figure {
         Figure {
             section: section.to_string(),
             id: id.into(),
@@ -168,7 +203,7 @@ pub fn fmt_num(v: f64) -> String {
         return format!("{v}");
     }
     let abs = v.abs();
-    let decimals = if abs >= 100.0 || abs == 0.0 {
+    let decimals = if abs >= 100.0 || v.fract() == 0.0 {
         0
     } else if abs >= 10.0 {
         1
@@ -243,7 +278,8 @@ impl Results {
     pub fn write(&self, out: &Path) -> Result<()> {
         let json = serde_json::to_string_pretty(self)?;
         let json_path = out.join("results.json");
-        std::fs::write(&json_path, json).map_err(BenchError::io(format!("writing {}", json_path.display())))?;
+        std::fs::write(&json_path, json)
+            .map_err(BenchError::io(format!("writing {}", json_path.display())))?;
         let md_path = out.join("results.md");
         std::fs::write(&md_path, self.markdown())
             .map_err(BenchError::io(format!("writing {}", md_path.display())))?;
@@ -264,10 +300,29 @@ impl Results {
             self.generated_at,
         );
         for (id, title) in SECTIONS {
-            let figures: Vec<&Figure> = self.figures.iter().filter(|f| f.section == id && f.in_table).collect();
-            let tables: Vec<&String> = self.tables.iter().filter(|(s, _)| s == id).map(|(_, t)| t).collect();
-            let notes: Vec<&String> = self.notes.iter().filter(|(s, _)| s == id).map(|(_, n)| n).collect();
-            let errors: Vec<&String> = self.errors.iter().filter(|(s, _)| s == id).map(|(_, n)| n).collect();
+            let figures: Vec<&Figure> = self
+                .figures
+                .iter()
+                .filter(|f| f.section == id && f.in_table)
+                .collect();
+            let tables: Vec<&String> = self
+                .tables
+                .iter()
+                .filter(|(s, _)| s == id)
+                .map(|(_, t)| t)
+                .collect();
+            let notes: Vec<&String> = self
+                .notes
+                .iter()
+                .filter(|(s, _)| s == id)
+                .map(|(_, n)| n)
+                .collect();
+            let errors: Vec<&String> = self
+                .errors
+                .iter()
+                .filter(|(s, _)| s == id)
+                .map(|(_, n)| n)
+                .collect();
             if figures.is_empty() && tables.is_empty() && notes.is_empty() && errors.is_empty() {
                 continue;
             }
@@ -282,14 +337,22 @@ impl Results {
                         (None, Some(n), None) => n.clone(),
                         _ => String::new(),
                     };
-                    let _ = writeln!(md, "| {} | {} | {} | {} |", f.name, f.display, target, result);
+                    let _ = writeln!(
+                        md,
+                        "| {} | {} | {} | {} |",
+                        f.name, f.display, target, result
+                    );
                 }
                 let _ = writeln!(md);
             }
             for t in tables {
                 let _ = writeln!(md, "{t}");
             }
-            for f in self.figures.iter().filter(|f| f.section == id && f.in_table && f.value.is_some()) {
+            for f in self
+                .figures
+                .iter()
+                .filter(|f| f.section == id && f.in_table && f.value.is_some())
+            {
                 if let Some(n) = &f.note {
                     let _ = writeln!(md, "- {}: {n}", f.name);
                 }
@@ -322,6 +385,10 @@ mod tests {
         assert!(v.met && (v.margin_pct - 25.0).abs() < 1e-9);
         let v = Target::at_most(64.0, "").judge(96.0);
         assert!(!v.met && v.text.contains("50.0 % over"));
+        let v = Target::at_most(10.0, "").in_points().judge(11.5);
+        assert!(!v.met && v.text.contains("1.5 points over"));
+        let v = Target::at_least(90.0, "").in_points().judge(97.5);
+        assert!(v.met && (v.margin_pct - 7.5).abs() < 1e-9);
     }
 
     #[test]
@@ -329,18 +396,30 @@ mod tests {
         assert_eq!(fmt_num(1_234_567.8), "1,234,568");
         assert_eq!(fmt_num(-4321.0), "-4,321");
         assert_eq!(fmt_num(42.25), "42.2");
-        assert_eq!(fmt_num(3.14159), "3.14");
+        assert_eq!(fmt_num(4.12345), "4.12");
         assert_eq!(fmt_num(0.01234), "0.012");
         assert_eq!(fmt_num(0.0), "0");
+        assert_eq!(fmt_num(25.0), "25");
     }
 
     #[test]
     fn markdown_lists_targets_and_missing_figures() {
         let mut r = Results::default();
-        r.push(Figure::new("throughput", "a", "Cards per second", 320.0, "cards/s").target(Target::at_least(300.0, "≥ 300 cards/s")));
-        r.push(Figure::missing("startup", "zip", "Zip size", "MiB", "skipped: BENCH_SKIP_BUILD=1"));
+        r.push(
+            Figure::new("throughput", "a", "Cards per second", 320.0, "cards/s")
+                .target(Target::at_least(300.0, "≥ 300 cards/s")),
+        );
+        r.push(Figure::missing(
+            "startup",
+            "zip",
+            "Zip size",
+            "MiB",
+            "skipped: BENCH_SKIP_BUILD=1",
+        ));
         let md = r.markdown();
-        assert!(md.contains("| Cards per second | 320 cards/s | ≥ 300 cards/s | met, 6.7 % above |"));
+        assert!(
+            md.contains("| Cards per second | 320 cards/s | ≥ 300 cards/s | met, 6.7 % above |")
+        );
         assert!(md.contains("| Zip size | not measured |  | skipped: BENCH_SKIP_BUILD=1 |"));
         assert!(!md.contains("Steady state"));
     }

@@ -99,14 +99,17 @@ endpoint: {endpoint}
 "#,
         rate.requests_per_window, rate.window_seconds, rate.concurrency
     );
-    parse_destination("bench-customers.yaml", &yaml).map_err(|e| BenchError::Destination(e.to_string()))
+    parse_destination("bench-customers.yaml", &yaml)
+        .map_err(|e| BenchError::Destination(e.to_string()))
 }
 
 /// The client the functions build for `dest` (same settings), with the fixture's token.
 pub fn client(dest: &Destination) -> Result<PipefyClient> {
     PipefyClient::new(
         pipefy_sync::lambda::client_config(dest),
-        Arc::new(StaticCredentials(Credentials::PersonalToken(Secret::new(TOKEN)))),
+        Arc::new(StaticCredentials(Credentials::PersonalToken(Secret::new(
+            TOKEN,
+        )))),
     )
     .map_err(|e| BenchError::Destination(e.to_string()))
 }

@@ -38,7 +38,16 @@ impl Invocation {
 pub fn build_functions() {
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(workspace_root())
-        .args(["build", "-q", "-p", "sync-scheduled", "-p", "sync-upload", "-p", "notify"])
+        .args([
+            "build",
+            "-q",
+            "-p",
+            "sync-scheduled",
+            "-p",
+            "sync-upload",
+            "-p",
+            "notify",
+        ])
         .status()
         .expect("run cargo build");
     assert!(status.success(), "building the functions failed");
@@ -84,7 +93,8 @@ impl LambdaWatch {
     /// `cargo lambda invoke <function> --data-file <file>`, bounded by a timeout.
     pub fn invoke(&self, function: &str, payload: &serde_json::Value) -> Invocation {
         let file = tempfile::NamedTempFile::new().expect("temp file");
-        std::fs::write(file.path(), serde_json::to_vec(payload).expect("payload")).expect("write payload");
+        std::fs::write(file.path(), serde_json::to_vec(payload).expect("payload"))
+            .expect("write payload");
         self.invoke_file(function, file.path())
     }
 
@@ -113,10 +123,18 @@ impl LambdaWatch {
         let raw = format!("{stdout}{stderr}");
         if out.status.success() {
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(stdout.trim()) {
-                return Invocation { ok: Some(v), error: None, raw };
+                return Invocation {
+                    ok: Some(v),
+                    error: None,
+                    raw,
+                };
             }
         }
-        Invocation { ok: None, error: Some(parse_error(&raw)), raw }
+        Invocation {
+            ok: None,
+            error: Some(parse_error(&raw)),
+            raw,
+        }
     }
 
     /// Everything the functions logged so far.
@@ -125,37 +143,44 @@ impl LambdaWatch {
     }
 }
 
-/// Finds `errorType` / `errorMessage` in cargo lambda's report of a failed invocation.
+/// The error type and message of a failed invocation, as cargo lambda reports it:
+///
+/// ```text
+/// Error: PipefyUnauthorized
+///
+///   × Pipefy: Pipefy rejected the credentials: HTTP 401 even with freshly
+///   │ fetched credentials: ...
+/// ```
+///
+/// or, in other versions, as JSON with `errorType` and `errorMessage`.
 fn parse_error(raw: &str) -> (String, String) {
-    let pick = |name: &str| -> String {
-        raw.find(name)
-            .and_then(|i| raw.get(i + name.len()..))
-            .map(|rest| {
-                rest.trim_start_matches(|c: char| c == '"' || c == ':' || c.is_whitespace())
-                    .split(['"', '\n'])
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_string()
-            })
-            .unwrap_or_default()
-    };
-    (pick("error_type"), pick("error_message"))
-        .clone_if_empty(|| (pick("errorType"), pick("errorMessage")))
-}
-
-trait OrElse {
-    fn clone_if_empty(self, f: impl FnOnce() -> (String, String)) -> (String, String);
-}
-
-impl OrElse for (String, String) {
-    fn clone_if_empty(self, f: impl FnOnce() -> (String, String)) -> (String, String) {
-        if self.0.is_empty() {
-            f()
-        } else {
-            self
+    if let Some(error_type) = raw.lines().find_map(|l| l.trim().strip_prefix("Error: ")) {
+        let mut message = Vec::new();
+        let mut in_message = false;
+        for line in raw.lines() {
+            let line = line.trim();
+            if let Some(first) = line.strip_prefix('×') {
+                in_message = true;
+                message.push(first.trim().to_string());
+            } else if in_message {
+                match line.strip_prefix('│') {
+                    Some(more) => message.push(more.trim().to_string()),
+                    None => break,
+                }
+            }
         }
+        return (error_type.trim().to_string(), message.join(" "));
     }
+    let json_field = |name: &str| -> String {
+        let needle = format!("\"{name}\"");
+        raw.find(&needle)
+            .and_then(|i| raw.get(i + needle.len()..))
+            .and_then(|rest| rest.trim_start_matches([':', ' ']).strip_prefix('"'))
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or("")
+            .to_string()
+    };
+    (json_field("errorType"), json_field("errorMessage"))
 }
 
 impl Drop for LambdaWatch {

@@ -33,7 +33,9 @@ impl Moto {
             .stderr(Stdio::null());
         let child = spawn_tied(cmd)?;
         if !wait_for_port(port, Duration::from_secs(30)) {
-            return Err(std::io::Error::other("moto_server did not start within 30 s"));
+            return Err(std::io::Error::other(
+                "moto_server did not start within 30 s",
+            ));
         }
         Ok(Moto {
             endpoint: format!("http://127.0.0.1:{port}"),

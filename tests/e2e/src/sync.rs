@@ -35,7 +35,9 @@ impl Harness {
     }
 
     pub async fn with_config(config: EmulatorConfig) -> Harness {
-        let emulator = pipefy_emulator::start(config).await.expect("start emulator");
+        let emulator = pipefy_emulator::start(config)
+            .await
+            .expect("start emulator");
         Harness {
             emulator,
             dir: tempfile::tempdir().expect("tempdir"),
@@ -96,7 +98,9 @@ impl Harness {
     pub fn client_with(&self, config: ClientConfig) -> PipefyClient {
         PipefyClient::new(
             config,
-            Arc::new(StaticCredentials(Credentials::PersonalToken(Secret::new(DEMO_TOKEN)))),
+            Arc::new(StaticCredentials(Credentials::PersonalToken(Secret::new(
+                DEMO_TOKEN,
+            )))),
         )
         .expect("client")
     }
@@ -122,12 +126,20 @@ impl Harness {
     }
 
     pub async fn run(&self, dest: &Destination) -> RunSummary {
-        self.run_with(dest, RunRequest { trigger: "test".into(), ..RunRequest::default() })
-            .await
+        self.run_with(
+            dest,
+            RunRequest {
+                trigger: "test".into(),
+                ..RunRequest::default()
+            },
+        )
+        .await
     }
 
     pub async fn run_with(&self, dest: &Destination, req: RunRequest) -> RunSummary {
-        sync(&self.context(), dest, req).await.expect("run succeeds")
+        sync(&self.context(), dest, req)
+            .await
+            .expect("run succeeds")
     }
 
     pub fn snapshot(&self) -> StateSnapshot {

@@ -41,15 +41,28 @@ async fn upsert_writes_every_field_type_then_finds_nothing_to_do() {
     let card = &c1[0];
     assert_eq!(card.title, "Customer 1 (Pro)");
     assert_eq!(field_text(card.fields.get("customer_name")), "Customer 1");
-    assert_eq!(field_text(card.fields.get("email")), "customer1@example.com");
+    assert_eq!(
+        field_text(card.fields.get("email")),
+        "customer1@example.com"
+    );
     assert_eq!(field_text(card.fields.get("plan")), "Pro");
     assert_eq!(field_text(card.fields.get("seats")), "486");
     assert_eq!(field_text(card.fields.get("mrr")), "2481.5");
     assert_eq!(field_text(card.fields.get("signup_date")), "2025-01-21");
-    assert!(field_text(card.fields.get("renewal_at")).starts_with("2026-02-27T09:30"), "{:?}", card.fields.get("renewal_at"));
-    assert_eq!(card.fields.get("tasks"), Some(&serde_json::json!(["Kickoff", "Training"])));
+    assert!(
+        field_text(card.fields.get("renewal_at")).starts_with("2026-02-27T09:30"),
+        "{:?}",
+        card.fields.get("renewal_at")
+    );
+    assert_eq!(
+        card.fields.get("tasks"),
+        Some(&serde_json::json!(["Kickoff", "Training"]))
+    );
     // Connector by key: INITECH is record Lm3Yd9Qe in tbl_accounts.
-    assert_eq!(card.fields.get("account"), Some(&serde_json::json!(["Lm3Yd9Qe"])));
+    assert_eq!(
+        card.fields.get("account"),
+        Some(&serde_json::json!(["Lm3Yd9Qe"]))
+    );
     // Assignee by e-mail, label by name, phase by name.
     assert_eq!(card.assignees, vec!["1001".to_string()]);
     assert_eq!(card.labels, vec!["310002".to_string()]);
@@ -62,7 +75,11 @@ async fn upsert_writes_every_field_type_then_finds_nothing_to_do() {
     let plan = result_at(&results, file, 42);
     assert_eq!(plan.error_code.as_deref(), Some("NOT_AN_OPTION"));
     assert_eq!(plan.field.as_deref(), Some("plan"));
-    assert!(plan.error_message.as_deref().unwrap_or("").contains("Platinum"));
+    assert!(plan
+        .error_message
+        .as_deref()
+        .unwrap_or("")
+        .contains("Platinum"));
     let date = result_at(&results, file, 43);
     assert_eq!(date.error_code.as_deref(), Some("INVALID_VALUE"));
     assert_eq!(date.field.as_deref(), Some("signup_date"));
@@ -73,14 +90,19 @@ async fn upsert_writes_every_field_type_then_finds_nothing_to_do() {
     assert_eq!(key.error_code.as_deref(), Some("MISSING_REQUIRED"));
     let failed = h.failed_rows(&first);
     assert_eq!(failed.len(), 4);
-    assert!(failed.iter().all(|r| r["_source_file"] == file && r.get("customer_id").is_some()));
+    assert!(failed
+        .iter()
+        .all(|r| r["_source_file"] == file && r.get("customer_id").is_some()));
 
     // Second run: nothing changed, nothing sent.
     let mutations_before: u64 = h.emulator.stats().mutations.values().sum();
     let second = h.run(&dest).await;
     assert_eq!(second.counts.unchanged, 40, "{second:#?}");
     assert_eq!(second.counts.created + second.counts.updated, 0);
-    assert_eq!(h.emulator.stats().mutations.values().sum::<u64>(), mutations_before);
+    assert_eq!(
+        h.emulator.stats().mutations.values().sum::<u64>(),
+        mutations_before
+    );
 
     // Two rows change: exactly those two are updated.
     let changed = DEMO_TABLE
@@ -90,10 +112,19 @@ async fn upsert_writes_every_field_type_then_finds_nothing_to_do() {
     let third = h.run(&dest).await;
     assert_eq!(third.counts.updated, 2, "{third:#?}");
     assert_eq!(third.counts.unchanged, 38);
-    assert_eq!(h.cards_with("301", "external_id", "C0001")[0].title, "Customer One (Pro)");
+    assert_eq!(
+        h.cards_with("301", "external_id", "C0001")[0].title,
+        "Customer One (Pro)"
+    );
     assert_eq!(h.cards_with("301", "external_id", "C0001").len(), 1);
     let summary = h.summary_file(&third);
     assert_eq!(summary.counts, third.counts);
-    assert!(h.results(&third).iter().filter(|r| r.action == RowAction::Updated).count() == 2);
+    assert!(
+        h.results(&third)
+            .iter()
+            .filter(|r| r.action == RowAction::Updated)
+            .count()
+            == 2
+    );
     let _ = RunRequest::default();
 }

@@ -43,12 +43,19 @@ fn all_mutations(h: &Harness) -> u64 {
 
 fn card_by_key(h: &Harness, key: &str) -> pipefy_emulator::Card {
     let cards = h.cards_with("301", "external_id", key);
-    assert_eq!(cards.len(), 1, "exactly one card with external_id {key}: {cards:#?}");
+    assert_eq!(
+        cards.len(),
+        1,
+        "exactly one card with external_id {key}: {cards:#?}"
+    );
     cards.into_iter().next().unwrap()
 }
 
 fn no_card(h: &Harness, key: &str) {
-    assert!(h.cards_with("301", "external_id", key).is_empty(), "no card for {key} expected");
+    assert!(
+        h.cards_with("301", "external_id", key).is_empty(),
+        "no card for {key} expected"
+    );
 }
 
 /// Every row read is accounted for exactly once.
@@ -85,7 +92,11 @@ async fn create_card_resolves_names_connections_and_parents_by_key() {
 
     let s = h.run(&dest).await;
     assert_eq!(s.status, RunStatus::Completed, "{s:#?}");
-    assert_eq!((s.counts.read, s.counts.created, s.counts.failed_rows()), (3, 2, 1), "{s:#?}");
+    assert_eq!(
+        (s.counts.read, s.counts.created, s.counts.failed_rows()),
+        (3, 2, 1),
+        "{s:#?}"
+    );
     assert_counts_add_up(&s);
     // createCard with fields_attributes only: nothing is updated afterwards.
     assert_eq!(mutations(&h, "createCard"), 2);
@@ -108,16 +119,26 @@ async fn create_card_resolves_names_connections_and_parents_by_key() {
     assert_eq!(n2.assignees, vec!["1003".to_string()], "assignee by name");
     assert_eq!(n2.phase_id, "3011", "phase name ignoring case");
     assert!(n2.labels.is_empty());
-    assert!(n2.fields.get("email").is_none(), "a blank value is not sent");
+    assert!(
+        !n2.fields.contains_key("email"),
+        "a blank value is not sent"
+    );
     assert_eq!(n2.fields.get("account"), Some(&json!(["bR4nT8wZ"])));
     assert!(n2.parent_ids.is_empty());
 
     // A parent key that is not in pipe 302: reported, never sent.
     let results = h.results(&s);
     let n3 = result_at(&results, FILE, 4);
-    assert_eq!(n3.error_code.as_deref(), Some("UNKNOWN_REFERENCE"), "{n3:#?}");
+    assert_eq!(
+        n3.error_code.as_deref(),
+        Some("UNKNOWN_REFERENCE"),
+        "{n3:#?}"
+    );
     assert_eq!(n3.field.as_deref(), Some("parent_ids"));
-    assert!(n3.error_message.as_deref().unwrap_or("").contains("P-999"), "{n3:#?}");
+    assert!(
+        n3.error_message.as_deref().unwrap_or("").contains("P-999"),
+        "{n3:#?}"
+    );
     no_card(&h, "N3");
     let created = result_at(&results, FILE, 2);
     assert_eq!(created.action, RowAction::Created);
@@ -183,7 +204,10 @@ async fn update_card_sends_one_update_card_and_field_values_in_chunks_of_thirty(
     assert_eq!(card.title, "Acme renamed");
     assert_eq!(card.due_date.as_deref(), Some("2026-03-01T10:00:00Z"));
     assert_eq!(card.assignees, vec!["1003".to_string()]);
-    assert_eq!(card.labels, vec!["310003".to_string(), "310001".to_string()]);
+    assert_eq!(
+        card.labels,
+        vec!["310003".to_string(), "310001".to_string()]
+    );
     assert_eq!(field_text(card.fields.get("seats")), "77");
     for (i, e) in extras.iter().enumerate() {
         assert_eq!(field_text(card.fields.get(e)), format!("v{i}"), "{e}");
@@ -192,17 +216,41 @@ async fn update_card_sends_one_update_card_and_field_values_in_chunks_of_thirty(
     assert_eq!(field_text(card.fields.get("customer_name")), "Acme Corp");
     // Per row: one updateCard for the attributes, 36 custom fields in chunks of 30 + 6.
     // The card that does not exist got the same shape of request and was refused.
-    assert_eq!(mutations(&h, "updateCard"), 2, "{:?}", h.emulator.stats().mutations);
-    assert_eq!(mutations(&h, "updateFieldsValues"), 4, "{:?}", h.emulator.stats().mutations);
+    assert_eq!(
+        mutations(&h, "updateCard"),
+        2,
+        "{:?}",
+        h.emulator.stats().mutations
+    );
+    assert_eq!(
+        mutations(&h, "updateFieldsValues"),
+        4,
+        "{:?}",
+        h.emulator.stats().mutations
+    );
     assert_eq!(mutations(&h, "createCard"), 0);
 
     let results = h.results(&s);
     let ok = result_at(&results, FILE, 2);
-    assert_eq!((ok.action, ok.id.as_deref()), (RowAction::Updated, Some("900004")));
+    assert_eq!(
+        (ok.action, ok.id.as_deref()),
+        (RowAction::Updated, Some("900004"))
+    );
     let missing = result_at(&results, FILE, 3);
     assert_eq!(missing.action, RowAction::Failed);
-    assert_eq!(missing.error_code.as_deref(), Some("PIPEFY_REJECTED"), "{missing:#?}");
-    assert!(missing.error_message.as_deref().unwrap_or("").contains("999999"), "{missing:#?}");
+    assert_eq!(
+        missing.error_code.as_deref(),
+        Some("PIPEFY_REJECTED"),
+        "{missing:#?}"
+    );
+    assert!(
+        missing
+            .error_message
+            .as_deref()
+            .unwrap_or("")
+            .contains("999999"),
+        "{missing:#?}"
+    );
     assert_eq!(h.failed_rows(&s).len(), 1);
 }
 
@@ -214,7 +262,12 @@ async fn upsert_card_looks_keys_up_then_updates_or_creates() {
         FILE,
         "cid,name,seats\nCUST-0001,Acme Corporation,150\nNEW-1,Brand New,3\n",
     );
-    let dest = upsert_dest(&h, "ops-upsert", "", "  title: name\n  customer_name: name\n  seats: seats\n");
+    let dest = upsert_dest(
+        &h,
+        "ops-upsert",
+        "",
+        "  title: name\n  customer_name: name\n  seats: seats\n",
+    );
     let s = h.run(&dest).await;
     assert_counts_add_up(&s);
     assert_eq!((s.counts.created, s.counts.updated), (1, 1), "{s:#?}");
@@ -222,7 +275,10 @@ async fn upsert_card_looks_keys_up_then_updates_or_creates() {
 
     let acme = card_by_key(&h, "CUST-0001");
     assert_eq!(acme.id, "900004");
-    assert_eq!(field_text(acme.fields.get("customer_name")), "Acme Corporation");
+    assert_eq!(
+        field_text(acme.fields.get("customer_name")),
+        "Acme Corporation"
+    );
     assert_eq!(field_text(acme.fields.get("seats")), "150");
     assert_eq!(acme.title, "Acme Corporation");
     // Fields the mapping does not name are left alone.
@@ -232,15 +288,31 @@ async fn upsert_card_looks_keys_up_then_updates_or_creates() {
 
     let results = h.results(&s);
     let r = result_at(&results, FILE, 2);
-    assert_eq!((r.action, r.id.as_deref(), r.key.as_deref()), (RowAction::Updated, Some("900004"), Some("CUST-0001")));
+    assert_eq!(
+        (r.action, r.id.as_deref(), r.key.as_deref()),
+        (RowAction::Updated, Some("900004"), Some("CUST-0001"))
+    );
     let r = result_at(&results, FILE, 3);
-    assert_eq!((r.action, r.id.as_deref()), (RowAction::Created, Some(new.id.as_str())));
+    assert_eq!(
+        (r.action, r.id.as_deref()),
+        (RowAction::Created, Some(new.id.as_str()))
+    );
 
     // A changed row updates the card the ledger knows, without creating another.
-    h.write_file(FILE, "cid,name,seats\nCUST-0001,Acme Corporation,151\nNEW-1,Brand New,3\n");
+    h.write_file(
+        FILE,
+        "cid,name,seats\nCUST-0001,Acme Corporation,151\nNEW-1,Brand New,3\n",
+    );
     let s2 = h.run(&dest).await;
-    assert_eq!((s2.counts.updated, s2.counts.unchanged, s2.counts.created), (1, 1, 0), "{s2:#?}");
-    assert_eq!(field_text(card_by_key(&h, "CUST-0001").fields.get("seats")), "151");
+    assert_eq!(
+        (s2.counts.updated, s2.counts.unchanged, s2.counts.created),
+        (1, 1, 0),
+        "{s2:#?}"
+    );
+    assert_eq!(
+        field_text(card_by_key(&h, "CUST-0001").fields.get("seats")),
+        "151"
+    );
     assert_eq!(mutations(&h, "createCard"), 1);
 }
 
@@ -264,9 +336,15 @@ async fn create_record_writes_records_and_reports_what_the_table_refuses() {
     assert_counts_add_up(&s);
     assert_eq!((s.counts.created, s.counts.failed), (2, 1), "{s:#?}");
     let snap = h.snapshot();
-    let umbrella: Vec<_> = snap.records_where("tbl_accounts", "code", "UMBRELLA").collect();
+    let umbrella: Vec<_> = snap
+        .records_where("tbl_accounts", "code", "UMBRELLA")
+        .collect();
     assert_eq!(umbrella.len(), 1);
-    assert_eq!(field_text(umbrella[0].fields.get("region")), "Europe", "option's exact text");
+    assert_eq!(
+        field_text(umbrella[0].fields.get("region")),
+        "Europe",
+        "option's exact text"
+    );
     assert_eq!(umbrella[0].title, "Umbrella");
     assert_eq!(snap.count_records_where("tbl_accounts", "code", "HOOLI"), 1);
     // `code` is unique in the table: the second ACME is refused by Pipefy, and reported.
@@ -274,7 +352,11 @@ async fn create_record_writes_records_and_reports_what_the_table_refuses() {
     let results = h.results(&s);
     let acme = result_at(&results, ACCOUNTS, 3);
     assert_eq!(acme.action, RowAction::Failed);
-    assert_eq!(acme.error_code.as_deref(), Some("PIPEFY_REJECTED"), "{acme:#?}");
+    assert_eq!(
+        acme.error_code.as_deref(),
+        Some("PIPEFY_REJECTED"),
+        "{acme:#?}"
+    );
     assert_eq!(mutations(&h, "createTableRecord"), 3);
     let failed = h.failed_rows(&s);
     assert_eq!(failed.len(), 1);
@@ -285,8 +367,16 @@ async fn create_record_writes_records_and_reports_what_the_table_refuses() {
 #[tokio::test]
 async fn upsert_record_updates_by_key_and_creates_the_rest() {
     let h = Harness::new().await;
-    h.write_file(ACCOUNTS, "code,name,region\nACME,Acme Corp,APAC\nNEWB,New B,LATAM\n");
-    let dest = records_dest(&h, "ops-upsert-record", "upsert_record", "key: { columns: [code], field: code }");
+    h.write_file(
+        ACCOUNTS,
+        "code,name,region\nACME,Acme Corp,APAC\nNEWB,New B,LATAM\n",
+    );
+    let dest = records_dest(
+        &h,
+        "ops-upsert-record",
+        "upsert_record",
+        "key: { columns: [code], field: code }",
+    );
     let s = h.run(&dest).await;
     assert_counts_add_up(&s);
     assert_eq!((s.counts.created, s.counts.updated), (1, 1), "{s:#?}");
@@ -297,7 +387,10 @@ async fn upsert_record_updates_by_key_and_creates_the_rest() {
     assert_eq!(snap.count_records_where("tbl_accounts", "code", "NEWB"), 1);
     assert_eq!(mutations(&h, "createTableRecord"), 1);
     let results = h.results(&s);
-    assert_eq!(result_at(&results, ACCOUNTS, 2).id.as_deref(), Some("Xa7KpQ2m"));
+    assert_eq!(
+        result_at(&results, ACCOUNTS, 2).id.as_deref(),
+        Some("Xa7KpQ2m")
+    );
 
     // Second run: unchanged, nothing sent.
     let before = all_mutations(&h);
@@ -322,15 +415,34 @@ async fn null_policy_leaves_or_clears_each_field() {
     assert_eq!(card.labels, vec!["310001".to_string()]);
 
     // Every value blank: `clear` fields are cleared, the others keep what Pipefy has.
-    h.write_file(FILE, "cid,name,email,phone,plan,tags,owner\nK1,Kay,,,  ,,\n");
+    h.write_file(
+        FILE,
+        "cid,name,email,phone,plan,tags,owner\nK1,Kay,,,  ,,\n",
+    );
     let s2 = h.run(&dest).await;
     assert_eq!(s2.counts.updated, 1, "{s2:#?}");
     let card = card_by_key(&h, "K1");
-    assert!(field_text(card.fields.get("email")).is_empty(), "email cleared: {:?}", card.fields);
+    assert!(
+        field_text(card.fields.get("email")).is_empty(),
+        "email cleared: {:?}",
+        card.fields
+    );
     assert!(card.labels.is_empty(), "labels cleared");
-    assert_eq!(field_text(card.fields.get("phone")), "+55 11 5555-0000", "phone left alone");
-    assert_eq!(field_text(card.fields.get("plan")), "Pro", "plan left alone");
-    assert_eq!(card.assignees, vec!["1001".to_string()], "assignees left alone");
+    assert_eq!(
+        field_text(card.fields.get("phone")),
+        "+55 11 5555-0000",
+        "phone left alone"
+    );
+    assert_eq!(
+        field_text(card.fields.get("plan")),
+        "Pro",
+        "plan left alone"
+    );
+    assert_eq!(
+        card.assignees,
+        vec!["1001".to_string()],
+        "assignees left alone"
+    );
     assert_eq!(field_text(card.fields.get("customer_name")), "Kay");
 }
 
@@ -374,11 +486,17 @@ async fn preflight_rejects_rows_before_anything_is_sent() {
         let r = result_at(&results, FILE, line);
         assert_eq!(r.error_code.as_deref(), Some(code), "{r:#?}");
         assert_eq!(r.field.as_deref(), Some(field), "{r:#?}");
-        assert!(r.error_message.as_deref().unwrap_or("").contains(needle), "{r:#?}");
+        assert!(
+            r.error_message.as_deref().unwrap_or("").contains(needle),
+            "{r:#?}"
+        );
         assert!(r.id.is_none());
     }
     let failed = h.failed_rows(&s);
-    let lines: Vec<u64> = failed.iter().map(|f| f["_source_line"].as_u64().unwrap()).collect();
+    let lines: Vec<u64> = failed
+        .iter()
+        .map(|f| f["_source_line"].as_u64().unwrap())
+        .collect();
     assert_eq!(lines, vec![3, 4, 5, 6]);
 }
 
@@ -395,12 +513,25 @@ async fn a_mapping_that_does_not_match_the_schema_stops_the_run_before_sending()
         "key: { columns: [cid], field: external_id }",
         "  title: name\n  plann: plan\n  plan: { constant: Gold }\n",
     );
-    let err = sync(&h.context(), &dest, RunRequest { trigger: "test".into(), ..RunRequest::default() })
-        .await
-        .expect_err("the run must fail");
+    let err = sync(
+        &h.context(),
+        &dest,
+        RunRequest {
+            trigger: "test".into(),
+            ..RunRequest::default()
+        },
+    )
+    .await
+    .expect_err("the run must fail");
     let msg = err.to_string();
-    assert!(msg.contains("mapping.plann") && msg.contains("no field 'plann'"), "{msg}");
-    assert!(msg.contains("mapping.plan") && msg.contains("Gold"), "{msg}");
+    assert!(
+        msg.contains("mapping.plann") && msg.contains("no field 'plann'"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("mapping.plan") && msg.contains("Gold"),
+        "{msg}"
+    );
     assert!(msg.contains("customer_name"), "{msg}");
     assert_eq!(all_mutations(&h), 0);
     assert!(h.cards_with("301", "external_id", "G1").is_empty());
@@ -413,12 +544,21 @@ async fn partial_success_off_stops_at_the_first_failure_and_lists_what_was_not_a
         FILE,
         "cid,name,plan\nA1,One,Pro\nA2,Two,Free\nA3,Three,Gold\nA4,Four,Pro\nA5,Five,Pro\n",
     );
-    let dest = upsert_dest(&h, "ops-stop", "partial_success: false", "  title: name\n  customer_name: name\n  plan: plan\n");
+    let dest = upsert_dest(
+        &h,
+        "ops-stop",
+        "partial_success: false",
+        "  title: name\n  customer_name: name\n  plan: plan\n",
+    );
     let s = h.run(&dest).await;
     assert_eq!(s.status, RunStatus::Stopped, "{s:#?}");
     assert_counts_add_up(&s);
     let c = s.counts;
-    assert_eq!((c.read, c.created, c.skipped_by_preflight, c.not_attempted), (5, 2, 1, 2), "{c:#?}");
+    assert_eq!(
+        (c.read, c.created, c.skipped_by_preflight, c.not_attempted),
+        (5, 2, 1, 2),
+        "{c:#?}"
+    );
     let stopped = s.stopped_at.clone().expect("stopped_at");
     assert_eq!((stopped.file.as_str(), stopped.line), (FILE, 4));
     assert_eq!(stopped.error_code.as_deref(), Some("NOT_AN_OPTION"));
@@ -442,10 +582,24 @@ async fn partial_success_off_stops_at_the_first_failure_and_lists_what_was_not_a
     let failed = h.failed_rows(&s);
     let codes: Vec<(u64, &str)> = failed
         .iter()
-        .map(|f| (f["_source_line"].as_u64().unwrap(), f["_error_code"].as_str().unwrap()))
+        .map(|f| {
+            (
+                f["_source_line"].as_u64().unwrap(),
+                f["_error_code"].as_str().unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(codes, vec![(4, "NOT_AN_OPTION"), (5, "NOT_ATTEMPTED"), (6, "NOT_ATTEMPTED")]);
-    assert!(failed.iter().all(|f| f["cid"].is_string() && f["name"].is_string()));
+    assert_eq!(
+        codes,
+        vec![
+            (4, "NOT_AN_OPTION"),
+            (5, "NOT_ATTEMPTED"),
+            (6, "NOT_ATTEMPTED")
+        ]
+    );
+    assert!(failed
+        .iter()
+        .all(|f| f["cid"].is_string() && f["name"].is_string()));
 
     // Fixed, the next run picks up the rows that were not attempted.
     h.write_file(
@@ -480,11 +634,25 @@ async fn partial_success_off_stops_when_pipefy_refuses_a_row() {
     let snap = h.snapshot();
     assert_eq!(snap.count_records_where("tbl_accounts", "code", "NEWA"), 1);
     // The run stops at the refused row: the rows after it are never sent.
-    assert_eq!(snap.count_records_where("tbl_accounts", "code", "NEWC"), 0, "row after the failure was sent");
-    assert_eq!(snap.count_records_where("tbl_accounts", "code", "NEWD"), 0, "row after the failure was sent");
+    assert_eq!(
+        snap.count_records_where("tbl_accounts", "code", "NEWC"),
+        0,
+        "row after the failure was sent"
+    );
+    assert_eq!(
+        snap.count_records_where("tbl_accounts", "code", "NEWD"),
+        0,
+        "row after the failure was sent"
+    );
     let results = h.results(&s);
-    assert_eq!(result_at(&results, ACCOUNTS, 4).action, RowAction::NotAttempted);
-    assert_eq!(result_at(&results, ACCOUNTS, 5).action, RowAction::NotAttempted);
+    assert_eq!(
+        result_at(&results, ACCOUNTS, 4).action,
+        RowAction::NotAttempted
+    );
+    assert_eq!(
+        result_at(&results, ACCOUNTS, 5).action,
+        RowAction::NotAttempted
+    );
     assert_eq!(s.counts.not_attempted, 2, "{s:#?}");
 }
 
@@ -499,7 +667,11 @@ async fn the_report_has_counts_rows_and_replayable_failed_rows() {
     let dest = upsert_dest(&h, "ops-report", "", mapping);
     let s = h.run(&dest).await;
     assert_eq!(s.status, RunStatus::Completed);
-    assert_eq!((s.counts.read, s.counts.created, s.counts.failed_rows()), (3, 2, 1), "{s:#?}");
+    assert_eq!(
+        (s.counts.read, s.counts.created, s.counts.failed_rows()),
+        (3, 2, 1),
+        "{s:#?}"
+    );
     assert_counts_add_up(&s);
     assert_eq!(s.source_files, vec![FILE.to_string()]);
     assert!(s.finished_at.is_some());
@@ -517,15 +689,29 @@ async fn the_report_has_counts_rows_and_replayable_failed_rows() {
     assert_eq!(r2.key.as_deref(), Some("R2"));
     assert_eq!(r2.error_code.as_deref(), Some("UNKNOWN_REFERENCE"));
     assert_eq!(r2.field.as_deref(), Some("account"));
-    assert!(r2.error_message.as_deref().unwrap_or("").contains("NEWCO"), "{r2:#?}");
+    assert!(
+        r2.error_message.as_deref().unwrap_or("").contains("NEWCO"),
+        "{r2:#?}"
+    );
 
     // Failed rows: the original columns plus where and why.
     let failed = h.failed_rows(&s);
     assert_eq!(failed.len(), 1);
     let f = &failed[0];
-    assert_eq!((f["cid"].as_str(), f["name"].as_str(), f["seats"].as_str(), f["account"].as_str()), (Some("R2"), Some("Two"), Some("4"), Some("NEWCO")));
+    assert_eq!(
+        (
+            f["cid"].as_str(),
+            f["name"].as_str(),
+            f["seats"].as_str(),
+            f["account"].as_str()
+        ),
+        (Some("R2"), Some("Two"), Some("4"), Some("NEWCO"))
+    );
     assert_eq!(f["_error_code"], "UNKNOWN_REFERENCE");
-    assert!(f["_error_message"].as_str().unwrap().contains("account"), "{f}");
+    assert!(
+        f["_error_message"].as_str().unwrap().contains("account"),
+        "{f}"
+    );
     assert_eq!(f["_source_file"], FILE);
     assert_eq!(f["_source_line"], 3);
 
@@ -539,8 +725,14 @@ async fn the_report_has_counts_rows_and_replayable_failed_rows() {
             assignee_ids: None,
             label_ids: None,
             fields_attributes: vec![
-                FieldValueInput { field_id: "code".into(), field_value: json!("NEWCO") },
-                FieldValueInput { field_id: "name".into(), field_value: json!("NewCo") },
+                FieldValueInput {
+                    field_id: "code".into(),
+                    field_value: json!("NEWCO"),
+                },
+                FieldValueInput {
+                    field_id: "name".into(),
+                    field_value: json!("NewCo"),
+                },
             ],
         })])
         .await
@@ -561,7 +753,11 @@ async fn the_report_has_counts_rows_and_replayable_failed_rows() {
     let before = mutations(&h, "createCard");
     let s2 = h.run(&replay).await;
     assert_eq!(s2.status, RunStatus::Completed, "{s2:#?}");
-    assert_eq!((s2.counts.read, s2.counts.created, s2.counts.failed_rows()), (1, 1, 0), "{s2:#?}");
+    assert_eq!(
+        (s2.counts.read, s2.counts.created, s2.counts.failed_rows()),
+        (1, 1, 0),
+        "{s2:#?}"
+    );
     assert_eq!(mutations(&h, "createCard"), before + 1);
     let r2card = card_by_key(&h, "R2");
     assert_eq!(field_text(r2card.fields.get("customer_name")), "Two");
@@ -573,7 +769,12 @@ async fn the_report_has_counts_rows_and_replayable_failed_rows() {
 #[tokio::test]
 async fn removed_rows_are_moved_to_a_phase_on_a_whole_table_run() {
     let h = Harness::new().await;
-    let dest = upsert_dest(&h, "ops-removed-move", "sync: { removed_rows: { action: move_to_phase, phase: archived } }", BASIC_MAPPING);
+    let dest = upsert_dest(
+        &h,
+        "ops-removed-move",
+        "sync: { removed_rows: { action: move_to_phase, phase: archived } }",
+        BASIC_MAPPING,
+    );
     h.write_file(FILE, "cid,name\nM1,One\nM2,Two\nM3,Three\n");
     let s = h.run(&dest).await;
     assert_eq!(s.counts.created, 3, "{s:#?}");
@@ -583,11 +784,18 @@ async fn removed_rows_are_moved_to_a_phase_on_a_whole_table_run() {
     h.write_file(FILE, "cid,name\nM1,One\nM2,Two\n");
     let s2 = h.run(&dest).await;
     assert_eq!((s2.counts.unchanged, s2.counts.removed), (2, 1), "{s2:#?}");
-    assert_eq!(h.snapshot().card(&m3.id).unwrap().phase_id, "3014", "moved to Archived");
+    assert_eq!(
+        h.snapshot().card(&m3.id).unwrap().phase_id,
+        "3014",
+        "moved to Archived"
+    );
     assert_eq!(card_by_key(&h, "M1").phase_id, "3011");
     assert_eq!(mutations(&h, "moveCardToPhase"), 1);
     let results = h.results(&s2);
-    let moved: Vec<&RowResult> = results.iter().filter(|r| r.action == RowAction::Moved).collect();
+    let moved: Vec<&RowResult> = results
+        .iter()
+        .filter(|r| r.action == RowAction::Moved)
+        .collect();
     assert_eq!(moved.len(), 1, "{results:#?}");
     assert_eq!(moved[0].id.as_deref(), Some(m3.id.as_str()));
 
@@ -600,7 +808,12 @@ async fn removed_rows_are_moved_to_a_phase_on_a_whole_table_run() {
 #[tokio::test]
 async fn removed_rows_are_deleted_only_on_whole_table_runs() {
     let h = Harness::new().await;
-    let dest = upsert_dest(&h, "ops-removed-delete", "sync: { removed_rows: { action: delete } }", BASIC_MAPPING);
+    let dest = upsert_dest(
+        &h,
+        "ops-removed-delete",
+        "sync: { removed_rows: { action: delete } }",
+        BASIC_MAPPING,
+    );
     let a = "refined/customers/a.csv";
     let b = "refined/customers/b.csv";
     h.write_file(a, "cid,name\nD1,One\nD2,Two\n");
@@ -612,27 +825,52 @@ async fn removed_rows_are_deleted_only_on_whole_table_runs() {
     // A run over one file does not know the rest of the table: nothing is removed.
     h.write_file(a, "cid,name\nD1,One\n");
     let part = h
-        .run_with(&dest, RunRequest { trigger: "upload".into(), files: Some(vec![a.to_string()]), ..RunRequest::default() })
+        .run_with(
+            &dest,
+            RunRequest {
+                trigger: "upload".into(),
+                files: Some(vec![a.to_string()]),
+                ..RunRequest::default()
+            },
+        )
         .await;
-    assert_eq!((part.counts.unchanged, part.counts.removed), (1, 0), "{part:#?}");
+    assert_eq!(
+        (part.counts.unchanged, part.counts.removed),
+        (1, 0),
+        "{part:#?}"
+    );
     assert!(h.snapshot().card(&d2.id).is_some());
     assert_eq!(mutations(&h, "deleteCard"), 0);
 
     // A whole-table run: D2 is in no file any more.
     let whole = h.run(&dest).await;
-    assert_eq!((whole.counts.unchanged, whole.counts.removed), (2, 1), "{whole:#?}");
+    assert_eq!(
+        (whole.counts.unchanged, whole.counts.removed),
+        (2, 1),
+        "{whole:#?}"
+    );
     assert!(h.snapshot().card(&d2.id).is_none(), "D2 deleted");
     card_by_key(&h, "D1");
     card_by_key(&h, "D3");
     assert_eq!(mutations(&h, "deleteCard"), 1);
     let results = h.results(&whole);
-    assert!(results.iter().any(|r| r.action == RowAction::Deleted && r.id.as_deref() == Some(d2.id.as_str())), "{results:#?}");
+    assert!(
+        results
+            .iter()
+            .any(|r| r.action == RowAction::Deleted && r.id.as_deref() == Some(d2.id.as_str())),
+        "{results:#?}"
+    );
 }
 
 #[tokio::test]
 async fn removed_records_are_deleted() {
     let h = Harness::new().await;
-    let dest = records_dest(&h, "ops-removed-records", "upsert_record", "key: { columns: [code], field: code }\nsync: { removed_rows: { action: delete } }");
+    let dest = records_dest(
+        &h,
+        "ops-removed-records",
+        "upsert_record",
+        "key: { columns: [code], field: code }\nsync: { removed_rows: { action: delete } }",
+    );
     h.write_file(ACCOUNTS, "code,name,region\nR1,R one,APAC\nR2,R two,APAC\n");
     let s = h.run(&dest).await;
     assert_eq!(s.counts.created, 2, "{s:#?}");
@@ -650,17 +888,28 @@ async fn removed_records_are_deleted() {
 #[tokio::test]
 async fn a_phase_change_moves_the_card_and_a_refused_move_is_reported() {
     let h = Harness::new().await;
-    let mapping = "  title: name\n  customer_name: name\n  phase_id: stage\n  go_live_date: go_live\n";
+    let mapping =
+        "  title: name\n  customer_name: name\n  phase_id: stage\n  go_live_date: go_live\n";
     let dest = upsert_dest(&h, "ops-moves", "", mapping);
-    h.write_file(FILE, "cid,name,stage,go_live\nP1,One,Inbox,\nP2,Two,Done,\n");
+    h.write_file(
+        FILE,
+        "cid,name,stage,go_live\nP1,One,Inbox,\nP2,Two,Done,\n",
+    );
     let s = h.run(&dest).await;
     assert_eq!(s.counts.created, 2, "{s:#?}");
     assert_eq!(card_by_key(&h, "P1").phase_id, "3011");
     assert_eq!(card_by_key(&h, "P2").phase_id, "3013");
-    assert_eq!(mutations(&h, "moveCardToPhase"), 0, "a create places the card in its phase");
+    assert_eq!(
+        mutations(&h, "moveCardToPhase"),
+        0,
+        "a create places the card in its phase"
+    );
 
     // P1 Inbox -> Doing is allowed; P2 Done -> Inbox is not.
-    h.write_file(FILE, "cid,name,stage,go_live\nP1,One,Doing,\nP2,Two,Inbox,\n");
+    h.write_file(
+        FILE,
+        "cid,name,stage,go_live\nP1,One,Doing,\nP2,Two,Inbox,\n",
+    );
     let s2 = h.run(&dest).await;
     assert_counts_add_up(&s2);
     assert_eq!((s2.counts.updated, s2.counts.failed), (1, 1), "{s2:#?}");
@@ -673,21 +922,51 @@ async fn a_phase_change_moves_the_card_and_a_refused_move_is_reported() {
     assert_eq!(p2.action, RowAction::Failed);
     assert_eq!(p2.error_code.as_deref(), Some("MOVE_REFUSED"), "{p2:#?}");
     assert_eq!(p2.field.as_deref(), Some("phase_id"));
-    assert!(p2.error_message.as_deref().unwrap_or("").contains("not allowed"), "{p2:#?}");
+    assert!(
+        p2.error_message
+            .as_deref()
+            .unwrap_or("")
+            .contains("not allowed"),
+        "{p2:#?}"
+    );
     assert_eq!(h.failed_rows(&s2)[0]["_error_code"], "MOVE_REFUSED");
 
     // P1 Doing -> Done needs the Done phase's required field: refused while it is blank...
     h.write_file(FILE, "cid,name,stage,go_live\nP1,One,Done,\n");
     let dest_p1 = dest.clone();
-    let s3 = h.run_with(&dest_p1, RunRequest { trigger: "test".into(), files: Some(vec![FILE.into()]), ..RunRequest::default() }).await;
+    let s3 = h
+        .run_with(
+            &dest_p1,
+            RunRequest {
+                trigger: "test".into(),
+                files: Some(vec![FILE.into()]),
+                ..RunRequest::default()
+            },
+        )
+        .await;
     let r = result_at(&h.results(&s3), FILE, 2).clone();
     assert_eq!(r.error_code.as_deref(), Some("MOVE_REFUSED"), "{r:#?}");
-    assert!(r.error_message.as_deref().unwrap_or("").contains("Go-live date"), "{r:#?}");
+    assert!(
+        r.error_message
+            .as_deref()
+            .unwrap_or("")
+            .contains("Go-live date"),
+        "{r:#?}"
+    );
     assert_eq!(card_by_key(&h, "P1").phase_id, "3012");
 
     // ...and done once the row carries it (the value is written before the move).
     h.write_file(FILE, "cid,name,stage,go_live\nP1,One,Done,2026-05-01\n");
-    let s4 = h.run_with(&dest_p1, RunRequest { trigger: "test".into(), files: Some(vec![FILE.into()]), ..RunRequest::default() }).await;
+    let s4 = h
+        .run_with(
+            &dest_p1,
+            RunRequest {
+                trigger: "test".into(),
+                files: Some(vec![FILE.into()]),
+                ..RunRequest::default()
+            },
+        )
+        .await;
     assert_eq!(s4.counts.updated, 1, "{s4:#?}");
     let p1 = card_by_key(&h, "P1");
     assert_eq!(p1.phase_id, "3013");
@@ -697,13 +976,25 @@ async fn a_phase_change_moves_the_card_and_a_refused_move_is_reported() {
 #[tokio::test]
 async fn skip_initial_backfill_records_first_then_updates_after_a_lookup() {
     let h = Harness::new().await;
-    let dest = upsert_dest(&h, "ops-backfill", "sync: { skip_initial_backfill: true }", "  customer_name: name\n  seats: seats\n");
+    let dest = upsert_dest(
+        &h,
+        "ops-backfill",
+        "sync: { skip_initial_backfill: true }",
+        "  customer_name: name\n  seats: seats\n",
+    );
     // CUST-0001 is card 900004; BF-2 is in the table but not (yet) in Pipefy.
-    h.write_file(FILE, "cid,name,seats\nCUST-0001,Acme Corp,120\nBF-2,Backfilled,1\n");
+    h.write_file(
+        FILE,
+        "cid,name,seats\nCUST-0001,Acme Corp,120\nBF-2,Backfilled,1\n",
+    );
     let s = h.run(&dest).await;
     assert_eq!(s.status, RunStatus::Completed);
     assert_counts_add_up(&s);
-    assert_eq!((s.counts.read, s.counts.created, s.counts.updated), (2, 0, 0), "{s:#?}");
+    assert_eq!(
+        (s.counts.read, s.counts.created, s.counts.updated),
+        (2, 0, 0),
+        "{s:#?}"
+    );
     assert_eq!(all_mutations(&h), 0, "the first run sends nothing");
     no_card(&h, "BF-2");
 
@@ -713,12 +1004,25 @@ async fn skip_initial_backfill_records_first_then_updates_after_a_lookup() {
     assert_eq!(all_mutations(&h), 0);
 
     // A change: the card id is not known, so it is looked up, then updated.
-    h.write_file(FILE, "cid,name,seats\nCUST-0001,Acme Corp,121\nBF-2,Backfilled,1\n");
+    h.write_file(
+        FILE,
+        "cid,name,seats\nCUST-0001,Acme Corp,121\nBF-2,Backfilled,1\n",
+    );
     let s3 = h.run(&dest).await;
-    assert_eq!((s3.counts.updated, s3.counts.unchanged, s3.counts.created), (1, 1, 0), "{s3:#?}");
+    assert_eq!(
+        (s3.counts.updated, s3.counts.unchanged, s3.counts.created),
+        (1, 1, 0),
+        "{s3:#?}"
+    );
     let r = result_at(&h.results(&s3), FILE, 2).clone();
-    assert_eq!((r.action, r.id.as_deref()), (RowAction::Updated, Some("900004")));
-    assert_eq!(field_text(h.snapshot().card("900004").unwrap().fields.get("seats")), "121");
+    assert_eq!(
+        (r.action, r.id.as_deref()),
+        (RowAction::Updated, Some("900004"))
+    );
+    assert_eq!(
+        field_text(h.snapshot().card("900004").unwrap().fields.get("seats")),
+        "121"
+    );
     assert_eq!(mutations(&h, "createCard"), 0);
     no_card(&h, "BF-2");
 }
@@ -747,12 +1051,26 @@ async fn full_resync_sends_unchanged_rows_again() {
         .await
         .unwrap();
     let s = h
-        .run_with(&dest, RunRequest { trigger: "test".into(), full_resync: true, ..RunRequest::default() })
+        .run_with(
+            &dest,
+            RunRequest {
+                trigger: "test".into(),
+                full_resync: true,
+                ..RunRequest::default()
+            },
+        )
         .await;
     assert_counts_add_up(&s);
-    assert_eq!((s.counts.updated, s.counts.unchanged, s.counts.created), (2, 0, 0), "{s:#?}");
+    assert_eq!(
+        (s.counts.updated, s.counts.unchanged, s.counts.created),
+        (2, 0, 0),
+        "{s:#?}"
+    );
     assert!(all_mutations(&h) > before + 1);
-    assert_eq!(field_text(card_by_key(&h, "F1").fields.get("customer_name")), "One");
+    assert_eq!(
+        field_text(card_by_key(&h, "F1").fields.get("customer_name")),
+        "One"
+    );
     assert_eq!(mutations(&h, "createCard"), 2);
 }
 
@@ -761,7 +1079,11 @@ async fn a_dry_run_sends_nothing_and_says_what_would_happen() {
     let h = Harness::new().await;
     let dest = upsert_dest(&h, "ops-dry", "", BASIC_MAPPING);
     h.write_file(FILE, "cid,name\nY1,One\nY2,Two\nY3,\n");
-    let dry = RunRequest { trigger: "test".into(), dry_run: true, ..RunRequest::default() };
+    let dry = RunRequest {
+        trigger: "test".into(),
+        dry_run: true,
+        ..RunRequest::default()
+    };
     let s = h.run_with(&dest, dry.clone()).await;
     assert!(s.dry_run);
     assert_counts_add_up(&s);
@@ -771,7 +1093,10 @@ async fn a_dry_run_sends_nothing_and_says_what_would_happen() {
     assert_eq!(result_at(&results, FILE, 2).action, RowAction::WouldCreate);
     assert_eq!(result_at(&results, FILE, 3).action, RowAction::WouldCreate);
     // Preflight failures are reported in a dry run too.
-    assert_eq!(result_at(&results, FILE, 4).error_code.as_deref(), Some("MISSING_REQUIRED"));
+    assert_eq!(
+        result_at(&results, FILE, 4).error_code.as_deref(),
+        Some("MISSING_REQUIRED")
+    );
 
     // The dry run recorded nothing: the real run creates both.
     let real = h.run(&dest).await;
@@ -780,14 +1105,25 @@ async fn a_dry_run_sends_nothing_and_says_what_would_happen() {
 
     h.write_file(FILE, "cid,name\nY1,One changed\nY2,Two\nY3,\n");
     let before = all_mutations(&h);
-    let s2 = h.run_with(&dest, RunRequest { report_unchanged: true, ..dry }).await;
+    let s2 = h
+        .run_with(
+            &dest,
+            RunRequest {
+                report_unchanged: true,
+                ..dry
+            },
+        )
+        .await;
     assert_eq!(all_mutations(&h), before);
     let results = h.results(&s2);
     let y1 = result_at(&results, FILE, 2);
     assert_eq!(y1.action, RowAction::WouldUpdate);
     assert_eq!(y1.id.as_deref(), Some(card_by_key(&h, "Y1").id.as_str()));
     assert_eq!(result_at(&results, FILE, 3).action, RowAction::Unchanged);
-    assert_eq!(field_text(card_by_key(&h, "Y1").fields.get("customer_name")), "One");
+    assert_eq!(
+        field_text(card_by_key(&h, "Y1").fields.get("customer_name")),
+        "One"
+    );
     assert_eq!(mutations(&h, "createCard"), creates);
 
     // And the real run after it still sees the change.

@@ -32,7 +32,11 @@ static ENV: OnceLock<Env> = OnceLock::new();
 fn env() -> &'static Env {
     // Set up on a plain thread: tests call this from inside their tokio runtime, where a
     // nested runtime cannot block.
-    ENV.get_or_init(|| std::thread::spawn(setup).join().expect("test environment set up"))
+    ENV.get_or_init(|| {
+        std::thread::spawn(setup)
+            .join()
+            .expect("test environment set up")
+    })
 }
 
 fn setup() -> Env {
@@ -45,7 +49,10 @@ fn setup() -> Env {
         // A thread of its own with its own runtime: the receiver outlives every test's runtime.
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 let app = axum::Router::new().route(
                     "/hook",
@@ -63,7 +70,10 @@ fn setup() -> Env {
             });
         });
         let hook_addr = rx.recv().unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let s3 = moto.s3().await;
             for b in [&system_bucket, &data_bucket] {
@@ -79,11 +89,20 @@ fn setup() -> Env {
         });
         let mut fn_env = moto.env();
         fn_env.push(("PIPEFY_SYNC_BUCKET".into(), system_bucket.clone()));
-        fn_env.push(("PIPEFY_SYNC_SLACK_WEBHOOK_SECRET".into(), WEBHOOK_SECRET.into()));
+        fn_env.push((
+            "PIPEFY_SYNC_SLACK_WEBHOOK_SECRET".into(),
+            WEBHOOK_SECRET.into(),
+        ));
         fn_env.push(("AWS_LAMBDA_LOG_FORMAT".into(), "Text".into()));
         fn_env.push(("AWS_LAMBDA_FUNCTION_NAME".into(), "sync-scheduled".into()));
         let watch = LambdaWatch::start(&fn_env);
-        Env { moto, system_bucket, data_bucket, webhook, watch }
+        Env {
+            moto,
+            system_bucket,
+            data_bucket,
+            webhook,
+            watch,
+        }
     }
 }
 
@@ -94,12 +113,20 @@ struct Dest {
 }
 
 async fn emulator() -> EmulatorHandle {
-    pipefy_emulator::start(fast_emulator_config()).await.unwrap()
+    pipefy_emulator::start(fast_emulator_config())
+        .await
+        .unwrap()
 }
 
 async fn put(bucket: &str, key: &str, body: impl Into<Vec<u8>>) {
     let s3 = env().moto.s3().await;
-    s3.put_object().bucket(bucket).key(key).body(ByteStream::from(body.into())).send().await.unwrap();
+    s3.put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(ByteStream::from(body.into()))
+        .send()
+        .await
+        .unwrap();
 }
 
 async fn get(bucket: &str, key: &str) -> Option<String> {
@@ -111,18 +138,39 @@ async fn get(bucket: &str, key: &str) -> Option<String> {
 
 async fn list(bucket: &str, prefix: &str) -> Vec<String> {
     let s3 = env().moto.s3().await;
-    let out = s3.list_objects_v2().bucket(bucket).prefix(prefix).send().await.unwrap();
-    out.contents().iter().filter_map(|o| o.key().map(str::to_string)).collect()
+    let out = s3
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .send()
+        .await
+        .unwrap();
+    out.contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_string))
+        .collect()
 }
 
 /// Writes the destination file (and, unless `token` is None, its token secret).
 async fn destination(emu: &EmulatorHandle, token: Option<&str>, extra: &str) -> Dest {
     let e = env();
-    let name = unique("fn").replace('_', "-").chars().take(24).collect::<String>();
+    let name = unique("fn")
+        .replace('_', "-")
+        .chars()
+        .take(24)
+        .collect::<String>();
     let table = format!("customers-{name}");
     let secret = format!("pipefy-sync/{name}");
     if let Some(token) = token {
-        e.moto.secrets().await.create_secret().name(&secret).secret_string(token).send().await.unwrap();
+        e.moto
+            .secrets()
+            .await
+            .create_secret()
+            .name(&secret)
+            .secret_string(token)
+            .send()
+            .await
+            .unwrap();
     }
     let yaml = format!(
         r#"name: {name}
@@ -146,7 +194,12 @@ endpoint: {endpoint}
         bucket = e.data_bucket,
         endpoint = emu.graphql_url(),
     );
-    put(&e.system_bucket, &format!("config/destinations/{name}.yaml"), yaml).await;
+    put(
+        &e.system_bucket,
+        &format!("config/destinations/{name}.yaml"),
+        yaml,
+    )
+    .await;
     Dest { name, table }
 }
 
@@ -163,17 +216,31 @@ fn mutations(emu: &EmulatorHandle) -> u64 {
 }
 
 /// Blocking invocations run on a blocking thread so the in-process emulator keeps serving.
-async fn invoke(function: &'static str, payload: serde_json::Value) -> pipefy_sync_tests::lambda::Invocation {
-    tokio::task::spawn_blocking(move || env().watch.invoke(function, &payload)).await.unwrap()
+async fn invoke(
+    function: &'static str,
+    payload: serde_json::Value,
+) -> pipefy_sync_tests::lambda::Invocation {
+    tokio::task::spawn_blocking(move || env().watch.invoke(function, &payload))
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_run_writes_cards_and_the_report_to_s3() {
     let emu = emulator().await;
     let d = destination(&emu, Some("demo-token"), "").await;
-    put(&env().data_bucket, &format!("refined/{}/part-0001.csv", d.table), DEMO_TABLE).await;
+    put(
+        &env().data_bucket,
+        &format!("refined/{}/part-0001.csv", d.table),
+        DEMO_TABLE,
+    )
+    .await;
 
-    let answer = invoke("sync-scheduled", json!({"destination": d.name, "scheduled_time": "2026-11-22T06:00:00Z"})).await;
+    let answer = invoke(
+        "sync-scheduled",
+        json!({"destination": d.name, "scheduled_time": "2026-11-22T06:00:00Z"}),
+    )
+    .await;
     let summary = answer.expect_ok();
     assert_eq!(summary["status"], "completed", "{summary:#}");
     assert_eq!(summary["trigger"], "schedule");
@@ -185,15 +252,32 @@ async fn scheduled_run_writes_cards_and_the_report_to_s3() {
 
     let run_id = summary["run_id"].as_str().unwrap();
     let objects = list(&env().system_bucket, &format!("reports/{}/", d.name)).await;
-    let dir = objects.iter().find(|k| k.ends_with("summary.json") && k.contains(run_id)).expect("summary.json in S3");
+    let dir = objects
+        .iter()
+        .find(|k| k.ends_with("summary.json") && k.contains(run_id))
+        .expect("summary.json in S3");
     let prefix = dir.trim_end_matches("summary.json");
-    let stored: serde_json::Value = serde_json::from_str(&get(&env().system_bucket, dir).await.unwrap()).unwrap();
+    let stored: serde_json::Value =
+        serde_json::from_str(&get(&env().system_bucket, dir).await.unwrap()).unwrap();
     assert_eq!(stored["counts"], summary["counts"]);
-    let results = get(&env().system_bucket, &format!("{prefix}results/part-00001.jsonl")).await.expect("results part");
+    let results = get(
+        &env().system_bucket,
+        &format!("{prefix}results/part-00001.jsonl"),
+    )
+    .await
+    .expect("results part");
     assert_eq!(results.lines().count(), 44);
-    let failed = get(&env().system_bucket, &format!("{prefix}failed/part-00001.jsonl")).await.expect("failed part");
+    let failed = get(
+        &env().system_bucket,
+        &format!("{prefix}failed/part-00001.jsonl"),
+    )
+    .await
+    .expect("failed part");
     assert_eq!(failed.lines().count(), 2);
-    assert!(failed.contains("NOT_AN_OPTION") && failed.contains("MISSING_REQUIRED"), "{failed}");
+    assert!(
+        failed.contains("NOT_AN_OPTION") && failed.contains("MISSING_REQUIRED"),
+        "{failed}"
+    );
 
     // The token never reaches the logs.
     assert!(!env().watch.logs().contains("demo-token"));
@@ -225,7 +309,11 @@ async fn upload_event_with_an_encoded_key_and_the_same_event_twice() {
     let run = &second.expect_ok()["runs"][0];
     assert_eq!(run["counts"]["created"], 0);
     assert_eq!(run["counts"]["unchanged"], 5);
-    assert_eq!(mutations(&emu), before, "the second delivery sent mutations");
+    assert_eq!(
+        mutations(&emu),
+        before,
+        "the second delivery sent mutations"
+    );
     assert_eq!(cards_of(&emu, "C0101"), 1);
 
     // Objects nobody syncs, markers and empty objects are ignored with a reason.
@@ -243,16 +331,30 @@ async fn upload_event_with_an_encoded_key_and_the_same_event_twice() {
 async fn a_manual_dry_run_writes_nothing_to_pipefy() {
     let emu = emulator().await;
     let d = destination(&emu, Some("demo-token"), "").await;
-    put(&env().data_bucket, &format!("refined/{}/part-0001.csv", d.table), DEMO_TABLE).await;
-    let answer = invoke("sync-scheduled", json!({"destination": d.name, "dry_run": true})).await;
+    put(
+        &env().data_bucket,
+        &format!("refined/{}/part-0001.csv", d.table),
+        DEMO_TABLE,
+    )
+    .await;
+    let answer = invoke(
+        "sync-scheduled",
+        json!({"destination": d.name, "dry_run": true}),
+    )
+    .await;
     let summary = answer.expect_ok();
     assert_eq!(summary["dry_run"], true);
     assert_eq!(summary["trigger"], "manual");
-    assert_eq!(summary["counts"]["created"], 42, "would-create rows: {summary:#}");
+    assert_eq!(
+        summary["counts"]["created"], 42,
+        "would-create rows: {summary:#}"
+    );
     assert_eq!(mutations(&emu), 0);
     assert_eq!(cards_of(&emu, "C0001"), 0);
     // No state was written.
-    assert!(list(&env().system_bucket, &format!("state/{}/", d.name)).await.is_empty());
+    assert!(list(&env().system_bucket, &format!("state/{}/", d.name))
+        .await
+        .is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -260,23 +362,40 @@ async fn bad_setups_and_events_are_clear_errors_and_write_nothing() {
     let emu = emulator().await;
     // A wrong token.
     let wrong = destination(&emu, Some("not-a-token"), "").await;
-    put(&env().data_bucket, &format!("refined/{}/part-0001.csv", wrong.table), DEMO_TABLE).await;
+    put(
+        &env().data_bucket,
+        &format!("refined/{}/part-0001.csv", wrong.table),
+        DEMO_TABLE,
+    )
+    .await;
     let answer = invoke("sync-scheduled", json!({"destination": wrong.name})).await;
     let (kind, message) = answer.error.clone().expect("wrong token fails");
     assert_eq!(kind, "PipefyUnauthorized", "{}", answer.raw);
     assert!(!message.contains("not-a-token"), "{message}");
     assert!(!env().watch.logs().contains("not-a-token"));
-    assert!(list(&env().system_bucket, &format!("state/{}/manifest.json", wrong.name)).await.is_empty());
+    assert!(list(
+        &env().system_bucket,
+        &format!("state/{}/manifest.json", wrong.name)
+    )
+    .await
+    .is_empty());
 
     // A missing secret.
     let no_secret = destination(&emu, None, "").await;
     let answer = invoke("sync-scheduled", json!({"destination": no_secret.name})).await;
     let (kind, message) = answer.error.clone().expect("missing secret fails");
     assert_eq!(kind, "SecretUnavailable", "{}", answer.raw);
-    assert!(message.contains(&format!("pipefy-sync/{}", no_secret.name)), "{message}");
+    assert!(
+        message.contains(&format!("pipefy-sync/{}", no_secret.name)),
+        "{message}"
+    );
 
     // An unknown destination / a missing destination file.
-    let answer = invoke("sync-scheduled", json!({"destination": "no-such-destination"})).await;
+    let answer = invoke(
+        "sync-scheduled",
+        json!({"destination": "no-such-destination"}),
+    )
+    .await;
     let (kind, message) = answer.error.clone().expect("unknown destination fails");
     assert_eq!(kind, "UnknownDestination", "{}", answer.raw);
     assert!(message.contains("no-such-destination"), "{message}");
@@ -289,7 +408,10 @@ async fn bad_setups_and_events_are_clear_errors_and_write_nothing() {
         ("notify", json!({"hello": "world"})),
     ] {
         let answer = invoke(function, payload.clone()).await;
-        let (kind, _) = answer.error.clone().unwrap_or_else(|| panic!("{function} accepted {payload}"));
+        let (kind, _) = answer
+            .error
+            .clone()
+            .unwrap_or_else(|| panic!("{function} accepted {payload}"));
         assert_eq!(kind, "InvalidEvent", "{function} {payload}: {}", answer.raw);
     }
     assert_eq!(mutations(&emu), 0, "nothing half-written to Pipefy");
@@ -309,7 +431,16 @@ async fn notify_posts_on_failure_and_on_recovery() {
             "responsePayload": response,
         })
     };
-    let hooks = || env().webhook.lock().unwrap().iter().filter(|m| m.contains(&name)).cloned().collect::<Vec<_>>();
+    let hooks = || {
+        env()
+            .webhook
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.contains(&name))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
 
     let failed = invoke("notify", record("RetriesExhausted", json!({"errorType": "PipefyUnauthorized", "errorMessage": "Pipefy rejected the credentials"}), Some("Unhandled"))).await;
     assert_eq!(failed.expect_ok()["event"], "failed");
@@ -335,7 +466,10 @@ async fn notify_posts_on_failure_and_on_recovery() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_concurrent_invocations_of_one_destination_make_no_duplicates() {
     let emu = pipefy_emulator::start(EmulatorConfig {
-        faults: Faults { latency_ms: 20, ..Faults::default() },
+        faults: Faults {
+            latency_ms: 20,
+            ..Faults::default()
+        },
         ..fast_emulator_config()
     })
     .await
@@ -345,11 +479,19 @@ async fn five_concurrent_invocations_of_one_destination_make_no_duplicates() {
     for i in 0..300 {
         rows.push_str(&format!("K{i:05},Name {i},Pro,{i},ana.souza@example.com\n"));
     }
-    put(&env().data_bucket, &format!("refined/{}/big.csv", d.table), rows).await;
+    put(
+        &env().data_bucket,
+        &format!("refined/{}/big.csv", d.table),
+        rows,
+    )
+    .await;
     let mut handles = Vec::new();
     for _ in 0..5 {
         let name = d.name.clone();
-        handles.push(tokio::spawn(invoke("sync-scheduled", json!({"destination": name}))));
+        handles.push(tokio::spawn(invoke(
+            "sync-scheduled",
+            json!({"destination": name}),
+        )));
     }
     let mut statuses = Vec::new();
     for h in handles {
@@ -360,7 +502,11 @@ async fn five_concurrent_invocations_of_one_destination_make_no_duplicates() {
     let snapshot = emu.snapshot();
     for i in 0..300 {
         let key = format!("K{i:05}");
-        let n = snapshot.cards.iter().filter(|c| field_text(c.fields.get("external_id")) == key).count();
+        let n = snapshot
+            .cards
+            .iter()
+            .filter(|c| field_text(c.fields.get("external_id")) == key)
+            .count();
         assert_eq!(n, 1, "key {key} has {n} cards (statuses {statuses:?})");
     }
 }
@@ -373,25 +519,46 @@ async fn a_run_hands_off_and_still_creates_every_card_once_with_one_report() {
     fn_env.push(("PIPEFY_SYNC_BUCKET".into(), e.system_bucket.clone()));
     fn_env.push(("PIPEFY_SYNC_TIME_BUDGET_SECONDS".into(), "0.4".into()));
     fn_env.push(("AWS_LAMBDA_FUNCTION_NAME".into(), "sync-scheduled".into()));
-    let watch = tokio::task::spawn_blocking(move || LambdaWatch::start(&fn_env)).await.unwrap();
+    let watch = tokio::task::spawn_blocking(move || LambdaWatch::start(&fn_env))
+        .await
+        .unwrap();
     let watch = Arc::new(watch);
 
     let emu = pipefy_emulator::start(EmulatorConfig {
-        faults: Faults { latency_ms: 60, ..Faults::default() },
+        faults: Faults {
+            latency_ms: 60,
+            ..Faults::default()
+        },
         ..fast_emulator_config()
     })
     .await
     .unwrap();
-    let d = destination(&emu, Some("demo-token"), "limits: { mutations_per_request: 5, concurrency: 1 }").await;
+    let d = destination(
+        &emu,
+        Some("demo-token"),
+        "limits: { mutations_per_request: 5, concurrency: 1 }",
+    )
+    .await;
     let mut rows = String::from("customer_id,name,plan,seats,owner_email\n");
     for i in 0..150 {
-        rows.push_str(&format!("H{i:05},Name {i},Free,{i},bruno.lima@example.com\n"));
+        rows.push_str(&format!(
+            "H{i:05},Name {i},Free,{i},bruno.lima@example.com\n"
+        ));
     }
-    put(&e.data_bucket, &format!("refined/{}/rows.csv", d.table), rows).await;
+    put(
+        &e.data_bucket,
+        &format!("refined/{}/rows.csv", d.table),
+        rows,
+    )
+    .await;
 
     let w = watch.clone();
     let name = d.name.clone();
-    let first = tokio::task::spawn_blocking(move || w.invoke("sync-scheduled", &json!({"destination": name}))).await.unwrap();
+    let first = tokio::task::spawn_blocking(move || {
+        w.invoke("sync-scheduled", &json!({"destination": name}))
+    })
+    .await
+    .unwrap();
     let first = first.expect_ok().clone();
     assert_eq!(first["status"], "handed_off", "{first:#}");
     let run_id = first["run_id"].as_str().unwrap().to_string();
@@ -400,7 +567,10 @@ async fn a_run_hands_off_and_still_creates_every_card_once_with_one_report() {
     let mut summary = serde_json::Value::Null;
     for _ in 0..240 {
         let keys = list(&e.system_bucket, &format!("reports/{}/", d.name)).await;
-        if let Some(k) = keys.iter().find(|k| k.contains(&run_id) && k.ends_with("summary.json")) {
+        if let Some(k) = keys
+            .iter()
+            .find(|k| k.contains(&run_id) && k.ends_with("summary.json"))
+        {
             summary = serde_json::from_str(&get(&e.system_bucket, k).await.unwrap()).unwrap();
             if summary["status"] == "completed" {
                 break;
@@ -408,16 +578,33 @@ async fn a_run_hands_off_and_still_creates_every_card_once_with_one_report() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert_eq!(summary["status"], "completed", "{summary:#}\n{}", watch.logs());
-    assert!(summary["invocations"].as_u64().unwrap() >= 3, "at least two hand-offs: {summary:#}");
+    assert_eq!(
+        summary["status"],
+        "completed",
+        "{summary:#}\n{}",
+        watch.logs()
+    );
+    assert!(
+        summary["invocations"].as_u64().unwrap() >= 3,
+        "at least two hand-offs: {summary:#}"
+    );
     assert_eq!(summary["counts"]["created"], 150, "{summary:#}");
     let snapshot = emu.snapshot();
     for i in 0..150 {
         let key = format!("H{i:05}");
-        assert_eq!(snapshot.cards.iter().filter(|c| field_text(c.fields.get("external_id")) == key).count(), 1, "{key}");
+        assert_eq!(
+            snapshot
+                .cards
+                .iter()
+                .filter(|c| field_text(c.fields.get("external_id")) == key)
+                .count(),
+            1,
+            "{key}"
+        );
     }
     // One report: one summary for the run.
-    let summaries = list(&e.system_bucket, &format!("reports/{}/", d.name)).await
+    let summaries = list(&e.system_bucket, &format!("reports/{}/", d.name))
+        .await
         .into_iter()
         .filter(|k| k.ends_with("summary.json"))
         .count();

@@ -35,6 +35,7 @@ fn fast_config(emu: &EmulatorHandle) -> ClientConfig {
         mutations_per_request: 20,
         request_timeout: Duration::from_millis(2_000),
         max_retries: 3,
+        throttle_patience: Duration::from_millis(300),
         backoff_base: Duration::from_millis(5),
         backoff_max: Duration::from_millis(40),
     }
@@ -468,9 +469,10 @@ async fn throttle_bursts_are_retried_counted_and_slow_the_limiter() {
     }
     assert_eq!(c.stats().rate_per_window, 10_000);
 
-    // A 429 burst longer than the retries: retryable, never ambiguous.
+    // 429s are retried for `throttle_patience` (300 ms here), not `max_retries` (3) times:
+    // a throttle says "wait". A burst longer than that: retryable, never ambiguous.
     emu.set_faults(Faults {
-        throttle_burst: 50,
+        throttle_burst: 500,
         ..Faults::default()
     });
     let c = client(&emu);
@@ -478,6 +480,7 @@ async fn throttle_bursts_are_retried_counted_and_slow_the_limiter() {
     let e = r[0].as_ref().unwrap_err();
     assert_eq!(e.class, ErrorClass::Retryable);
     assert_eq!(e.code.as_deref(), Some("THROTTLED"));
+    assert!(c.stats().throttles > 4, "{:?}", c.stats());
     assert_eq!(cards_with_key(&emu, "THROTTLE-2"), 0);
 }
 

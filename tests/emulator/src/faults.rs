@@ -101,7 +101,11 @@ impl FaultEngine {
     pub fn draw_request(&mut self) -> RequestFault {
         let f = self.faults.clone();
         let e5 = self.hit(f.error_5xx_rate);
-        let code = [500u16, 502, 503][self.rng.gen_range(0..3usize)];
+        let code = match self.rng.gen_range(0..3u8) {
+            0 => 500,
+            1 => 502,
+            _ => 503,
+        };
         let reset = self.hit(f.reset_rate);
         let timeout = self.hit(f.timeout_rate);
         let applied = self.hit(f.timeout_applied_share);

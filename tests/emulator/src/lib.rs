@@ -1,5 +1,5 @@
-//! A local Pipefy GraphQL API emulator for tests and the demo, faithful to
-//! `docs`' API notes (see `tests/emulator/README.md` for every behaviour and its knobs).
+//! A local Pipefy GraphQL API emulator for tests and the demo, faithful to the team's
+//! Pipefy API notes (see `tests/emulator/README.md` for every behaviour and its knobs).
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {

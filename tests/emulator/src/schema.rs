@@ -1132,6 +1132,7 @@ impl FilterSetInput {
                 .map(FilterSetInput::decode)
                 .collect(),
             unsupported,
+            resolved: None,
         }
     }
 }

@@ -378,6 +378,16 @@ impl Catalog {
                 }
             }
         }
+        for t in &fixture.tables {
+            if let Some(tf) = &t.title_field_id {
+                if c.field(&t.id, tf).is_none() {
+                    return Err(FixtureError::Invalid(format!(
+                        "table {} title field {tf} does not exist",
+                        t.id
+                    )));
+                }
+            }
+        }
         c.fixture = fixture;
         Ok(c)
     }
@@ -521,6 +531,21 @@ pub(crate) enum Node {
     Record(Record),
 }
 
+/// A borrowed node, turned into a [`Node`] only when it is on the page.
+pub(crate) enum NodeRef<'a> {
+    Card(&'a Card),
+    Record(&'a Record),
+}
+
+impl NodeRef<'_> {
+    fn into_node(self) -> Node {
+        match self {
+            NodeRef::Card(c) => Node::Card(c.clone()),
+            NodeRef::Record(r) => Node::Record(r.clone()),
+        }
+    }
+}
+
 /// A filter of `records(where:)`.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Filter {
@@ -536,6 +561,8 @@ pub(crate) struct Filter {
     pub or: Vec<Filter>,
     /// Operators the emulator does not implement (named in the error).
     pub unsupported: Vec<&'static str>,
+    /// `(slug, type)` of `field`, set by validation.
+    pub resolved: Option<(String, FieldType)>,
 }
 
 /// A page of a connection.
@@ -556,11 +583,13 @@ fn parse_cursor(c: &str) -> Result<u64, ApiError> {
         .ok_or_else(|| ApiError::InvalidInput(format!("Invalid cursor: {c:?}")))
 }
 
-fn page<T>(
-    all: Vec<(u64, T)>,
+/// One page of `all` (key order); only the page's items are converted (cloned).
+fn page<R, T>(
+    all: Vec<(u64, R)>,
     first: Option<i32>,
     after: Option<&str>,
     max: usize,
+    conv: impl Fn(R) -> T,
 ) -> Result<Page<T>, ApiError> {
     let total = all.len();
     let after_key = after.map(parse_cursor).transpose()?;
@@ -572,7 +601,7 @@ fn page<T>(
     let mut items = Vec::new();
     while items.len() < n {
         match rest.next() {
-            Some((k, t)) => items.push((cursor_of(k), t)),
+            Some((k, t)) => items.push((cursor_of(k), conv(t))),
             None => break,
         }
     }
@@ -623,6 +652,14 @@ impl Store {
                 )));
             }
             let mut r = r.clone();
+            if let Some(d) = &r.due_date {
+                r.due_date = Some(values::normalize_due_date(d).ok_or_else(|| {
+                    FixtureError::Invalid(format!(
+                        "record {} due_date {d:?} is not a date time",
+                        r.id
+                    ))
+                })?);
+            }
             if r.created_at.is_empty() {
                 r.created_at = stamp.clone();
             }
@@ -658,6 +695,14 @@ impl Store {
                         c.id, c.phase_id, pipe.id
                     )))
                 }
+            }
+            if let Some(d) = &c.due_date {
+                c.due_date = Some(values::normalize_due_date(d).ok_or_else(|| {
+                    FixtureError::Invalid(format!(
+                        "card {} due_date {d:?} is not a date time",
+                        c.id
+                    ))
+                })?);
             }
             if c.created_at.is_empty() {
                 c.created_at = stamp.clone();
@@ -1700,9 +1745,9 @@ impl Store {
                     .as_ref()
                     .is_none_or(|i| !i.contains(&c.id))
             })
-            .map(|(k, c)| (*k, c.clone()))
+            .map(|(k, c)| (*k, c))
             .collect();
-        page(all, first, after, max)
+        page(all, first, after, max, Card::clone)
     }
 
     /// `findCards(pipeId, search: {fieldId, fieldValue})`.
@@ -1736,9 +1781,9 @@ impl Store {
                     .get(field_id)
                     .is_some_and(|v| values::matches(ft, v, value))
             })
-            .map(|(k, c)| (*k, c.clone()))
+            .map(|(k, c)| (*k, c))
             .collect();
-        page(all, first, after, max)
+        page(all, first, after, max, Card::clone)
     }
 
     /// `findRecords(tableId, search: {fieldId, fieldValue})`.
@@ -1772,9 +1817,9 @@ impl Store {
                     .get(field_id)
                     .is_some_and(|v| values::matches(ft, v, value))
             })
-            .map(|(k, r)| (*k, r.clone()))
+            .map(|(k, r)| (*k, r))
             .collect();
-        page(all, first, after, max)
+        page(all, first, after, max, Record::clone)
     }
 
     /// `table_records(table_id, first, after)`.
@@ -1794,9 +1839,9 @@ impl Store {
             .records
             .iter()
             .filter(|(_, r)| r.table_id == table_id)
-            .map(|(k, r)| (*k, r.clone()))
+            .map(|(k, r)| (*k, r))
             .collect();
-        page(all, first, after, max)
+        page(all, first, after, max, Record::clone)
     }
 
     /// `records(repoId, phaseId, searchTerm, where, first, after)` over a pipe or table.
@@ -1818,8 +1863,9 @@ impl Store {
             .repo(repo_id)
             .ok_or_else(|| Self::missing(rules, "Pipe", repo_id))?;
         Self::check_access(cat, rules, repo, user, false)?;
-        if let Some(f) = filter {
-            self.check_filter(cat, repo_id, f)?;
+        let mut filter = filter.cloned();
+        if let Some(f) = filter.as_mut() {
+            Self::check_filter(cat, repo_id, f)?;
         }
         let term = term.map(str::to_lowercase).filter(|t| !t.is_empty());
         let matches_node =
@@ -1836,28 +1882,31 @@ impl Store {
                         return false;
                     }
                 }
-                filter.is_none_or(|f| eval_filter(cat, repo_id, f, id, title, phase, fields))
+                filter
+                    .as_ref()
+                    .is_none_or(|f| eval_filter(f, id, title, phase, fields))
             };
-        let all: Vec<(u64, Node)> = match repo {
+        let all: Vec<(u64, NodeRef<'_>)> = match repo {
             Repo::Pipe(_) => self
                 .cards
                 .iter()
                 .filter(|(_, c)| c.pipe_id == repo_id)
                 .filter(|(_, c)| matches_node(&c.id, &c.title, Some(&c.phase_id), &c.fields))
-                .map(|(k, c)| (*k, Node::Card(c.clone())))
+                .map(|(k, c)| (*k, NodeRef::Card(c)))
                 .collect(),
             Repo::Table(_) => self
                 .records
                 .iter()
                 .filter(|(_, r)| r.table_id == repo_id)
                 .filter(|(_, r)| matches_node(&r.id, &r.title, None, &r.fields))
-                .map(|(k, r)| (*k, Node::Record(r.clone())))
+                .map(|(k, r)| (*k, NodeRef::Record(r)))
                 .collect(),
         };
-        page(all, first, after, max)
+        page(all, first, after, max, NodeRef::into_node)
     }
 
-    fn check_filter(&self, cat: &Catalog, repo_id: &str, f: &Filter) -> Result<(), ApiError> {
+    /// Validates a filter and resolves its field uuid to `(slug, type)` once.
+    fn check_filter(cat: &Catalog, repo_id: &str, f: &mut Filter) -> Result<(), ApiError> {
         if let Some(op) = f.unsupported.first() {
             return Err(ApiError::InvalidInput(format!(
                 "The emulator does not implement the \"{op}\" filter operator"
@@ -1874,7 +1923,13 @@ impl Store {
                 )));
             }
             match cat.field_by_uuid(field) {
-                Some((r, _)) if r == repo_id => {}
+                Some((r, slug)) if r == repo_id => {
+                    let ft = cat
+                        .field(r, slug)
+                        .map(|fi| fi.def.field_type)
+                        .ok_or(ApiError::Internal)?;
+                    f.resolved = Some((slug.to_string(), ft));
+                }
                 _ => {
                     return Err(ApiError::InvalidInput(format!(
                         "Field not found with uuid: {field}"
@@ -1889,16 +1944,14 @@ impl Store {
                 )));
             }
         }
-        for sub in f.and.iter().chain(f.or.iter()) {
-            self.check_filter(cat, repo_id, sub)?;
+        for sub in f.and.iter_mut().chain(f.or.iter_mut()) {
+            Self::check_filter(cat, repo_id, sub)?;
         }
         Ok(())
     }
 }
 
 fn eval_filter(
-    cat: &Catalog,
-    repo_id: &str,
     f: &Filter,
     id: &str,
     title: &str,
@@ -1907,15 +1960,8 @@ fn eval_filter(
 ) -> bool {
     // The value being compared: a field's stored value, or an attribute as text.
     let test = |pred: &dyn Fn(&str) -> bool| -> bool {
-        if let Some(uuid) = &f.field {
-            let Some((_, slug)) = cat.field_by_uuid(uuid) else {
-                return false;
-            };
-            let ft = cat.field(repo_id, slug).map(|fi| fi.def.field_type);
-            match (fields.get(slug), ft) {
-                (Some(v), Some(_)) => pred_on_value(v, pred),
-                _ => false,
-            }
+        if let Some((slug, _)) = &f.resolved {
+            fields.get(slug).is_some_and(|v| pred_on_value(v, pred))
         } else if let Some(a) = &f.attribute {
             match a.as_str() {
                 "ID" => pred(id),
@@ -1927,39 +1973,28 @@ fn eval_filter(
             true
         }
     };
+    // Equality: typed comparison on fields (dates, numbers, lists), text on attributes.
+    let equals = |want: &str| -> bool {
+        match &f.resolved {
+            Some((slug, ft)) => fields
+                .get(slug)
+                .is_some_and(|v| values::matches(*ft, v, want)),
+            None => test(&|x| x == want),
+        }
+    };
     let mut ok = true;
-    if f.field.is_some() || f.attribute.is_some() {
+    if f.resolved.is_some() || f.attribute.is_some() {
         if let Some(v) = &f.eq {
-            ok &= if f.field.is_some() {
-                field_matches(cat, repo_id, f, fields, v)
-            } else {
-                test(&|x| x == v)
-            };
+            ok &= equals(v);
         }
         if let Some(v) = &f.neq {
-            ok &= !(if f.field.is_some() {
-                field_matches(cat, repo_id, f, fields, v)
-            } else {
-                test(&|x| x == v)
-            });
+            ok &= !equals(v);
         }
         if let Some(vs) = &f.in_ {
-            ok &= vs.iter().any(|v| {
-                if f.field.is_some() {
-                    field_matches(cat, repo_id, f, fields, v)
-                } else {
-                    test(&|x| x == v)
-                }
-            });
+            ok &= vs.iter().any(|v| equals(v));
         }
         if let Some(vs) = &f.nin {
-            ok &= !vs.iter().any(|v| {
-                if f.field.is_some() {
-                    field_matches(cat, repo_id, f, fields, v)
-                } else {
-                    test(&|x| x == v)
-                }
-            });
+            ok &= !vs.iter().any(|v| equals(v));
         }
         if let Some(v) = &f.contains {
             let v = v.to_lowercase();
@@ -1974,32 +2009,14 @@ fn eval_filter(
         ok &= f
             .and
             .iter()
-            .all(|s| eval_filter(cat, repo_id, s, id, title, phase, fields));
+            .all(|s| eval_filter(s, id, title, phase, fields));
     }
     if !f.or.is_empty() {
         ok &=
             f.or.iter()
-                .any(|s| eval_filter(cat, repo_id, s, id, title, phase, fields));
+                .any(|s| eval_filter(s, id, title, phase, fields));
     }
     ok
-}
-
-fn field_matches(
-    cat: &Catalog,
-    repo_id: &str,
-    f: &Filter,
-    fields: &BTreeMap<String, Json>,
-    want: &str,
-) -> bool {
-    let Some((_, slug)) = f.field.as_deref().and_then(|u| cat.field_by_uuid(u)) else {
-        return false;
-    };
-    let Some(fi) = cat.field(repo_id, slug) else {
-        return false;
-    };
-    fields
-        .get(slug)
-        .is_some_and(|v| values::matches(fi.def.field_type, v, want))
 }
 
 fn pred_on_value(v: &Json, pred: &dyn Fn(&str) -> bool) -> bool {

@@ -157,12 +157,11 @@ fn push_list_item(v: &Json, out: &mut Vec<String>) {
         Json::Object(_) => out.push(v.to_string()),
         Json::String(s) => {
             let t = s.trim();
-            if t.starts_with('[') && t.ends_with(']') {
+            if let Some(inner) = t.strip_prefix('[').and_then(|x| x.strip_suffix(']')) {
                 if let Ok(Json::Array(items)) = serde_json::from_str::<Json>(t) {
                     items.iter().for_each(|i| push_list_item(i, out));
                     return;
                 }
-                let inner = &t[1..t.len() - 1];
                 for part in inner.split(',') {
                     let p = part.trim().trim_matches(|c| c == '"' || c == '\'').trim();
                     if !p.is_empty() {

@@ -700,5 +700,27 @@ async fn fixtures_load_from_files_and_bad_ones_are_rejected() {
     assert!(pipefy_emulator::start(EmulatorConfig::with_fixture(bad))
         .await
         .is_err());
+    let mut bad = Fixture::demo();
+    bad.cards[0].due_date = Some("soon".into());
+    assert!(pipefy_emulator::start(EmulatorConfig::with_fixture(bad))
+        .await
+        .is_err());
+    let mut bad = Fixture::demo();
+    bad.tables[0].title_field_id = Some("nope".into());
+    assert!(pipefy_emulator::start(EmulatorConfig::with_fixture(bad))
+        .await
+        .is_err());
     assert!(Fixture::from_json("{\"pipes\": [], \"surprise\": 1}").is_err());
+
+    // Fixture values are normalised like client writes.
+    let mut f = Fixture::demo();
+    f.cards[0].due_date = Some("2024-08-08T16:46:00-03:00".into());
+    let emu = pipefy_emulator::start(EmulatorConfig::with_fixture(f))
+        .await
+        .unwrap();
+    let snap = emu.snapshot();
+    let c = snap.card("900001").unwrap();
+    assert_eq!(c.due_date.as_deref(), Some("2024-08-08T19:46:00Z"));
+    assert_eq!(snap.card("900002").unwrap().fields["budget"], json!(8500.5));
+    assert_eq!(snap.card("900004").unwrap().fields["mrr"], json!(4999.9));
 }
