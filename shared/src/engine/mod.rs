@@ -326,6 +326,12 @@ pub fn new_run_id() -> String {
     )
 }
 
+/// Connections resolved by key in this run: `(repo, key_field, key)` -> id, or why not.
+pub(crate) type ConnectionCache = HashMap<(String, String, String), Result<String, String>>;
+
+/// What a removed row's card or record gets, from its id (`None`: nothing to send).
+type RemovalOp = Box<dyn Fn(&str) -> Option<crate::pipefy::Mutation>>;
+
 /// Per-run things every window needs.
 pub(crate) struct RunShared {
     pub dest: Destination,
@@ -336,7 +342,7 @@ pub(crate) struct RunShared {
     pub dry_run: bool,
     pub settle: Duration,
     /// `(repo, key_field, key)` -> id, or the reason it could not be resolved.
-    pub connections: Mutex<HashMap<(String, String, String), Result<String, String>>>,
+    pub connections: Mutex<ConnectionCache>,
     pub state: Option<StateWriter>,
     /// Partial success is off and a row failed: nothing more is sent.
     pub stopped: std::sync::atomic::AtomicBool,
@@ -550,7 +556,7 @@ async fn resolve_leftover_intents(
         _ => Vec::new(),
     };
     let mut kept = Vec::new();
-    for (intent, result) in keyed.into_iter().zip(found.into_iter()) {
+    for (intent, result) in keyed.into_iter().zip(found) {
         match result {
             Ok(ids) if ids.len() == 1 => {
                 if let Some(id) = ids.first() {
@@ -911,38 +917,36 @@ impl Runner<'_> {
         if gone.is_empty() {
             return Ok(());
         }
-        let (op_for, action): (
-            Box<dyn Fn(&str) -> Option<crate::pipefy::Mutation>>,
-            RowAction,
-        ) = match (&self.shared.dest.sync.removed_rows, &self.shared.repo) {
-            (RemovedRows::Delete, Repo::Pipe(_)) => (
-                Box::new(|id: &str| {
-                    Some(crate::pipefy::Mutation::DeleteCard { id: id.to_string() })
-                }),
-                RowAction::Deleted,
-            ),
-            (RemovedRows::Delete, Repo::Table(_)) => (
-                Box::new(|id: &str| {
-                    Some(crate::pipefy::Mutation::DeleteTableRecord { id: id.to_string() })
-                }),
-                RowAction::Deleted,
-            ),
-            (RemovedRows::MoveToPhase { phase }, Repo::Pipe(_)) => {
-                let phase_id = self.shared.mapper.phase_id_by_name(phase);
-                (
-                    Box::new(move |id: &str| {
-                        phase_id
-                            .as_ref()
-                            .map(|p| crate::pipefy::Mutation::MoveCardToPhase {
-                                card_id: id.to_string(),
-                                phase_id: p.clone(),
-                            })
+        let (op_for, action): (RemovalOp, RowAction) =
+            match (&self.shared.dest.sync.removed_rows, &self.shared.repo) {
+                (RemovedRows::Delete, Repo::Pipe(_)) => (
+                    Box::new(|id: &str| {
+                        Some(crate::pipefy::Mutation::DeleteCard { id: id.to_string() })
                     }),
-                    RowAction::Moved,
-                )
-            }
-            _ => return Ok(()),
-        };
+                    RowAction::Deleted,
+                ),
+                (RemovedRows::Delete, Repo::Table(_)) => (
+                    Box::new(|id: &str| {
+                        Some(crate::pipefy::Mutation::DeleteTableRecord { id: id.to_string() })
+                    }),
+                    RowAction::Deleted,
+                ),
+                (RemovedRows::MoveToPhase { phase }, Repo::Pipe(_)) => {
+                    let phase_id = self.shared.mapper.phase_id_by_name(phase);
+                    (
+                        Box::new(move |id: &str| {
+                            phase_id
+                                .as_ref()
+                                .map(|p| crate::pipefy::Mutation::MoveCardToPhase {
+                                    card_id: id.to_string(),
+                                    phase_id: p.clone(),
+                                })
+                        }),
+                        RowAction::Moved,
+                    )
+                }
+                _ => return Ok(()),
+            };
         let mut ops = Vec::new();
         let mut owners = Vec::new();
         for (k, e) in &gone {

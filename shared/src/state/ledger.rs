@@ -305,7 +305,7 @@ impl Iterator for MergeIter<'_> {
                 }
                 (b, o) => {
                     // Here the overlay key exists and is <= the base key.
-                    let Some(o) = o else { return None };
+                    let o = o?;
                     self.overlay_pos += 1;
                     if b == Some(o) {
                         self.base_pos += 1;

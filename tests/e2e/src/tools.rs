@@ -59,8 +59,11 @@ pub fn spawn_tied(mut cmd: std::process::Command) -> std::io::Result<std::proces
         let spawned = cmd.spawn();
         let ok = spawned.is_ok();
         let _ = tx.send(spawned);
-        while ok {
-            std::thread::park();
+        if ok {
+            // Live as long as the process, so the child is killed only when it exits.
+            loop {
+                std::thread::park();
+            }
         }
     });
     rx.recv()

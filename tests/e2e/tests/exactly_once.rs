@@ -384,7 +384,7 @@ async fn a_rerun_with_one_percent_changed_sends_only_those_rows() {
         stats.mutations
     );
     assert!(
-        stats.mutations.get("createCard").is_none(),
+        !stats.mutations.contains_key("createCard"),
         "{:?}",
         stats.mutations
     );
