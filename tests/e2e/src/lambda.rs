@@ -169,7 +169,15 @@ fn parse_error(raw: &str) -> (String, String) {
                 }
             }
         }
-        return (error_type.trim().to_string(), message.join(" "));
+        // miette wraps at spaces and after hyphens: a piece ending in '-' continues the word.
+        let mut joined = String::new();
+        for piece in message {
+            if !joined.is_empty() && !joined.ends_with('-') {
+                joined.push(' ');
+            }
+            joined.push_str(&piece);
+        }
+        return (error_type.trim().to_string(), joined);
     }
     let json_field = |name: &str| -> String {
         let needle = format!("\"{name}\"");
