@@ -186,6 +186,16 @@ impl Harness {
     }
 }
 
+/// Every row read has exactly one outcome in the counts.
+pub fn assert_counts_add_up(s: &RunSummary) {
+    let c = &s.counts;
+    assert_eq!(
+        c.read,
+        c.created + c.updated + c.unchanged + c.skipped_by_preflight + c.failed + c.not_attempted,
+        "read must equal created+updated+unchanged+skipped+failed+not_attempted: {c:#?}"
+    );
+}
+
 /// A stored field value as comparable text (strings as is, numbers and arrays as JSON).
 pub fn field_text(v: Option<&serde_json::Value>) -> String {
     match v {

@@ -8,7 +8,7 @@ use pipefy_sync::config::{parse_destination, Destination};
 use pipefy_sync::engine::{sync, RunRequest};
 use pipefy_sync::report::{RowAction, RowResult, RunStatus, RunSummary};
 use pipefy_sync::source::formats::flate2;
-use pipefy_sync_tests::sync::{result_at, Harness};
+use pipefy_sync_tests::sync::{assert_counts_add_up, result_at, Harness};
 
 const FILE: &str = "refined/customers/part-0001.csv";
 
@@ -83,15 +83,6 @@ fn mutations(h: &Harness) -> u64 {
 
 fn cards_with_key(h: &Harness, key: &str) -> usize {
     h.cards_with("301", "external_id", key).len()
-}
-
-fn assert_counts_add_up(s: &RunSummary) {
-    let c = &s.counts;
-    assert_eq!(
-        c.read,
-        c.created + c.updated + c.unchanged + c.skipped_by_preflight + c.failed + c.not_attempted,
-        "read must equal created+updated+unchanged+skipped+failed+not_attempted: {c:#?}"
-    );
 }
 
 /// What a failed row must say.

@@ -7,8 +7,10 @@ use pipefy_emulator::{EmulatorConfig, FieldDef, Fixture};
 use pipefy_sync::config::Destination;
 use pipefy_sync::engine::{sync, RunRequest};
 use pipefy_sync::pipefy::{CreateTableRecordInput, FieldValueInput, Mutation};
-use pipefy_sync::report::{RowAction, RowResult, RunStatus, RunSummary};
-use pipefy_sync_tests::sync::{fast_emulator_config, field_text, result_at, Harness};
+use pipefy_sync::report::{RowAction, RowResult, RunStatus};
+use pipefy_sync_tests::sync::{
+    assert_counts_add_up, fast_emulator_config, field_text, result_at, Harness,
+};
 use serde_json::json;
 
 const FILE: &str = "refined/customers/part-0001.csv";
@@ -55,16 +57,6 @@ fn no_card(h: &Harness, key: &str) {
     assert!(
         h.cards_with("301", "external_id", key).is_empty(),
         "no card for {key} expected"
-    );
-}
-
-/// Every row read is accounted for exactly once.
-fn assert_counts_add_up(s: &RunSummary) {
-    let c = &s.counts;
-    assert_eq!(
-        c.read,
-        c.created + c.updated + c.unchanged + c.skipped_by_preflight + c.failed + c.not_attempted,
-        "counts do not add up: {c:#?}"
     );
 }
 

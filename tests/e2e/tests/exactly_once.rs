@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 use pipefy_emulator::{EmulatorConfig, Faults};
 use pipefy_sync::engine::RunRequest;
 use pipefy_sync::pipefy::ClientConfig;
-use pipefy_sync::report::{RowAction, RunStatus, RunSummary};
+use pipefy_sync::report::{RowAction, RunStatus};
 use pipefy_sync_tests::moto::{new_bucket, Moto};
-use pipefy_sync_tests::sync::{fast_emulator_config, field_text, Harness, DEMO_TOKEN};
+use pipefy_sync_tests::sync::{
+    assert_counts_add_up, fast_emulator_config, field_text, Harness, DEMO_TOKEN,
+};
 use pipefy_sync_tests::tools::workspace_root;
 use rand::{Rng, SeedableRng};
 
@@ -68,15 +70,6 @@ fn assert_one_card_per_key(h: &Harness, context: &str) {
         "{context}: {} keys have no card, e.g. {:?}",
         missing.len(),
         missing.first()
-    );
-}
-
-fn assert_counts_add_up(s: &RunSummary) {
-    let c = &s.counts;
-    assert_eq!(
-        c.read,
-        c.created + c.updated + c.unchanged + c.skipped_by_preflight + c.failed + c.not_attempted,
-        "every row read has an outcome: {c:#?}"
     );
 }
 
