@@ -3,9 +3,9 @@
 # steady state, the ledger and start-up/size, side by side in one run; writes
 # bench/out/results.json and bench/out/results.md (the table for the README).
 #
-# Builds, one at a time: the functions' release x86_64 binaries (start-up), the bench binary
-# (release), and, when the zips are missing, `make build` (release arm64 zips, slow: skip with
-# BENCH_SKIP_BUILD=1). Tests never assert timings; this only reports them.
+# Builds, one at a time: the Lambda zips (`make build`, release arm64; x86_64 where the arm64
+# standard library is missing; skip with BENCH_SKIP_BUILD=1), the functions' release x86_64
+# binaries (start-up) and the bench binary (release). Tests never assert timings; this only reports them.
 #
 # Knobs (environment): BENCH_ROWS (1000000; the larger size is 10x, or BENCH_BIG_ROWS, 0 to
 # skip), BENCH_THROUGHPUT_ROWS (5000), BENCH_PEER_SECONDS (60), BENCH_PEER_CARDS (300),
@@ -29,15 +29,11 @@ wants() { [[ ",$only," == *",$1,"* ]]; }
 lambda_dir=target/lambda
 zip_arch=arm64
 if wants startup && [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
+  # Always built (incremental: quick when nothing changed), so a zip is never older than
+  # the code it is reported for.
   if rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu; then
-    missing=0
-    for f in sync-scheduled sync-upload notify; do
-      [[ -f target/lambda/$f/bootstrap.zip ]] || missing=1
-    done
-    if [[ $missing == 1 ]]; then
-      echo "bench: building the Lambda zips (make build: release arm64, several minutes)" >&2
-      make --no-print-directory build
-    fi
+    echo "bench: building the Lambda zips (make build: release arm64, several minutes when cold)" >&2
+    make --no-print-directory build
   else
     # No arm64 standard library on this machine (it cannot be downloaded here): measure the
     # same release zips built for x86_64, and say so in the results.
@@ -45,10 +41,12 @@ if wants startup && [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
     lambda_dir=target/lambda-x86_64
     zip_arch=x86_64
     for f in sync-scheduled sync-upload notify; do
-      [[ -f $lambda_dir/$f/bootstrap.zip ]] && continue
       .venv/bin/cargo-lambda lambda build --release --output-format zip -p "$f" --lambda-dir "$lambda_dir"
     done
   fi
+elif wants startup && ! rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu; then
+  lambda_dir=target/lambda-x86_64
+  zip_arch=x86_64
 fi
 
 if wants startup; then

@@ -3,11 +3,22 @@
 //! against moto server and cargo lambda locally; S3 switches to path-style addressing when
 //! an endpoint is overridden, because local endpoints have no per-bucket DNS.
 
-use aws_config::{BehaviorVersion, SdkConfig};
+use aws_config::{BehaviorVersion, ConfigLoader, SdkConfig};
+use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+
+/// The SDK's config loader with pipefy-sync's HTTP client: hyper 1 and rustls on ring, the
+/// stack reqwest already brings for Pipefy (the SDK's default would add aws-lc and a second
+/// TLS stack to every binary; see the workspace Cargo.toml).
+pub fn config_loader() -> ConfigLoader {
+    let http_client = aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    aws_config::defaults(BehaviorVersion::latest()).http_client(http_client)
+}
 
 /// Loads region, credentials and endpoint overrides from the environment.
 pub async fn load_sdk_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+    config_loader().load().await
 }
 
 pub fn s3_client(config: &SdkConfig) -> aws_sdk_s3::Client {

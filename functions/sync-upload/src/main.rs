@@ -1,6 +1,9 @@
 //! `sync-upload`: S3 ObjectCreated notifications.
 //! Builds the AWS clients once per container and hands every event to the library.
 
+#[global_allocator]
+static GLOBAL: pipefy_sync::Allocator = pipefy_sync::ALLOCATOR;
+
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 use pipefy_sync::lambda::{init_logging, Deps};
 use serde_json::Value;

@@ -1,6 +1,9 @@
 //! `pipefy-sync`: the local command line. Validates destination files, plans a run without
 //! writing anything, and runs a sync from local files or S3 with a progress bar.
 
+#[global_allocator]
+static GLOBAL: pipefy_sync::Allocator = pipefy_sync::ALLOCATOR;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;

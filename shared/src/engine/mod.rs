@@ -26,7 +26,7 @@ use crate::report::{
 };
 use crate::source::{list_table_files, open_rows, Provenance};
 use crate::state::{
-    Intent, Lease, Ledger, LoadedManifest, PendingWork, RunCursor, StateError, StateStore,
+    Intent, Lease, Ledger, LoadedManifest, PendingWork, RunCursor, SeenKeys, StateError, StateStore,
 };
 use crate::store::{ObjectMeta, ObjectStore, StoreError};
 
@@ -107,6 +107,8 @@ fn lease_ttl(dest: &Destination) -> Duration {
 }
 /// Checkpoint at most this often (a delta segment and a manifest write).
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
+/// A report part is written once this much is buffered, whatever the interval.
+const REPORT_PART_BYTES: usize = 4 << 20;
 /// Rows of a window that need no request (unchanged, failed preflight) before it is cut
 /// anyway, to bound memory and keep checkpoints moving.
 const MAX_WINDOW_ITEMS: usize = 4096;
@@ -518,7 +520,7 @@ async fn run_once(
         since_checkpoint: Vec::new(),
         committed_intents: Vec::new(),
         last_checkpoint: Instant::now(),
-        seen_keys: HashSet::new(),
+        seen_keys: SeenKeys::new(Arc::new(Ledger::new())),
         run_segments: Vec::new(),
         stopped_at: None,
         unresolvable: Arc::new(unresolvable),
@@ -613,7 +615,7 @@ struct Runner<'a> {
     committed_intents: Vec<u64>,
     last_checkpoint: Instant,
     /// Keys seen in this invocation: duplicates within a run, and removed-rows detection.
-    seen_keys: HashSet<u64>,
+    seen_keys: SeenKeys,
     run_segments: Vec<String>,
     stopped_at: Option<RowResult>,
     unresolvable: Arc<HashSet<u64>>,
@@ -687,7 +689,7 @@ impl Runner<'_> {
             tx,
         });
         tokio::pin!(producer);
-        let mut produced: Option<Result<(ProduceEnd, HashSet<u64>), EngineError>> = None;
+        let mut produced: Option<Result<(ProduceEnd, SeenKeys), EngineError>> = None;
         loop {
             tokio::select! {
                 end = &mut producer, if produced.is_none() => {
@@ -773,7 +775,11 @@ impl Runner<'_> {
                 .unwrap_or("");
             p.update(&self.cursor.counts, file);
         }
-        if self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+        // A dry run plans far faster than a run sends, so its report also goes out by size:
+        // held for the whole checkpoint interval it would be tens of MiB.
+        if self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY
+            || self.report.buffered_bytes() >= REPORT_PART_BYTES
+        {
             self.checkpoint(false).await?;
         }
         Ok(())
@@ -912,7 +918,7 @@ impl Runner<'_> {
         let gone: Vec<(u64, crate::state::Entry)> = self
             .merged_ledger()
             .iter()
-            .filter(|(k, _)| !self.seen_keys.contains(k))
+            .filter(|(k, _)| !self.seen_keys.contains(*k))
             .collect();
         if gone.is_empty() {
             return Ok(());
@@ -1028,8 +1034,8 @@ struct Producer {
 }
 
 /// Reads rows and cuts them into windows. Returns how it ended and the keys it saw.
-async fn produce(p: Producer) -> Result<(ProduceEnd, HashSet<u64>), EngineError> {
-    let mut seen: HashSet<u64> = HashSet::new();
+async fn produce(p: Producer) -> Result<(ProduceEnd, SeenKeys), EngineError> {
+    let mut seen = p.planner.seen_keys();
     let partial = p.shared.dest.partial_success;
     let past_deadline = || p.deadline.is_some_and(|d| Instant::now() >= d);
     let mut stop_sending = false;

@@ -13,7 +13,7 @@ use crate::mapping::{canonical_hash, ConnectionRef, FieldValue, MappedRow};
 use crate::pipefy::{ErrorClass, FieldDef, FieldType, OpError, OpResult};
 use crate::report::{RowAction, RowResult};
 use crate::source::{Provenance, Row, RowError};
-use crate::state::{key_hash, phase_hash, Entry, Intent, Ledger, RecordId};
+use crate::state::{key_hash, phase_hash, Entry, Intent, Ledger, RecordId, SeenKeys};
 use crate::store::ObjectMeta;
 
 use super::ops::{create_op, update_ops, ConnectionIds, OpRole, Repo};
@@ -218,12 +218,17 @@ impl Planner {
         }
     }
 
+    /// An empty set of seen keys over this planner's ledger.
+    pub fn seen_keys(&self) -> SeenKeys {
+        SeenKeys::new(self.ledger.clone())
+    }
+
     pub fn plan(
         &self,
         shared: &RunShared,
         file: &ObjectMeta,
         row: Row,
-        seen: &mut HashSet<u64>,
+        seen: &mut SeenKeys,
     ) -> WorkItem {
         let mapped = match shared.mapper.map(&row) {
             Ok(m) => m,

@@ -281,6 +281,11 @@ impl ReportWriter {
         !self.results.is_empty() || !self.failed.is_empty()
     }
 
+    /// Bytes waiting for the next part.
+    pub fn buffered_bytes(&self) -> usize {
+        self.results.len() + self.failed.len()
+    }
+
     /// Writes what is buffered as part `part` (1-based, from the run cursor).
     pub async fn flush(&mut self, part: u32) -> Result<bool, StoreError> {
         if !self.has_buffered() {

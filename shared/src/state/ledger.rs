@@ -118,6 +118,16 @@ impl Ledger {
         self.keys.binary_search(&key).ok()
     }
 
+    /// Where `key` sits in the sorted base (not the overlay): a dense index for bitsets.
+    pub fn base_position(&self, key: u64) -> Option<usize> {
+        self.base_index(key)
+    }
+
+    /// Keys in the sorted base (the overlay not counted).
+    pub fn base_len(&self) -> usize {
+        self.keys.len()
+    }
+
     fn base_entry(&self, i: usize) -> Option<Entry> {
         let raw = *self.ids.get(i)?;
         let id = if raw & TEXT_FLAG != 0 {

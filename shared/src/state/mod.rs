@@ -9,6 +9,7 @@
 //! See docs/DESIGN.md, "Exactly-once delivery".
 
 pub mod ledger;
+pub mod seen;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::source::Provenance;
 use crate::store::{ObjectStore, StoreError, WriteCondition};
 pub use ledger::{key_hash, phase_hash, Entry, Ledger, RecordId};
+pub use seen::SeenKeys;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {

@@ -10,7 +10,6 @@
 //!   in-process emulator, windows, the per-row report of what would be created, written to
 //!   a local folder): what `pipefy-sync run --dry-run` costs.
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,7 +17,7 @@ use std::time::Instant;
 use pipefy_sync::engine::{sync, RunRequest};
 use pipefy_sync::mapping::{canonical_hash, Mapper};
 use pipefy_sync::source::{list_table_files, open_rows, Row};
-use pipefy_sync::state::{key_hash, phase_hash, Ledger};
+use pipefy_sync::state::{key_hash, phase_hash, Ledger, SeenKeys};
 use pipefy_sync::store::{LocalStore, ObjectMeta, ObjectStore};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -101,7 +100,7 @@ enum Planned {
 fn plan(
     mapper: &Mapper,
     ledger: &Ledger,
-    seen: &mut HashSet<u64>,
+    seen: &mut SeenKeys,
     file: &ObjectMeta,
     row: &Row,
 ) -> Planned {
@@ -155,8 +154,8 @@ pub async fn child(args: ChildArgs) -> Result<ChildOutput> {
             let files = list_table_files(store.as_ref(), &dest.source)
                 .await
                 .map_err(|e| BenchError::Engine(format!("listing the table: {e}")))?;
-            let ledger = Ledger::new();
-            let mut seen: HashSet<u64> = HashSet::new();
+            let ledger = Arc::new(Ledger::new());
+            let mut seen = SeenKeys::new(ledger.clone());
             for meta in &files {
                 let mut rows = open_rows(store.clone(), meta, &dest.source, 0).await;
                 while let Some(next) = rows.next().await {

@@ -10,6 +10,9 @@
 //! target and whether it was met; nothing here fails because a target was missed (tests
 //! do not assert timings). A part that cannot run is reported as such and the others go on.
 
+#[global_allocator]
+static GLOBAL: pipefy_sync::Allocator = pipefy_sync::ALLOCATOR;
+
 mod child;
 mod dry;
 mod error;

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::{Region, SdkConfig};
 
 use crate::tools::{free_port, spawn_tied, tool, wait_for_port};
 
@@ -45,7 +45,7 @@ impl Moto {
 
     /// An SDK config pointing every service at this server, with dummy credentials.
     pub async fn sdk_config(&self) -> SdkConfig {
-        aws_config::defaults(BehaviorVersion::latest())
+        pipefy_sync::aws::config_loader()
             .endpoint_url(&self.endpoint)
             .region(Region::new("us-east-1"))
             .credentials_provider(aws_sdk_s3::config::Credentials::new(

@@ -1122,3 +1122,61 @@ async fn a_dry_run_sends_nothing_and_says_what_would_happen() {
     let s3 = h.run(&dest).await;
     assert_eq!(s3.counts.updated, 1, "{s3:#?}");
 }
+
+#[tokio::test]
+async fn a_big_dry_run_reports_every_row_once_in_parts_and_catches_duplicates() {
+    let h = Harness::new().await;
+    let dest = upsert_dest(&h, "ops-dry-big", "", BASIC_MAPPING);
+    // Enough rows for the report to go out in several parts by size, not by time.
+    let rows = 60_000u64;
+    let mut csv = String::from("cid,name\n");
+    for i in 0..rows {
+        csv.push_str(&format!("B{i},Customer number {i} with a longer name\n"));
+    }
+    // Two repeats of keys far apart in the file: the first row with a key is the one kept.
+    csv.push_str("B7,again\nB59999,again\n");
+    h.write_file(FILE, csv);
+    let s = h
+        .run_with(
+            &dest,
+            RunRequest {
+                trigger: "test".into(),
+                dry_run: true,
+                ..RunRequest::default()
+            },
+        )
+        .await;
+    assert_counts_add_up(&s);
+    // A duplicate fails in preflight: counted as skipped, and in the failed rows.
+    assert_eq!(
+        (
+            s.counts.read,
+            s.counts.created,
+            s.counts.skipped_by_preflight
+        ),
+        (rows + 2, rows, 2),
+        "{s:#?}"
+    );
+    assert_eq!(s.counts.failed_rows(), 2);
+    assert_eq!(
+        h.failed_rows(&s).len(),
+        2,
+        "both duplicates are in the failed rows"
+    );
+    assert_eq!(all_mutations(&h), 0);
+    let parts = std::fs::read_dir(h.report_dir(&s).join("results"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert!(parts >= 2, "the report went out in {parts} part(s)");
+    let results = h.results(&s);
+    assert_eq!(results.len() as u64, rows + 2, "one result per row");
+    let mut lines: Vec<u64> = results.iter().map(|r| r.line).collect();
+    lines.sort_unstable();
+    lines.dedup();
+    assert_eq!(lines.len() as u64, rows + 2, "no row reported twice");
+    for line in [rows + 2, rows + 3] {
+        let dup = result_at(&results, FILE, line);
+        assert_eq!(dup.error_code.as_deref(), Some("DUPLICATE_KEY"), "{dup:?}");
+    }
+    assert_eq!(result_at(&results, FILE, 9).action, RowAction::WouldCreate);
+}
