@@ -14,7 +14,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use pipefy_sync::engine::{sync, RunRequest};
 use pipefy_sync::mapping::{canonical_hash, Mapper};
 use pipefy_sync::source::{list_table_files, open_rows, Row};
 use pipefy_sync::state::{key_hash, phase_hash, Ledger, SeenKeys};
@@ -186,17 +185,7 @@ pub async fn child(args: ChildArgs) -> Result<ChildOutput> {
             let ctx = setup::run_context(&args.table_root, &args.work, client)?;
             let before = procfs::self_usage();
             let started = Instant::now();
-            let summary = sync(
-                &ctx,
-                &dest,
-                RunRequest {
-                    trigger: "bench".into(),
-                    dry_run: true,
-                    ..RunRequest::default()
-                },
-            )
-            .await
-            .map_err(|e| BenchError::Engine(e.to_string()))?;
+            let summary = setup::run_sync(&ctx, &dest, true).await?;
             out.seconds = started.elapsed().as_secs_f64();
             let after = procfs::self_usage();
             out.cpu_seconds = after.cpu_seconds - before.cpu_seconds;

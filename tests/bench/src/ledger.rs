@@ -17,6 +17,7 @@ use crate::error::{BenchError, Result};
 use crate::gen;
 use crate::procfs;
 use crate::results::{fmt_num, Figure, Results, MIB};
+use crate::setup;
 
 const SECTION: &str = "state";
 const DESTINATION: &str = "bench-ledger";
@@ -123,15 +124,7 @@ pub async fn run(p: &Params, results: &mut Results) -> Result<()> {
         let encode_seconds = started.elapsed().as_secs_f64();
         let segment_bytes = bytes.len() as u64;
         drop(ledger);
-        let key = state
-            .write_segment(&mut loaded.manifest, bytes)
-            .await
-            .map_err(|e| BenchError::State(e.to_string()))?;
-        loaded.manifest.segments.push(key);
-        state
-            .save_manifest(&mut loaded)
-            .await
-            .map_err(|e| BenchError::State(e.to_string()))?;
+        setup::save_segment(&state, &mut loaded, bytes).await?;
         let save_seconds = started.elapsed().as_secs_f64();
 
         tracing::info!(keys = n, "ledger: loading in a child process");

@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use pipefy_emulator::{EmulatorConfig, EmulatorHandle, Faults};
 use pipefy_sync::config::{parse_destination, Destination};
-use pipefy_sync::engine::RunContext;
+use pipefy_sync::engine::{RunContext, RunRequest};
 use pipefy_sync::mapping::{Mapper, Schema};
 use pipefy_sync::pipefy::{Credentials, PipefyClient, Secret, StaticCredentials};
+use pipefy_sync::report::RunSummary;
+use pipefy_sync::state::{LoadedManifest, StateStore};
 use pipefy_sync::store::LocalStore;
 
 use crate::error::{BenchError, Result};
@@ -172,6 +174,38 @@ pub fn run_context(table_root: &Path, work: &Path, client: PipefyClient) -> Resu
 }
 
 /// A fresh, empty work folder.
+/// One `engine::sync` run as the bench triggers it (`dry_run`: plan and report only).
+pub async fn run_sync(ctx: &RunContext, dest: &Destination, dry_run: bool) -> Result<RunSummary> {
+    pipefy_sync::engine::sync(
+        ctx,
+        dest,
+        RunRequest {
+            trigger: "bench".into(),
+            dry_run,
+            ..RunRequest::default()
+        },
+    )
+    .await
+    .map_err(|e| BenchError::Engine(e.to_string()))
+}
+
+/// Writes one ledger segment and lists it in the manifest, as a run's checkpoint does.
+pub async fn save_segment(
+    state: &StateStore,
+    loaded: &mut LoadedManifest,
+    bytes: Vec<u8>,
+) -> Result<()> {
+    let key = state
+        .write_segment(&mut loaded.manifest, bytes)
+        .await
+        .map_err(|e| BenchError::State(e.to_string()))?;
+    loaded.manifest.segments.push(key);
+    state
+        .save_manifest(loaded)
+        .await
+        .map_err(|e| BenchError::State(e.to_string()))
+}
+
 pub fn fresh_dir(path: &Path) -> Result<()> {
     let _ = std::fs::remove_dir_all(path);
     std::fs::create_dir_all(path).map_err(BenchError::io(format!("creating {}", path.display())))

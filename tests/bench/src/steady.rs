@@ -14,7 +14,6 @@ use std::time::Instant;
 
 use pipefy_emulator::{Card, EmulatorConfig, Fixture};
 use pipefy_sync::config::{CsvOptions, FileFormat};
-use pipefy_sync::engine::{sync, RunRequest};
 use pipefy_sync::mapping::canonical_hash;
 use pipefy_sync::report::Counts;
 use pipefy_sync::source::read_local_file;
@@ -88,16 +87,7 @@ pub async fn child(args: ChildArgs) -> Result<ChildOutput> {
     let ctx = setup::run_context(&args.table_root, &args.work, setup::client(&dest)?)?;
     let before = procfs::self_usage();
     let started = Instant::now();
-    let summary = sync(
-        &ctx,
-        &dest,
-        RunRequest {
-            trigger: "bench".into(),
-            ..RunRequest::default()
-        },
-    )
-    .await
-    .map_err(|e| BenchError::Engine(e.to_string()))?;
+    let summary = setup::run_sync(&ctx, &dest, false).await?;
     let seconds = started.elapsed().as_secs_f64();
     let after = procfs::self_usage();
     let stats = emu.stats();
@@ -175,15 +165,7 @@ async fn seed_state(p: &Params, base: &gen::Table, work: &std::path::Path) -> Re
         .load_manifest()
         .await
         .map_err(|e| BenchError::State(e.to_string()))?;
-    let key = state
-        .write_segment(&mut loaded.manifest, encode_delta(writes))
-        .await
-        .map_err(|e| BenchError::State(e.to_string()))?;
-    loaded.manifest.segments.push(key);
-    state
-        .save_manifest(&mut loaded)
-        .await
-        .map_err(|e| BenchError::State(e.to_string()))?;
+    setup::save_segment(&state, &mut loaded, encode_delta(writes)).await?;
     Ok(seeded)
 }
 

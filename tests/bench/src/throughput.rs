@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use pipefy_sync::engine::{sync, RunRequest};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -65,16 +64,7 @@ pub async fn run(p: &Params, results: &mut Results) -> Result<()> {
     let ctx = setup::run_context(&table.root, &work, setup::client(&dest)?)?;
     tracing::info!(rows = p.rows, "throughput: pipefy-sync create_card run");
     let started = Instant::now();
-    let summary = sync(
-        &ctx,
-        &dest,
-        RunRequest {
-            trigger: "bench".into(),
-            ..RunRequest::default()
-        },
-    )
-    .await
-    .map_err(|e| BenchError::Engine(e.to_string()))?;
+    let summary = setup::run_sync(&ctx, &dest, false).await?;
     let engine_seconds = started.elapsed().as_secs_f64();
     let stats = emu.stats();
     let created_in_pipe = cards_in_pipe(&emu).saturating_sub(fixture_cards);
