@@ -668,7 +668,9 @@ impl Runner<'_> {
                 // an earlier one. Polled only through this stream, a window holding the
                 // manifest lock (recording intents) would wait for the commit that waits for
                 // that lock (a checkpoint): a deadlock.
-                tokio::spawn(async move { window::process(&shared, w).await })
+                AbortOnDrop(tokio::spawn(
+                    async move { window::process(&shared, w).await },
+                ))
             })
             .buffered(depth);
 
@@ -851,7 +853,17 @@ impl Runner<'_> {
             && !self.shared.dry_run
             && self.shared.dest.sync.removed_rows != RemovedRows::Ignore
         {
-            self.handle_removed_rows().await?;
+            if self.cursor.invocations == 1 {
+                self.handle_removed_rows().await?;
+            } else {
+                // The seen keys cover this invocation's rows only: the keys of files read
+                // before the hand-off would all look removed.
+                tracing::warn!(
+                    destination = %self.shared.dest.name,
+                    invocations = self.cursor.invocations,
+                    "removed rows not checked: the run spanned several invocations"
+                );
+            }
         }
         self.checkpoint(true).await?;
         let finished = status != RunStatus::HandedOff;
@@ -1089,6 +1101,29 @@ async fn produce(p: Producer) -> Result<(ProduceEnd, SeenKeys), EngineError> {
         }
     }
     Ok((ProduceEnd::Done, seen))
+}
+
+/// A window's task, aborted when the run stops waiting for it. A run that ends on an error
+/// drops its windows in flight; a dropped `JoinHandle` would leave them writing to Pipefy
+/// after the lease is released. Aborting one mid-send is a crash as far as the window is
+/// concerned, which its recorded intents already cover.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> std::future::Future for AbortOnDrop<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn tokio_stream_from<T: Send + 'static>(

@@ -41,6 +41,17 @@ pub fn matches(dest: &Destination, object: &UploadedObject) -> bool {
                 .any(|s| object.key.ends_with(s.as_str())))
 }
 
+/// Why an uploaded object is not synced at all, before any destination is asked.
+fn ignore_reason(object: &UploadedObject) -> Option<&'static str> {
+    if object.size == 0 {
+        Some("zero-byte object")
+    } else if is_marker(&object.key) {
+        Some("marker or temporary file")
+    } else {
+        None
+    }
+}
+
 pub async fn handle(
     deps: &Deps,
     payload: serde_json::Value,
@@ -48,9 +59,11 @@ pub async fn handle(
 ) -> Result<serde_json::Value, HandlerError> {
     let objects = parse_s3_event(&payload).map_err(HandlerError::InvalidEvent)?;
     let mut destinations = deps.catalog.all().await?;
+    // Markers and empty objects are ignored whatever the catalog says: they must not make
+    // every `_SUCCESS` file reload it.
     if objects
         .iter()
-        .any(|o| !destinations.values().any(|d| matches(d, o)))
+        .any(|o| ignore_reason(o).is_none() && !destinations.values().any(|d| matches(d, o)))
     {
         // An object no cached destination takes: maybe a destination deployed since.
         destinations = deps.catalog.refreshed().await?;
@@ -58,14 +71,7 @@ pub async fn handle(
     let mut by_destination: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut ignored = Vec::new();
     for object in objects {
-        let reason = if object.size == 0 {
-            Some("zero-byte object")
-        } else if is_marker(&object.key) {
-            Some("marker or temporary file")
-        } else {
-            None
-        };
-        if let Some(reason) = reason {
+        if let Some(reason) = ignore_reason(&object) {
             tracing::info!(bucket = %object.bucket, key = %object.key, reason, "ignored upload");
             ignored.push(Ignored {
                 bucket: object.bucket,

@@ -147,13 +147,14 @@ impl CompactKeySet {
         self.sorted.len() + self.head.len()
     }
 
-    /// Merges the head into the sorted vector in place, from the back, so the vector grows
-    /// by exactly the head (a large allocation grows by remapping, not by a second copy).
+    /// Merges the head into the sorted vector in place, from the back. The vector grows
+    /// geometrically, so it is reallocated (copied) a logarithmic number of times, and its
+    /// spare capacity is not resident until keys are written into it.
     fn merge_head(&mut self) {
         let mut add: Vec<u64> = self.head.drain().collect();
         add.sort_unstable();
         let old_len = self.sorted.len();
-        self.sorted.reserve_exact(add.len());
+        self.sorted.reserve(add.len());
         self.sorted.resize(old_len + add.len(), 0);
         let (mut i, mut j, mut k) = (old_len, add.len(), self.sorted.len());
         // Invariant: i + j == k, so the slot written is never one still to be read.

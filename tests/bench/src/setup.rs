@@ -173,7 +173,6 @@ pub fn run_context(table_root: &Path, work: &Path, client: PipefyClient) -> Resu
     })
 }
 
-/// A fresh, empty work folder.
 /// One `engine::sync` run as the bench triggers it (`dry_run`: plan and report only).
 pub async fn run_sync(ctx: &RunContext, dest: &Destination, dry_run: bool) -> Result<RunSummary> {
     pipefy_sync::engine::sync(
@@ -206,6 +205,7 @@ pub async fn save_segment(
         .map_err(|e| BenchError::State(e.to_string()))
 }
 
+/// A fresh, empty work folder.
 pub fn fresh_dir(path: &Path) -> Result<()> {
     let _ = std::fs::remove_dir_all(path);
     std::fs::create_dir_all(path).map_err(BenchError::io(format!("creating {}", path.display())))

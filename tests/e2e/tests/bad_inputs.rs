@@ -970,7 +970,7 @@ fn config_typos_name_the_file_and_the_key_path() {
         (
             "  plan: plan",
             "  plan: { colum: plan }",
-            &["mapping.plan", "colum"],
+            &["mapping.plan", "`colum`"],
         ),
         (
             "operation: upsert_card",
@@ -990,7 +990,7 @@ fn config_typos_name_the_file_and_the_key_path() {
         (
             "  plan: plan",
             "  plan: { column: plan, transforms: [{ parse_dat: { format: x } }] }",
-            &["mapping.plan", "parse_dat"],
+            &["mapping.plan", "`parse_dat`"],
         ),
         (
             "  plan: plan",

@@ -1127,14 +1127,15 @@ async fn a_dry_run_sends_nothing_and_says_what_would_happen() {
 async fn a_big_dry_run_reports_every_row_once_in_parts_and_catches_duplicates() {
     let h = Harness::new().await;
     let dest = upsert_dest(&h, "ops-dry-big", "", BASIC_MAPPING);
-    // Enough rows for the report to go out in several parts by size, not by time.
-    let rows = 60_000u64;
+    // Enough rows for the report to go out in several parts by size, not by time, and for
+    // the seen keys to be merged into their sorted part twice before the repeats.
+    let rows = 140_000u64;
     let mut csv = String::from("cid,name\n");
     for i in 0..rows {
         csv.push_str(&format!("B{i},Customer number {i} with a longer name\n"));
     }
     // Two repeats of keys far apart in the file: the first row with a key is the one kept.
-    csv.push_str("B7,again\nB59999,again\n");
+    csv.push_str("B7,again\nB139999,again\n");
     h.write_file(FILE, csv);
     let s = h
         .run_with(

@@ -371,7 +371,9 @@ async fn bad_setups_and_events_are_clear_errors_and_write_nothing() {
     let answer = invoke("sync-scheduled", json!({"destination": wrong.name})).await;
     let (kind, message) = answer.error.clone().expect("wrong token fails");
     assert_eq!(kind, "PipefyUnauthorized", "{}", answer.raw);
+    assert!(!message.is_empty(), "{}", answer.raw);
     assert!(!message.contains("not-a-token"), "{message}");
+    assert!(!answer.raw.contains("not-a-token"), "{}", answer.raw);
     assert!(!env().watch.logs().contains("not-a-token"));
     assert!(list(
         &env().system_bucket,
