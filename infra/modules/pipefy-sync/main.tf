@@ -72,12 +72,14 @@ locals {
       PIPEFY_SYNC_CONFIG_PREFIX       = local.config_prefix
       PIPEFY_SYNC_TIME_BUDGET_SECONDS = tostring(var.time_budget_seconds)
       PIPEFY_SYNC_METRICS_NAMESPACE   = var.metrics_namespace
+      PIPEFY_SYNC_ALLOWED_HOSTS       = join(",", var.allowed_pipefy_hosts)
     }
     "sync-upload" = {
       PIPEFY_SYNC_BUCKET              = local.bucket_name
       PIPEFY_SYNC_CONFIG_PREFIX       = local.config_prefix
       PIPEFY_SYNC_TIME_BUDGET_SECONDS = tostring(var.time_budget_seconds)
       PIPEFY_SYNC_METRICS_NAMESPACE   = var.metrics_namespace
+      PIPEFY_SYNC_ALLOWED_HOSTS       = join(",", var.allowed_pipefy_hosts)
     }
     "notify" = {
       PIPEFY_SYNC_BUCKET               = local.bucket_name

@@ -120,6 +120,17 @@ variable "time_budget_seconds" {
   }
 }
 
+variable "allowed_pipefy_hosts" {
+  description = "PIPEFY_SYNC_ALLOWED_HOSTS: hosts besides api.pipefy.com and app.pipefy.com that may receive the Pipefy token, such as a single-tenant Pipefy domain. A destination whose endpoint or token.oauth_url names any other host fails before any request carries the token."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for h in var.allowed_pipefy_hosts : can(regex("^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+$", h))])
+    error_message = "allowed_pipefy_hosts takes host names only (no scheme, port or path), e.g. [\"pipefy.example.com\"]."
+  }
+}
+
 variable "notify_memory_size" {
   description = "Memory of notify, in MB."
   type        = number

@@ -12,10 +12,10 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use pipefy_sync::config::{load_destination_file, Destination};
-use pipefy_sync::engine::{sync, Progress, RunContext, RunRequest};
-use pipefy_sync::lambda::{client_config, credentials_provider};
+use pipefy_sync::engine::{sync, Progress, RunContext, RunRequest, RunScope};
+use pipefy_sync::lambda::{check_token_hosts, client_config, credentials_provider};
 use pipefy_sync::mapping::{Mapper, Schema};
-use pipefy_sync::pipefy::PipefyClient;
+use pipefy_sync::pipefy::{AllowedHosts, PipefyClient};
 use pipefy_sync::report::{Counts, RowResult, RunStatus, RunSummary};
 use pipefy_sync::state::StateStore;
 use pipefy_sync::store::local::LocalStore;
@@ -66,6 +66,10 @@ enum Command {
         /// Print at most this many rows.
         #[arg(long, default_value_t = 200)]
         limit: usize,
+        /// Preview removals even when they are more than `removed_rows.max_fraction` of the
+        /// destination's keys.
+        #[arg(long)]
+        allow_mass_removal: bool,
     },
     /// Sync the table (or the given files) and write the report.
     Run {
@@ -75,6 +79,10 @@ enum Command {
         /// Send every row again, even unchanged ones.
         #[arg(long)]
         full_resync: bool,
+        /// Let this run remove more than `removed_rows.max_fraction` of the destination's
+        /// keys (after checking that the table really lost those rows).
+        #[arg(long)]
+        allow_mass_removal: bool,
         #[command(flatten)]
         storage: Storage,
     },
@@ -114,14 +122,16 @@ async fn dispatch(command: Command) -> Result<ExitCode, String> {
             files,
             storage,
             limit,
+            allow_mass_removal,
         } => {
             let dest = load(&destination)?;
             let ctx = context(&dest, &destination, &storage, None).await?;
             let req = RunRequest {
                 trigger: "cli-plan".into(),
-                files: resolve_files(&files),
+                scope: resolve_files(&files),
                 dry_run: true,
                 report_unchanged: true,
+                allow_mass_removal,
                 ..RunRequest::default()
             };
             let summary = sync(&ctx, &dest, req).await.map_err(|e| e.to_string())?;
@@ -133,6 +143,7 @@ async fn dispatch(command: Command) -> Result<ExitCode, String> {
             destination,
             files,
             full_resync,
+            allow_mass_removal,
             storage,
         } => {
             let dest = load(&destination)?;
@@ -146,8 +157,9 @@ async fn dispatch(command: Command) -> Result<ExitCode, String> {
             let ctx = context(&dest, &destination, &storage, Some(progress)).await?;
             let req = RunRequest {
                 trigger: "cli".into(),
-                files: resolve_files(&files),
+                scope: resolve_files(&files),
                 full_resync,
+                allow_mass_removal,
                 lease_wait: Duration::from_secs(10),
                 ..RunRequest::default()
             };
@@ -254,6 +266,7 @@ async fn check_live(dest: &Destination) -> Result<(), String> {
 }
 
 async fn pipefy_client(dest: &Destination) -> Result<PipefyClient, String> {
+    check_token_hosts(dest, &AllowedHosts::from_env()).map_err(|e| e.to_string())?;
     let sdk = pipefy_sync::aws::load_sdk_config().await;
     let provider = credentials_provider(dest, &pipefy_sync::aws::secrets_client(&sdk))
         .map_err(|e| e.to_string())?;
@@ -277,11 +290,11 @@ async fn store_for(location: &str) -> Result<(Arc<dyn ObjectStore>, String), Str
 
 /// `--file` arguments as object keys: `s3://bucket/key` keeps the key; a local path stays as
 /// given (relative to the destination's local source folder).
-fn resolve_files(files: &[String]) -> Option<Vec<String>> {
+fn resolve_files(files: &[String]) -> RunScope {
     if files.is_empty() {
-        return None;
+        return RunScope::WholeTable;
     }
-    Some(
+    RunScope::Files(
         files
             .iter()
             .map(|f| match f.strip_prefix("s3://") {
@@ -405,11 +418,18 @@ fn print_summary(s: &RunSummary) {
         ("failed", c.failed),
         ("not attempted", c.not_attempted),
         ("removed", c.removed),
+        ("recovered creates", c.recovered_creates),
         ("API requests", c.requests),
         ("retries", c.retries),
         ("throttles", c.throttles),
     ] {
         println!("  {label:<20} {n}");
+    }
+    if let Some(why) = &s.removal_skipped {
+        println!("  removal skipped  {why}");
+    }
+    if let Some(error) = &s.error {
+        println!("  error            {error}");
     }
     if let Some(stop) = &s.stopped_at {
         println!(

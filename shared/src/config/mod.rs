@@ -490,15 +490,106 @@ fn default_ambiguous_settle_seconds() -> f64 {
     1.0
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "action", deny_unknown_fields)]
-pub enum RemovedRows {
+/// What a whole-table run does with the cards or records whose row left the table
+/// (`sync.removed_rows`), and the guard against removing most of a destination at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RemovedRowsFile", into = "RemovedRowsFile")]
+pub struct RemovedRows {
+    pub action: RemovalAction,
+    /// A removal pass that would touch more than this share of the destination's keys does
+    /// not run (`REMOVAL_GUARD`) unless the run allows mass removal.
+    pub max_fraction: f64,
+}
+
+impl Default for RemovedRows {
+    fn default() -> Self {
+        RemovedRows {
+            action: RemovalAction::Ignore,
+            max_fraction: DEFAULT_REMOVAL_MAX_FRACTION,
+        }
+    }
+}
+
+impl RemovedRows {
+    pub fn is_ignore(&self) -> bool {
+        self.action == RemovalAction::Ignore
+    }
+}
+
+pub const DEFAULT_REMOVAL_MAX_FRACTION: f64 = 0.2;
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum RemovalAction {
     #[default]
     Ignore,
     MoveToPhase {
         phase: String,
     },
     Delete,
+}
+
+/// `removed_rows` as written in a destination file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemovedRowsFile {
+    action: RemovalActionName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    phase: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_fraction: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum RemovalActionName {
+    Ignore,
+    MoveToPhase,
+    Delete,
+}
+
+impl TryFrom<RemovedRowsFile> for RemovedRows {
+    type Error = String;
+
+    fn try_from(f: RemovedRowsFile) -> Result<Self, String> {
+        let action = match (f.action, f.phase) {
+            (RemovalActionName::MoveToPhase, Some(phase)) if !phase.trim().is_empty() => {
+                RemovalAction::MoveToPhase { phase }
+            }
+            (RemovalActionName::MoveToPhase, _) => {
+                return Err("`action: move_to_phase` needs `phase`: the phase's name or id".into())
+            }
+            (_, Some(_)) => {
+                return Err("`phase` goes only with `action: move_to_phase`".into());
+            }
+            (RemovalActionName::Ignore, None) => RemovalAction::Ignore,
+            (RemovalActionName::Delete, None) => RemovalAction::Delete,
+        };
+        let max_fraction = f.max_fraction.unwrap_or(DEFAULT_REMOVAL_MAX_FRACTION);
+        if !(0.0..=1.0).contains(&max_fraction) {
+            return Err(format!(
+                "`max_fraction` must be between 0 and 1 (the share of the destination's keys one run may remove), not {max_fraction}"
+            ));
+        }
+        Ok(RemovedRows {
+            action,
+            max_fraction,
+        })
+    }
+}
+
+impl From<RemovedRows> for RemovedRowsFile {
+    fn from(r: RemovedRows) -> Self {
+        let (action, phase) = match r.action {
+            RemovalAction::Ignore => (RemovalActionName::Ignore, None),
+            RemovalAction::MoveToPhase { phase } => (RemovalActionName::MoveToPhase, Some(phase)),
+            RemovalAction::Delete => (RemovalActionName::Delete, None),
+        };
+        RemovedRowsFile {
+            action,
+            phase,
+            max_fraction: Some(r.max_fraction),
+        }
+    }
 }
 
 /// Reserved mapping targets: card/record attributes rather than custom fields. A custom field

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::{target_of, Destination, Operation, RemovedRows, Target, ValueSource};
+use super::{target_of, Destination, Operation, RemovalAction, Target, ValueSource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -249,16 +249,14 @@ pub fn validate(d: &Destination) -> Result<(), Problem> {
     if d.token.secret.is_none() == d.token.env.is_none() {
         return Err(problem("token", "needs exactly one of `secret` (Secrets Manager name or ARN) or `env` (environment variable)"));
     }
-    if d.sync.removed_rows != RemovedRows::Ignore
-        && d.key.is_none()
-        && d.operation != Operation::UpdateCard
-    {
+    if !d.sync.removed_rows.is_ignore() && d.key.is_none() && d.operation != Operation::UpdateCard {
         return Err(problem(
             "sync.removed_rows",
             "needs a `key`: without one a rewritten file looks like removed rows",
         ));
     }
-    if let (RemovedRows::MoveToPhase { .. }, false) = (&d.sync.removed_rows, d.operation.is_card())
+    if let (RemovalAction::MoveToPhase { .. }, false) =
+        (&d.sync.removed_rows.action, d.operation.is_card())
     {
         return Err(problem(
             "sync.removed_rows",

@@ -6,7 +6,9 @@
 //! so the rate limiter, not the bookkeeping, sets the pace. See docs/DESIGN.md for the
 //! exactly-once protocol this follows (lease, intents, ledger, checkpoints, hand-off).
 
-mod ops;
+mod lease;
+mod removed;
+mod requests;
 mod window;
 
 use std::collections::{HashMap, HashSet};
@@ -17,20 +19,23 @@ use chrono::Utc;
 use futures::StreamExt;
 use tokio::sync::Mutex;
 
-use crate::config::{Destination, Operation, RemovedRows};
-use crate::failure::{FailureCode, RowFailure};
+use crate::config::{Destination, Operation};
 use crate::mapping::{Mapper, Schema};
 use crate::pipefy::{FieldDef, PipefyClient, PipefyError};
 use crate::report::{
     failed_row_json, Counts, ReportWriter, RowAction, RowResult, RunStatus, RunSummary,
 };
-use crate::source::{list_table_files, open_rows, Provenance};
+use crate::source::{list_table_files, open_rows};
 use crate::state::{
-    Intent, Lease, Ledger, LoadedManifest, PendingWork, RunCursor, SeenKeys, StateError, StateStore,
+    Intent, Ledger, LoadedManifest, PendingWork, RunCursor, SeenKeys, StateError, StateStore,
 };
 use crate::store::{ObjectMeta, ObjectStore, StoreError};
 
-pub use ops::{ConnectionIds, OpRole, Repo};
+use crate::pipefy::WriteGate;
+pub use crate::state::RunScope;
+use lease::LeaseKeeper;
+use removed::{RemovalDecision, RemovalInputs, RemovalOp};
+pub use requests::{ConnectionIds, OpRole, Repo};
 use window::{Window, WindowOutcome, WorkItem};
 
 #[derive(Debug, thiserror::Error)]
@@ -85,8 +90,9 @@ pub struct RunContext {
 pub struct RunRequest {
     /// `schedule`, `upload`, `manual`, `cli`...
     pub trigger: String,
-    /// Only these object keys (an upload, a manual list); `None`: the whole table.
-    pub files: Option<Vec<String>>,
+    /// The whole table (removals included), or only these object keys (an upload, a
+    /// manual list).
+    pub scope: RunScope,
     pub dry_run: bool,
     /// Send every row again, even unchanged ones.
     pub full_resync: bool,
@@ -98,6 +104,8 @@ pub struct RunRequest {
     pub lease_wait: Duration,
     /// Write unchanged rows to the per-row results too.
     pub report_unchanged: bool,
+    /// Let this run's removal pass touch more than `removed_rows.max_fraction` of the keys.
+    pub allow_mass_removal: bool,
 }
 
 /// How long a lease lives without renewal (`sync.lease_seconds`): a crashed holder blocks the
@@ -129,12 +137,10 @@ pub async fn sync(
     let state = StateStore::new(ctx.state_store.clone(), &ctx.state_prefix, &dest.name);
     let run_id = req.continue_run.clone().unwrap_or_else(new_run_id);
     let ttl = lease_ttl(dest);
-    let lease = match acquire_lease(&state, &run_id, ttl, req.lease_wait).await? {
-        Some(lease) => lease,
-        None => return defer(ctx, dest, &state, &req, &run_id).await,
+    let Some(lease) = LeaseKeeper::acquire(&state, &run_id, ttl, req.lease_wait).await? else {
+        return defer(ctx, dest, &state, &req, &run_id).await;
     };
-    let lease = Arc::new(Mutex::new(lease));
-    let renewer = spawn_lease_renewer(state.clone(), lease.clone(), ttl);
+    let renewer = lease.spawn_renewer();
     let first = run_once(
         ctx,
         dest,
@@ -148,35 +154,65 @@ pub async fn sync(
     let mut summary = match first {
         Ok(s) => s,
         Err(e) => {
-            renewer.abort();
+            drop(renewer);
             // The lease is left to expire only if releasing fails; a failed run holds nothing.
-            let held = lease.lock().await.clone();
-            let _ = state.release_lease(held).await;
+            let _ = lease.release().await;
             return Err(e);
         }
     };
-    if summary.status == RunStatus::HandedOff {
+    match summary.status {
         // The continuation takes the lease over by its holder name (the run id).
-        renewer.abort();
-        return Ok(summary);
+        RunStatus::HandedOff => return Ok(summary),
+        // Another run holds the destination now, or soon: it does the pending work too.
+        RunStatus::LeaseLost => return Ok(summary),
+        _ => {}
     }
-    // Drain work handed over while we ran, then release; look once more after releasing, so
-    // that work handed over between our last look and the release is never stranded.
-    let mut drained = 0;
+    let drained = drain_pending(ctx, dest, &state, &req, lease, renewer).await?;
+    if drained.requests > 0 {
+        summary.trigger = format!(
+            "{} (+{} handed-over requests)",
+            summary.trigger, drained.requests
+        );
+    }
+    Ok(summary)
+}
+
+/// What [`drain_pending`] did.
+struct Drained {
+    /// Handed-over requests run.
+    requests: usize,
+    /// The summary of the last run of handed-over work.
+    last: Option<RunSummary>,
+}
+
+/// Runs the work other invocations handed over (`pending/`) under `lease`, then releases
+/// it; looks once more after releasing, so that work handed over between the last look and
+/// the release is never stranded.
+async fn drain_pending(
+    ctx: &RunContext,
+    dest: &Destination,
+    state: &StateStore,
+    req: &RunRequest,
+    mut lease: Arc<LeaseKeeper>,
+    mut renewer: AbortOnDrop<()>,
+) -> Result<Drained, EngineError> {
+    let ttl = lease_ttl(dest);
+    let mut drained = Drained {
+        requests: 0,
+        last: None,
+    };
     loop {
         let pending = state.list_pending().await?;
         if pending.is_empty() {
-            renewer.abort();
-            let held = lease.lock().await.clone();
-            state.release_lease(held).await?;
-            let again = state.list_pending().await?;
-            if again.is_empty() {
+            drop(renewer);
+            lease.release().await?;
+            if state.list_pending().await?.is_empty() {
                 break;
             }
-            let new_holder = new_run_id();
-            match state.try_acquire_lease(&new_holder, ttl).await? {
+            match LeaseKeeper::acquire(state, &new_run_id(), ttl, Duration::ZERO).await? {
                 Some(l) => {
-                    *lease.lock().await = l;
+                    lease = l;
+                    renewer = lease.spawn_renewer();
                 }
                 // Someone else has it now and will drain.
                 None => break,
@@ -185,57 +221,33 @@ pub async fn sync(
         }
         if req.deadline.is_some_and(|d| Instant::now() >= d) {
             // No time left: the pending work stays for the next run of this destination.
-            renewer.abort();
-            let held = lease.lock().await.clone();
-            state.release_lease(held).await?;
+            drop(renewer);
+            lease.release().await?;
             break;
         }
-        let files = merge_pending_files(&pending);
         let pending_req = RunRequest {
             trigger: "handed-over".into(),
-            files,
+            scope: RunScope::union(pending.iter().map(|(_, p)| &p.scope)),
             full_resync: pending.iter().any(|(_, p)| p.full_resync),
             continue_run: Some(new_run_id()),
             ..req.clone()
         };
-        {
-            let mut l = lease.lock().await;
-            l.holder = pending_req.continue_run.clone().unwrap_or_default();
-            state.renew_lease(&mut l, ttl).await?;
-        }
-        let drained_summary = run_once(ctx, dest, &pending_req, Some(lease.clone())).await?;
+        lease
+            .rename(pending_req.continue_run.as_deref().unwrap_or_default())
+            .await?;
+        let summary = run_once(ctx, dest, &pending_req, Some(lease.clone())).await?;
         for (key, _) in &pending {
             state.delete_pending(key).await?;
         }
-        drained += pending.len();
-        tracing::info!(destination = %dest.name, run_id = %drained_summary.run_id, requests = pending.len(), "ran work handed over by other invocations");
-        if drained_summary.status == RunStatus::HandedOff {
-            renewer.abort();
+        drained.requests += pending.len();
+        tracing::info!(destination = %dest.name, run_id = %summary.run_id, requests = pending.len(), "ran work handed over by other invocations");
+        let ended = matches!(summary.status, RunStatus::HandedOff | RunStatus::LeaseLost);
+        drained.last = Some(summary);
+        if ended {
             break;
         }
     }
-    if drained > 0 {
-        summary.trigger = format!("{} (+{drained} handed-over requests)", summary.trigger);
-    }
-    Ok(summary)
-}
-
-async fn acquire_lease(
-    state: &StateStore,
-    holder: &str,
-    ttl: Duration,
-    wait: Duration,
-) -> Result<Option<Lease>, EngineError> {
-    let deadline = Instant::now() + wait;
-    loop {
-        if let Some(lease) = state.try_acquire_lease(holder, ttl).await? {
-            return Ok(Some(lease));
-        }
-        if Instant::now() >= deadline {
-            return Ok(None);
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    Ok(drained)
 }
 
 /// The destination is busy: leave the work for the holder, and take the lease after all if
@@ -251,21 +263,23 @@ async fn defer(
         id: run_id.to_string(),
         requested_at: Utc::now(),
         trigger: req.trigger.clone(),
-        files: req.files.clone(),
+        scope: req.scope.clone(),
         full_resync: req.full_resync,
     };
     state.put_pending(&work).await?;
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        if let Some(lease) = state.try_acquire_lease(run_id, lease_ttl(dest)).await? {
-            // The holder is gone: we drain everything, our own request included.
-            state.release_lease(lease).await?;
-            let drain = RunRequest {
-                files: Some(Vec::new()),
-                lease_wait: Duration::ZERO,
-                ..req.clone()
-            };
-            return Box::pin(sync(ctx, dest, drain)).await;
+        if let Some(lease) =
+            LeaseKeeper::acquire(state, run_id, lease_ttl(dest), Duration::ZERO).await?
+        {
+            // The holder is gone: drain everything handed over, our own request included,
+            // each with the scope it was asked with.
+            let renewer = lease.spawn_renewer();
+            let drained = drain_pending(ctx, dest, state, req, lease, renewer).await?;
+            if let Some(summary) = drained.last {
+                return Ok(summary);
+            }
+            break;
         }
     }
     tracing::info!(destination = %dest.name, run_id, "another run holds the destination; work handed over to it");
@@ -278,43 +292,16 @@ async fn defer(
         dry_run: false,
         started_at: now,
         finished_at: Some(now),
-        source_files: req.files.clone().unwrap_or_default(),
+        source_files: match &req.scope {
+            RunScope::Files(files) => files.clone(),
+            RunScope::WholeTable => Vec::new(),
+        },
         counts: Counts::default(),
         invocations: 1,
         report_location: None,
         error: None,
         stopped_at: None,
-    })
-}
-
-fn merge_pending_files(pending: &[(String, PendingWork)]) -> Option<Vec<String>> {
-    let mut files = Vec::new();
-    for (_, p) in pending {
-        match &p.files {
-            None => return None,
-            Some(list) => files.extend(list.iter().cloned()),
-        }
-    }
-    files.sort();
-    files.dedup();
-    Some(files)
-}
-
-fn spawn_lease_renewer(
-    state: StateStore,
-    lease: Arc<Mutex<Lease>>,
-    ttl: Duration,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(ttl / 4).await;
-            let mut l = lease.lock().await;
-            if let Err(e) = state.renew_lease(&mut l, ttl).await {
-                // The manifest's conditional write fences a run that lost its lease.
-                tracing::warn!(error = %e, "lease renewal failed");
-                return;
-            }
-        }
+        removal_skipped: None,
     })
 }
 
@@ -331,9 +318,6 @@ pub fn new_run_id() -> String {
 /// Connections resolved by key in this run: `(repo, key_field, key)` -> id, or why not.
 pub(crate) type ConnectionCache = HashMap<(String, String, String), Result<String, String>>;
 
-/// What a removed row's card or record gets, from its id (`None`: nothing to send).
-type RemovalOp = Box<dyn Fn(&str) -> Option<crate::pipefy::Mutation>>;
-
 /// Per-run things every window needs.
 pub(crate) struct RunShared {
     pub dest: Destination,
@@ -348,6 +332,29 @@ pub(crate) struct RunShared {
     pub state: Option<StateWriter>,
     /// Partial success is off and a row failed: nothing more is sent.
     pub stopped: std::sync::atomic::AtomicBool,
+    pub run_id: String,
+    /// The run's lease (`None`: dry run): asked before every write.
+    pub lease: Option<Arc<LeaseKeeper>>,
+    /// What removed rows get, on a whole-table run of a destination that removes.
+    pub removal: Option<RemovalOp>,
+}
+
+impl RunShared {
+    /// Whether this run may still write to Pipefy (its lease is safely held).
+    pub fn may_write(&self) -> bool {
+        self.lease.as_ref().is_none_or(|l| l.may_write())
+    }
+
+    pub fn lease_lost(&self) -> bool {
+        self.lease.as_ref().is_some_and(|l| l.is_lost())
+    }
+
+    /// The gate the client asks before each request that writes.
+    pub fn gate(&self) -> Option<&dyn crate::pipefy::WriteGate> {
+        self.lease
+            .as_deref()
+            .map(|l| l as &dyn crate::pipefy::WriteGate)
+    }
 }
 
 /// Serialises every write of the manifest (intents, checkpoints) within a run.
@@ -361,6 +368,8 @@ impl StateWriter {
         if intents.is_empty() {
             return Ok(());
         }
+        // The conditional manifest write fences too, but a run that knows it lost its lease
+        // does not even try.
         let mut loaded = self.loaded.lock().await;
         loaded.manifest.intents.extend(intents);
         self.state.save_manifest(&mut loaded).await
@@ -380,7 +389,7 @@ async fn run_once(
     ctx: &RunContext,
     dest: &Destination,
     req: &RunRequest,
-    lease: Option<Arc<Mutex<Lease>>>,
+    lease: Option<Arc<LeaseKeeper>>,
 ) -> Result<RunSummary, EngineError> {
     let stats_at_start = ctx.pipefy.stats();
     let repo = repo_of(dest)?;
@@ -413,20 +422,22 @@ async fn run_once(
         .run
         .as_ref()
         .is_some_and(|r| Some(&r.run_id) == req.continue_run.as_ref() && !req.dry_run);
-    let cursor = if continuing {
+    let mut cursor = if continuing {
         let mut c = loaded.manifest.run.clone().unwrap_or_default();
         c.invocations += 1;
         c
     } else {
-        let files = match &req.files {
-            Some(keys) if !keys.is_empty() => {
+        let files = match &req.scope {
+            RunScope::Files(keys) => {
                 let mut metas = Vec::new();
                 for key in keys {
                     metas.push(ctx.source_store.head(key).await?);
                 }
                 metas
             }
-            _ => list_table_files(ctx.source_store.as_ref(), &dest.source).await?,
+            RunScope::WholeTable => {
+                list_table_files(ctx.source_store.as_ref(), &dest.source).await?
+            }
         };
         RunCursor {
             run_id: run_id.clone(),
@@ -436,10 +447,13 @@ async fn run_once(
             file_index: 0,
             line: 0,
             full_resync: req.full_resync,
-            whole_table: req.files.as_ref().is_none_or(|f| f.is_empty()),
+            whole_table: req.scope.is_whole_table(),
             counts: Counts::default(),
             report_parts: 0,
             invocations: 1,
+            removal_blocked: None,
+            seen_saved: false,
+            allow_mass_removal: req.allow_mass_removal,
         }
     };
 
@@ -466,7 +480,13 @@ async fn run_once(
         .await?;
         // The ids found go into a ledger segment that the same manifest write lists as it
         // drops their intents: one conditional write, so a crash loses neither.
+        cursor.counts.recovered_creates += found.len() as u64;
         if !found.is_empty() {
+            tracing::warn!(
+                destination = %dest.name,
+                recovered = found.len(),
+                "found creates left unconfirmed by an earlier run in Pipefy by their keys; recorded them instead of creating them again"
+            );
             for (k, e) in &found {
                 ledger.insert(*k, e.clone());
             }
@@ -488,6 +508,24 @@ async fn run_once(
         && loaded.manifest.last_run.is_none()
         && ledger.is_empty()
         && !req.dry_run;
+    let removal = if cursor.whole_table {
+        RemovalOp::of(&dest.sync.removed_rows, |phase| {
+            mapper.phase_id_by_name(phase)
+        })
+    } else {
+        None
+    };
+    let ledger = Arc::new(ledger);
+    // The keys earlier invocations of this run read, so that removal sees the whole table.
+    let mut seen = SeenKeys::new(ledger.clone());
+    if continuing && cursor.seen_saved && removal.is_some() {
+        if let Err(e) = state.load_seen(&cursor.run_id, &mut seen).await {
+            tracing::warn!(error = %e, "the keys read before the hand-off could not be loaded");
+            cursor.removal_blocked.get_or_insert_with(|| {
+                format!("the keys read by this run's earlier invocations could not be loaded ({e})")
+            });
+        }
+    }
 
     let shared = Arc::new(RunShared {
         dest: dest.clone(),
@@ -507,25 +545,28 @@ async fn run_once(
             })
         },
         stopped: std::sync::atomic::AtomicBool::new(false),
+        run_id: cursor.run_id.clone(),
+        lease,
+        removal,
     });
 
     let mut runner = Runner {
         ctx,
         req,
         shared: shared.clone(),
-        ledger: Arc::new(ledger),
+        ledger,
         run_writes: HashMap::new(),
         cursor,
         report,
         since_checkpoint: Vec::new(),
         committed_intents: Vec::new(),
         last_checkpoint: Instant::now(),
-        seen_keys: SeenKeys::new(Arc::new(Ledger::new())),
+        seen_keys: Some(seen),
         run_segments: Vec::new(),
         stopped_at: None,
         unresolvable: Arc::new(unresolvable),
         backfill_only,
-        lease,
+        removal_skipped: None,
     };
     let status = runner.run().await?;
     let stats = ctx.pipefy.stats();
@@ -614,13 +655,15 @@ struct Runner<'a> {
     /// Intents whose outcome is now in the ledger (or known failed), cleared at checkpoint.
     committed_intents: Vec<u64>,
     last_checkpoint: Instant,
-    /// Keys seen in this invocation: duplicates within a run, and removed-rows detection.
-    seen_keys: SeenKeys,
+    /// Keys the run has seen (earlier invocations' included): the producer's while it runs,
+    /// back here when it ends, to be saved for a continuation.
+    seen_keys: Option<SeenKeys>,
     run_segments: Vec<String>,
     stopped_at: Option<RowResult>,
     unresolvable: Arc<HashSet<u64>>,
     backfill_only: bool,
-    lease: Option<Arc<Mutex<Lease>>>,
+    /// Why the removal pass did not run, for the summary.
+    removal_skipped: Option<String>,
 }
 
 impl Runner<'_> {
@@ -688,10 +731,17 @@ impl Runner<'_> {
                 self.req.full_resync || self.cursor.full_resync,
                 self.backfill_only,
             ),
+            seen: self
+                .seen_keys
+                .take()
+                .unwrap_or_else(|| SeenKeys::new(self.ledger.clone())),
+            removal_blocked: self.cursor.removal_blocked.clone(),
+            rows_read_before: self.cursor.counts.read,
+            allow_mass_removal: self.req.allow_mass_removal || self.cursor.allow_mass_removal,
             tx,
         });
         tokio::pin!(producer);
-        let mut produced: Option<Result<(ProduceEnd, SeenKeys), EngineError>> = None;
+        let mut produced: Option<Result<Produced, EngineError>> = None;
         loop {
             tokio::select! {
                 end = &mut producer, if produced.is_none() => {
@@ -706,15 +756,19 @@ impl Runner<'_> {
                 }
             }
         }
-        let (end, seen) = match produced {
+        let produced = match produced {
             Some(end) => end?,
             None => producer.await?,
         };
-        self.seen_keys = seen;
-        Ok(match end {
+        self.seen_keys = Some(produced.seen);
+        self.cursor.removal_blocked = produced.removal_blocked;
+        self.removal_skipped = produced.removal_skipped;
+        Ok(match produced.end {
+            _ if self.shared.lease_lost() => RunStatus::LeaseLost,
             ProduceEnd::Done if self.stopped_at.is_some() => RunStatus::Stopped,
             ProduceEnd::Done => RunStatus::Completed,
             ProduceEnd::Deadline => RunStatus::HandedOff,
+            ProduceEnd::LeaseLost => RunStatus::LeaseLost,
         })
     }
 
@@ -722,15 +776,18 @@ impl Runner<'_> {
         let now_min = now_minutes();
         for done in outcome.items {
             let counts = &mut self.cursor.counts;
-            // Every item is a row, or a file that could not be read (a failed row of its own).
-            counts.read += 1;
+            // Every item is a row, or a file that could not be read (a failed row of its own),
+            // or the removal of a key that left the table.
+            if done.result.file != removed::REMOVED_FILE {
+                counts.read += 1;
+            }
             if let Some((key, entry)) = &done.ledger_write {
-                let entry = crate::state::Entry {
+                let entry = entry.as_ref().map(|e| crate::state::Entry {
                     written_at_min: now_min,
-                    ..entry.clone()
-                };
-                self.run_writes.insert(*key, Some(entry.clone()));
-                self.since_checkpoint.push((*key, Some(entry)));
+                    ..e.clone()
+                });
+                self.run_writes.insert(*key, entry.clone());
+                self.since_checkpoint.push((*key, entry));
             }
             if let Some(k) = done.intent_done {
                 self.committed_intents.push(k);
@@ -742,7 +799,9 @@ impl Runner<'_> {
                 RowAction::Skipped => counts.skipped_by_preflight += 1,
                 RowAction::Failed => counts.failed += 1,
                 RowAction::NotAttempted => counts.not_attempted += 1,
-                RowAction::Moved | RowAction::Deleted => counts.removed += 1,
+                RowAction::Moved | RowAction::Deleted | RowAction::WouldRemove => {
+                    counts.removed += 1
+                }
             }
             if let Some(failure) = &done.failure {
                 if self.stopped_at.is_none()
@@ -835,61 +894,56 @@ impl Runner<'_> {
             .intents
             .retain(|i| !done.contains(&i.key_hash));
         loaded.manifest.run = Some(self.cursor.clone());
-        writer.state.save_manifest(&mut loaded).await?;
+        match writer.state.save_manifest(&mut loaded).await {
+            Ok(()) => {}
+            // A run that lost its lease records what it can; once the run holding the
+            // destination now has written, what this one did is found by that run's lookups.
+            Err(StateError::ManifestConflict(_)) if self.shared.lease_lost() => {
+                tracing::warn!(destination = %self.shared.dest.name, "the lease was lost and the manifest replaced by another run; this run's last writes are left to it");
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
         drop(loaded);
         writer.state.delete_segments(&replaced).await;
-        if let Some(lease) = &self.lease {
-            let l = lease.lock().await;
-            if l.expires_at <= Utc::now() {
-                return Err(StateError::LeaseLost(self.shared.dest.name.clone()).into());
-            }
-        }
         Ok(())
     }
 
     async fn finish(mut self, status: RunStatus) -> Result<RunSummary, EngineError> {
-        if status == RunStatus::Completed
-            && self.cursor.whole_table
-            && !self.shared.dry_run
-            && self.shared.dest.sync.removed_rows != RemovedRows::Ignore
-        {
-            if self.cursor.invocations == 1 {
-                self.handle_removed_rows().await?;
-            } else {
-                // The seen keys cover this invocation's rows only: the keys of files read
-                // before the hand-off would all look removed.
-                tracing::warn!(
-                    destination = %self.shared.dest.name,
-                    invocations = self.cursor.invocations,
-                    "removed rows not checked: the run spanned several invocations"
-                );
+        if status == RunStatus::HandedOff && self.shared.removal.is_some() {
+            // The next invocation must know every key this one read, or the keys of the
+            // files read so far would all look removed.
+            if let (Some(writer), Some(seen)) = (&self.shared.state, &self.seen_keys) {
+                writer.state.save_seen(&self.cursor.run_id, seen).await?;
+                self.cursor.seen_saved = true;
             }
         }
         self.checkpoint(true).await?;
-        let finished = status != RunStatus::HandedOff;
-        if let Some(writer) = &self.shared.state {
+        let finished = !matches!(status, RunStatus::HandedOff | RunStatus::LeaseLost);
+        if let (Some(writer), true) = (&self.shared.state, finished) {
             let mut loaded = writer.loaded.lock().await;
-            if finished {
-                // Fold everything into a new base when the deltas pile up.
-                let mut replaced = Vec::new();
-                if loaded.manifest.segments.len() > 8 {
-                    let full = self.merged_ledger();
-                    let base = writer
-                        .state
-                        .write_segment(&mut loaded.manifest, full.encode_full())
-                        .await?;
-                    replaced = std::mem::replace(&mut loaded.manifest.segments, vec![base]);
-                }
-                loaded.manifest.run = None;
-                loaded.manifest.last_run = Some(crate::state::LastRun {
-                    run_id: self.cursor.run_id.clone(),
-                    finished_at: Utc::now(),
-                    failed_rows: self.cursor.counts.failed_rows(),
-                    status: format!("{status:?}").to_lowercase(),
-                });
-                writer.state.save_manifest(&mut loaded).await?;
-                drop(loaded);
-                writer.state.delete_segments(&replaced).await;
+            // Fold everything into a new base when the deltas pile up.
+            let mut replaced = Vec::new();
+            if loaded.manifest.segments.len() > 8 {
+                let full = self.merged_ledger();
+                let base = writer
+                    .state
+                    .write_segment(&mut loaded.manifest, full.encode_full())
+                    .await?;
+                replaced = std::mem::replace(&mut loaded.manifest.segments, vec![base]);
+            }
+            loaded.manifest.run = None;
+            loaded.manifest.last_run = Some(crate::state::LastRun {
+                run_id: self.cursor.run_id.clone(),
+                finished_at: Utc::now(),
+                failed_rows: self.cursor.counts.failed_rows(),
+                status: status_name(status),
+            });
+            writer.state.save_manifest(&mut loaded).await?;
+            drop(loaded);
+            writer.state.delete_segments(&replaced).await;
+            if self.cursor.seen_saved {
+                writer.state.delete_seen(&self.cursor.run_id).await;
             }
         }
         let summary = RunSummary {
@@ -899,13 +953,16 @@ impl Runner<'_> {
             status,
             dry_run: self.shared.dry_run,
             started_at: self.cursor.started_at,
-            finished_at: finished.then(Utc::now),
+            finished_at: (status != RunStatus::HandedOff).then(Utc::now),
             source_files: self.cursor.files.iter().map(|f| f.key.clone()).collect(),
             counts: self.cursor.counts,
             invocations: self.cursor.invocations,
             report_location: Some(self.report.location()),
-            error: None,
+            error: (status == RunStatus::LeaseLost).then(|| {
+                "the run's lease on the destination could not be renewed in time, so it stopped sending; the rows it did not send are NOT_ATTEMPTED and the next run syncs them".to_string()
+            }),
             stopped_at: self.stopped_at.clone(),
+            removal_skipped: self.removal_skipped.clone(),
         };
         self.report.write_summary(&summary).await?;
         if status == RunStatus::HandedOff {
@@ -924,112 +981,30 @@ impl Runner<'_> {
         }
         Ok(summary)
     }
+}
 
-    /// Cards/records in the ledger whose key no row of this whole-table run carried.
-    async fn handle_removed_rows(&mut self) -> Result<(), EngineError> {
-        let gone: Vec<(u64, crate::state::Entry)> = self
-            .merged_ledger()
-            .iter()
-            .filter(|(k, _)| !self.seen_keys.contains(*k))
-            .collect();
-        if gone.is_empty() {
-            return Ok(());
-        }
-        let (op_for, action): (RemovalOp, RowAction) =
-            match (&self.shared.dest.sync.removed_rows, &self.shared.repo) {
-                (RemovedRows::Delete, Repo::Pipe(_)) => (
-                    Box::new(|id: &str| {
-                        Some(crate::pipefy::Mutation::DeleteCard { id: id.to_string() })
-                    }),
-                    RowAction::Deleted,
-                ),
-                (RemovedRows::Delete, Repo::Table(_)) => (
-                    Box::new(|id: &str| {
-                        Some(crate::pipefy::Mutation::DeleteTableRecord { id: id.to_string() })
-                    }),
-                    RowAction::Deleted,
-                ),
-                (RemovedRows::MoveToPhase { phase }, Repo::Pipe(_)) => {
-                    let phase_id = self.shared.mapper.phase_id_by_name(phase);
-                    (
-                        Box::new(move |id: &str| {
-                            phase_id
-                                .as_ref()
-                                .map(|p| crate::pipefy::Mutation::MoveCardToPhase {
-                                    card_id: id.to_string(),
-                                    phase_id: p.clone(),
-                                })
-                        }),
-                        RowAction::Moved,
-                    )
-                }
-                _ => return Ok(()),
-            };
-        let mut ops = Vec::new();
-        let mut owners = Vec::new();
-        for (k, e) in &gone {
-            if let Some(op) = op_for(&e.id.to_string()) {
-                ops.push(op);
-                owners.push((*k, e.clone()));
-            }
-        }
-        let results = self.shared.client.mutate(ops).await?;
-        let provenance = Provenance {
-            file: Arc::from("(removed from the table)"),
-            line: 0,
-        };
-        for ((k, e), result) in owners.into_iter().zip(results) {
-            match result {
-                Ok(_) => {
-                    // Deleted, or moved: forget the key either way, so a moved card is not
-                    // moved again every run; if the row comes back it is looked up by key.
-                    self.run_writes.insert(k, None);
-                    self.since_checkpoint.push((k, None));
-                    self.cursor.counts.removed += 1;
-                    self.report.row(&RowResult::ok(
-                        &provenance,
-                        None,
-                        action,
-                        Some(e.id.to_string()),
-                    ));
-                }
-                Err(err) => {
-                    self.cursor.counts.failed += 1;
-                    let failure = RowFailure::new(
-                        provenance.clone(),
-                        if action == RowAction::Moved {
-                            FailureCode::MoveRefused
-                        } else {
-                            FailureCode::PipefyRejected
-                        },
-                        format!(
-                            "{} of {} {}: {}",
-                            if action == RowAction::Moved {
-                                "move"
-                            } else {
-                                "delete"
-                            },
-                            if matches!(self.shared.repo, Repo::Pipe(_)) {
-                                "card"
-                            } else {
-                                "record"
-                            },
-                            e.id,
-                            err.message
-                        ),
-                    );
-                    self.report
-                        .row(&RowResult::failed(&failure, None, RowAction::Failed));
-                }
-            }
-        }
-        Ok(())
-    }
+/// A status as the manifest's `last_run` and the summary's JSON spell it.
+fn status_name(status: RunStatus) -> String {
+    serde_json::to_value(status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{status:?}").to_lowercase())
 }
 
 enum ProduceEnd {
     Done,
     Deadline,
+    LeaseLost,
+}
+
+/// How the producer ended, and what it learnt about the table on the way.
+struct Produced {
+    end: ProduceEnd,
+    seen: SeenKeys,
+    /// Why this run must not remove (kept across hand-offs in the cursor).
+    removal_blocked: Option<String>,
+    /// Why the removal pass did not run, when it was due.
+    removal_skipped: Option<String>,
 }
 
 /// What the producer owns: it runs beside the commits and shares nothing mutable with them.
@@ -1042,16 +1017,28 @@ struct Producer {
     deadline: Option<Instant>,
     window_sends: usize,
     planner: window::Planner,
+    seen: SeenKeys,
+    removal_blocked: Option<String>,
+    /// Rows read by earlier invocations of this run.
+    rows_read_before: u64,
+    allow_mass_removal: bool,
     tx: tokio::sync::mpsc::Sender<Window>,
 }
 
-/// Reads rows and cuts them into windows. Returns how it ended and the keys it saw.
-async fn produce(p: Producer) -> Result<(ProduceEnd, SeenKeys), EngineError> {
-    let mut seen = p.planner.seen_keys();
+/// Reads rows and cuts them into windows; on a whole-table run of a destination that
+/// removes, then cuts the removals of the keys no row carried into windows too.
+async fn produce(mut p: Producer) -> Result<Produced, EngineError> {
     let partial = p.shared.dest.partial_success;
-    let past_deadline = || p.deadline.is_some_and(|d| Instant::now() >= d);
+    let past_deadline = |p: &Producer| p.deadline.is_some_and(|d| Instant::now() >= d);
     let mut stop_sending = false;
-    for (file_index, meta) in p.files.iter().enumerate().skip(p.start_file) {
+    let mut rows_read = p.rows_read_before;
+    let ended = |p: Producer, end: ProduceEnd| Produced {
+        end,
+        seen: p.seen,
+        removal_blocked: p.removal_blocked,
+        removal_skipped: None,
+    };
+    for (file_index, meta) in p.files.clone().iter().enumerate().skip(p.start_file) {
         let after = if file_index == p.start_file {
             p.start_line
         } else {
@@ -1066,14 +1053,39 @@ async fn produce(p: Producer) -> Result<(ProduceEnd, SeenKeys), EngineError> {
         .await;
         let mut win = Window::new(file_index);
         while let Some(next) = rows.next().await {
+            if p.shared.lease_lost() {
+                // What is planned now could not be sent: the run holding the lease reads it.
+                return Ok(ended(p, ProduceEnd::LeaseLost));
+            }
             if !stop_sending && p.shared.stopped.load(std::sync::atomic::Ordering::SeqCst) {
                 // An earlier window failed (partial success off): plan nothing more.
                 stop_sending = true;
             }
             let item = match next {
-                Err(e) => WorkItem::read_failure(e),
+                Err(e) => {
+                    p.removal_blocked.get_or_insert_with(|| {
+                        format!(
+                            "{}:{} could not be read ({})",
+                            e.provenance.file, e.provenance.line, e.message
+                        )
+                    });
+                    WorkItem::read_failure(e)
+                }
                 Ok(row) if stop_sending => WorkItem::not_attempted(row),
-                Ok(row) => p.planner.plan(&p.shared, meta, row, &mut seen),
+                Ok(row) => {
+                    rows_read += 1;
+                    let provenance = row.provenance.clone();
+                    let (item, identity_known) = p.planner.plan(&p.shared, meta, row, &mut p.seen);
+                    if !identity_known {
+                        p.removal_blocked.get_or_insert_with(|| {
+                            format!(
+                                "the key of the row at {}:{} could not be read",
+                                provenance.file, provenance.line
+                            )
+                        });
+                    }
+                    item
+                }
             };
             let stop_here = item.is_failure() && !partial && !stop_sending;
             win.push(item);
@@ -1084,30 +1096,74 @@ async fn produce(p: Producer) -> Result<(ProduceEnd, SeenKeys), EngineError> {
             if win.sends >= p.window_sends || win.items.len() >= MAX_WINDOW_ITEMS || stop_here {
                 let full = std::mem::replace(&mut win, Window::new(file_index));
                 if p.tx.send(full).await.is_err() {
-                    return Ok((ProduceEnd::Done, seen));
+                    return Ok(ended(p, ProduceEnd::Done));
                 }
-                if past_deadline() && !stop_sending {
-                    return Ok((ProduceEnd::Deadline, seen));
+                if past_deadline(&p) && !stop_sending {
+                    return Ok(ended(p, ProduceEnd::Deadline));
                 }
             }
         }
         // The last window of a file moves the cursor to the next file, even when empty.
         win.end_of_file = true;
         if p.tx.send(win).await.is_err() {
-            return Ok((ProduceEnd::Done, seen));
+            return Ok(ended(p, ProduceEnd::Done));
         }
-        if past_deadline() && file_index + 1 < p.files.len() && !stop_sending {
-            return Ok((ProduceEnd::Deadline, seen));
+        if past_deadline(&p) && file_index + 1 < p.files.len() && !stop_sending {
+            return Ok(ended(p, ProduceEnd::Deadline));
         }
     }
-    Ok((ProduceEnd::Done, seen))
+    if p.shared.removal.is_none() || stop_sending {
+        return Ok(ended(p, ProduceEnd::Done));
+    }
+    let decision = removed::decide(RemovalInputs {
+        ledger: p.planner.ledger(),
+        seen: &p.seen,
+        blocked: p.removal_blocked.as_deref(),
+        rows_read,
+        max_fraction: p.shared.dest.sync.removed_rows.max_fraction,
+        allow_mass_removal: p.allow_mass_removal,
+    });
+    let gone = match decision {
+        RemovalDecision::Skip(why) => {
+            tracing::warn!(destination = %p.shared.dest.name, why = %why, "removed rows not checked");
+            let mut produced = ended(p, ProduceEnd::Done);
+            produced.removal_skipped = Some(why);
+            return Ok(produced);
+        }
+        RemovalDecision::Remove(gone) => gone,
+    };
+    // Removal windows sit past the last file, so a continuation resumes with them.
+    let file_index = p.files.len();
+    let mut win = Window::new(file_index);
+    for (n, (key_hash, id)) in gone.into_iter().enumerate() {
+        if p.shared.lease_lost() {
+            return Ok(ended(p, ProduceEnd::LeaseLost));
+        }
+        if p.shared.stopped.load(std::sync::atomic::Ordering::SeqCst) {
+            break;
+        }
+        win.push(WorkItem::removal(key_hash, id, n as u64 + 1));
+        if win.sends >= p.window_sends {
+            let full = std::mem::replace(&mut win, Window::new(file_index));
+            if p.tx.send(full).await.is_err() {
+                return Ok(ended(p, ProduceEnd::Done));
+            }
+            if past_deadline(&p) {
+                return Ok(ended(p, ProduceEnd::Deadline));
+            }
+        }
+    }
+    if !win.items.is_empty() && p.tx.send(win).await.is_err() {
+        return Ok(ended(p, ProduceEnd::Done));
+    }
+    Ok(ended(p, ProduceEnd::Done))
 }
 
 /// A window's task, aborted when the run stops waiting for it. A run that ends on an error
 /// drops its windows in flight; a dropped `JoinHandle` would leave them writing to Pipefy
 /// after the lease is released. Aborting one mid-send is a crash as far as the window is
 /// concerned, which its recorded intents already cover.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+pub(crate) struct AbortOnDrop<T>(pub(crate) tokio::task::JoinHandle<T>);
 
 impl<T> std::future::Future for AbortOnDrop<T> {
     type Output = Result<T, tokio::task::JoinError>;

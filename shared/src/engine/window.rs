@@ -10,13 +10,15 @@ use std::sync::Arc;
 use crate::config::Operation;
 use crate::failure::{FailureCode, RowFailure};
 use crate::mapping::{canonical_hash, ConnectionRef, FieldValue, MappedRow};
-use crate::pipefy::{ErrorClass, FieldDef, FieldType, OpError, OpResult};
+use crate::pipefy::client::is_not_found;
+use crate::pipefy::{ErrorClass, FieldDef, FieldType, OpError, OpResult, NOT_SENT};
 use crate::report::{RowAction, RowResult};
 use crate::source::{Provenance, Row, RowError};
 use crate::state::{key_hash, phase_hash, Entry, Intent, Ledger, RecordId, SeenKeys};
 use crate::store::ObjectMeta;
 
-use super::ops::{create_op, update_ops, ConnectionIds, OpRole, Repo};
+use super::removed::RemovalOp;
+use super::requests::{create_op, update_ops, ConnectionIds, OpRole, Repo};
 use super::{EngineError, RunShared};
 
 /// The id recorded for rows marked synced without sending (skip_initial_backfill): the card
@@ -25,6 +27,9 @@ pub(crate) const UNKNOWN_ID: &str = "?";
 
 /// How many times an ambiguous create is looked up and, if absent, sent again.
 const AMBIGUOUS_ROUNDS: usize = 3;
+
+/// Why a row of a run that lost its lease was not sent.
+const LEASE_LOST: &str = "not sent: this run lost its lease on the destination; the run that holds it now syncs this row";
 
 #[derive(Debug, Clone)]
 pub(crate) enum Plan {
@@ -35,6 +40,10 @@ pub(crate) enum Plan {
     },
     /// Upsert of a key the ledger does not know: look it up in Pipefy first.
     Lookup,
+    /// The key left the table: move or delete its card or record.
+    Remove {
+        id: String,
+    },
 }
 
 // `Done` (unchanged rows, the common case of a rerun) is the larger variant; boxing it would
@@ -87,22 +96,47 @@ impl WorkItem {
     }
 
     pub fn not_attempted(row: Row) -> Self {
-        let failure = RowFailure::new(
-            row.provenance.clone(),
-            FailureCode::NotAttempted,
+        let provenance = row.provenance.clone();
+        Self::not_sent(
+            provenance,
+            Some(row),
+            None,
             "not attempted: partial success is off and an earlier row failed",
-        );
+        )
+    }
+
+    /// A row that is not sent, reported as `NOT_ATTEMPTED` with why.
+    fn not_sent(provenance: Provenance, row: Option<Row>, key: Option<String>, why: &str) -> Self {
+        let failure = RowFailure::new(provenance.clone(), FailureCode::NotAttempted, why);
         WorkItem {
-            provenance: row.provenance.clone(),
-            row: Some(row),
+            provenance,
+            row,
             raw: None,
-            key: None,
+            key: key.clone(),
             key_hash: 0,
             keyed: false,
             kind: ItemKind::Done {
-                result: RowResult::failed(&failure, None, RowAction::NotAttempted),
+                result: RowResult::failed(&failure, key, RowAction::NotAttempted),
                 failure: Some(failure),
                 record: None,
+            },
+        }
+    }
+
+    /// The move or delete of a removed key's card or record.
+    pub fn removal(key_hash: u64, id: String, n: u64) -> Self {
+        WorkItem {
+            provenance: super::removed::provenance(n),
+            row: None,
+            raw: None,
+            key: None,
+            key_hash,
+            keyed: false,
+            kind: ItemKind::Send {
+                mapped: Box::default(),
+                hash: 0,
+                phase: 0,
+                plan: Plan::Remove { id },
             },
         }
     }
@@ -124,13 +158,16 @@ impl WorkItem {
     }
 
     /// Partial success is off and an earlier row failed: a row that would be sent is not.
-    pub fn stop_if_sending(mut self) -> WorkItem {
-        if matches!(self.kind, ItemKind::Send { .. }) {
-            if let Some(row) = self.row.take() {
-                return WorkItem::not_attempted(row);
-            }
+    pub fn stop_if_sending(self) -> WorkItem {
+        self.not_sent_if_sending("not attempted: partial success is off and an earlier row failed")
+    }
+
+    /// A row that would be sent is reported `NOT_ATTEMPTED` with `why` instead.
+    fn not_sent_if_sending(self, why: &str) -> WorkItem {
+        match self.kind {
+            ItemKind::Send { .. } => WorkItem::not_sent(self.provenance, self.row, self.key, why),
+            ItemKind::Done { .. } => self,
         }
-        self
     }
 
     pub fn is_failure(&self) -> bool {
@@ -183,7 +220,8 @@ pub(crate) struct DoneItem {
     pub failure: Option<RowFailure>,
     pub row: Option<Row>,
     pub raw: Option<String>,
-    pub ledger_write: Option<(u64, Entry)>,
+    /// `(key, None)`: the key is forgotten (its card or record was removed).
+    pub ledger_write: Option<(u64, Option<Entry>)>,
     /// The key hash of a create whose intent can be cleared.
     pub intent_done: Option<u64>,
 }
@@ -218,28 +256,37 @@ impl Planner {
         }
     }
 
-    /// An empty set of seen keys over this planner's ledger.
-    pub fn seen_keys(&self) -> SeenKeys {
-        SeenKeys::new(self.ledger.clone())
+    /// The ledger as the run loaded it.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
     }
 
+    /// Plans one row. The flag says whether the row's identity (its key, or the card id it
+    /// updates) was known: a row without one may be a present row, so removals must not run.
     pub fn plan(
         &self,
         shared: &RunShared,
         file: &ObjectMeta,
         row: Row,
         seen: &mut SeenKeys,
-    ) -> WorkItem {
-        let mapped = match shared.mapper.map(&row) {
-            Ok(m) => m,
-            Err(f) => return WorkItem::preflight_failure(row, None, f),
-        };
+    ) -> (WorkItem, bool) {
         let op = shared.dest.operation;
+        let key = match shared.mapper.key(&row) {
+            Ok(k) => k,
+            Err(f) => return (WorkItem::preflight_failure(row, None, f), false),
+        };
+        let mapped = shared.mapper.map_with_key(&row, key.clone());
         // The row's identity: its key, the card id it updates, or where it was read.
-        let (key, keyed) = match (op, &mapped.key, &mapped.id) {
-            (Operation::UpdateCard, _, Some(id)) => (Some(id.clone()), false),
-            (_, Some(k), _) => (Some(k.clone()), true),
-            _ => (None, false),
+        let (key, keyed) = match (op, &mapped) {
+            (Operation::UpdateCard, Ok(m)) => (m.id.clone(), false),
+            // The card id is a mapped value: a row that did not map has none.
+            (Operation::UpdateCard, Err(f)) => {
+                return (WorkItem::preflight_failure(row, None, f.clone()), false)
+            }
+            _ => {
+                let keyed = key.is_some();
+                (key, keyed)
+            }
         };
         let identity = match &key {
             Some(k) => k.clone(),
@@ -251,7 +298,13 @@ impl Planner {
             ),
         };
         let khash = key_hash(&identity);
-        if !seen.insert(khash) {
+        // The key is present in the table whether or not the rest of the row mapped.
+        let first = seen.insert(khash);
+        let mapped = match mapped {
+            Ok(m) => m,
+            Err(f) => return (WorkItem::preflight_failure(row, key, f), true),
+        };
+        if !first {
             let failure = RowFailure::new(
                 row.provenance.clone(),
                 FailureCode::DuplicateKey,
@@ -260,7 +313,7 @@ impl Planner {
                     key.as_deref().unwrap_or("")
                 ),
             );
-            return WorkItem::preflight_failure(row, key, failure);
+            return (WorkItem::preflight_failure(row, key, failure), true);
         }
         if self.unresolvable.contains(&khash) {
             let failure = RowFailure::new(
@@ -268,8 +321,24 @@ impl Planner {
                 FailureCode::AmbiguousCreate,
                 "an earlier create of this row may have been applied (Pipefy did not answer) and cannot be looked up; check the pipe for it, then clear it with `pipefy-sync forget-intents`",
             );
-            return WorkItem::preflight_failure(row, key, failure);
+            return (WorkItem::preflight_failure(row, key, failure), true);
         }
+        (
+            self.plan_mapped(shared, row, key, khash, keyed, mapped),
+            true,
+        )
+    }
+
+    fn plan_mapped(
+        &self,
+        shared: &RunShared,
+        row: Row,
+        key: Option<String>,
+        khash: u64,
+        keyed: bool,
+        mapped: MappedRow,
+    ) -> WorkItem {
+        let op = shared.dest.operation;
         let hash = canonical_hash(&mapped);
         let phase = phase_hash(mapped.phase_id.as_deref());
         let known = self.ledger.get(khash);
@@ -464,13 +533,17 @@ pub(crate) async fn process(
     let file_index = window.file_index;
     let end_line = window.end_line();
     let end_of_file = window.end_of_file;
-    // A window planned before an earlier one failed (partial success off) sends nothing.
+    // A window planned before an earlier one failed (partial success off) sends nothing,
+    // and neither does one of a run that can no longer write.
     let stopped = shared.stopped.load(std::sync::atomic::Ordering::SeqCst);
+    let fenced = !shared.dry_run && !shared.may_write();
     let mut slots: Vec<Slot> = window
         .items
         .into_iter()
         .map(|item| {
-            if stopped {
+            if fenced {
+                item.not_sent_if_sending(LEASE_LOST)
+            } else if stopped {
                 item.stop_if_sending()
             } else {
                 item
@@ -491,7 +564,8 @@ pub(crate) async fn process(
             if let ItemKind::Send { plan, .. } = &slot.item.kind {
                 slot.outcome = Some(Outcome::Planned(match plan {
                     Plan::Update { .. } => RowAction::WouldUpdate,
-                    _ => RowAction::WouldCreate,
+                    Plan::Remove { .. } => RowAction::WouldRemove,
+                    Plan::Create | Plan::Lookup => RowAction::WouldCreate,
                 }));
             }
         }
@@ -750,15 +824,7 @@ async fn record_intents(shared: &RunShared, slots: &[Slot]) -> Result<(), Engine
     let Some(writer) = &shared.state else {
         return Ok(());
     };
-    let run_id = writer
-        .loaded
-        .lock()
-        .await
-        .manifest
-        .run
-        .as_ref()
-        .map(|r| r.run_id.clone())
-        .unwrap_or_default();
+    let run_id = shared.run_id.clone();
     let intents: Vec<Intent> = slots
         .iter()
         .filter(|s| is_create(s))
@@ -818,10 +884,16 @@ async fn send(
                     owners.push((i, role));
                 }
             }
+            Plan::Remove { id } => {
+                if let Some(removal) = &shared.removal {
+                    ops.push(removal.mutation(&shared.repo, id));
+                    owners.push((i, OpRole::Remove));
+                }
+            }
             Plan::Lookup => {}
         }
     }
-    let results = shared.client.mutate(ops).await?;
+    let results = shared.client.mutate_gated(ops, shared.gate()).await?;
     let mut per_slot: HashMap<usize, Vec<(OpRole, OpResult)>> = HashMap::new();
     for ((i, role), result) in owners.into_iter().zip(results) {
         per_slot.entry(i).or_default().push((role, result));
@@ -848,6 +920,19 @@ fn fold_results(shared: &RunShared, slot: &mut Slot, results: Vec<(OpRole, OpRes
     let mut move_error = None;
     for (role, result) in results {
         match (role, result) {
+            (_, Err(e)) if e.code.as_deref() == Some(NOT_SENT) => {
+                slot.outcome = Some(Outcome::Failed {
+                    failure: failure_for(&slot.item, FailureCode::NotAttempted, LEASE_LOST.into()),
+                    // Never sent, but a run that lost its lease leaves its intents to the
+                    // run that holds the destination now, which looks them up.
+                    clear_intent: false,
+                });
+                return false;
+            }
+            (OpRole::Remove, result) => {
+                slot.outcome = Some(removal_outcome(shared, &slot.item, result));
+                return false;
+            }
             (OpRole::Create, Ok(ok)) => created_id = ok.id,
             (OpRole::Create, Err(e)) if e.class == ErrorClass::Ambiguous => return true,
             (OpRole::Create, Err(e)) => {
@@ -905,6 +990,56 @@ fn fold_results(shared: &RunShared, slot: &mut Slot, results: Vec<(OpRole, OpRes
         (_, _, None) => return true,
     });
     false
+}
+
+/// A removal's result. A card or record that is already gone (deleted by a person) counts
+/// as removed: the key is forgotten either way.
+fn removal_outcome(shared: &RunShared, item: &WorkItem, result: OpResult) -> Outcome {
+    let ItemKind::Send {
+        plan: Plan::Remove { id },
+        ..
+    } = &item.kind
+    else {
+        return Outcome::Failed {
+            failure: failure_for(
+                item,
+                FailureCode::PipefyRejected,
+                "internal: not a removal".into(),
+            ),
+            clear_intent: false,
+        };
+    };
+    let is_move = shared.removal.as_ref().is_some_and(RemovalOp::is_move);
+    let action = if is_move {
+        RowAction::Moved
+    } else {
+        RowAction::Deleted
+    };
+    match result {
+        Ok(_) => Outcome::Written {
+            action,
+            id: id.clone(),
+        },
+        Err(e) if !is_move && is_not_found(e.code.as_deref()) => Outcome::Written {
+            action,
+            id: id.clone(),
+        },
+        Err(e) => {
+            let what = format!(
+                "{} of {} {id} (its row left the table)",
+                if is_move { "move" } else { "delete" },
+                super::noun(shared.dest.operation)
+            );
+            let mut failure = op_failure(item, &e, &what);
+            if is_move {
+                failure.code = FailureCode::MoveRefused;
+            }
+            Outcome::Failed {
+                failure,
+                clear_intent: false,
+            }
+        }
+    }
 }
 
 /// Resolves creates whose outcome is unknown: wait for Pipefy to settle, look the key up,
@@ -1003,7 +1138,7 @@ async fn resolve_ambiguous(
                 _ => None,
             })
             .collect();
-        let results = shared.client.mutate(ops).await?;
+        let results = shared.client.mutate_gated(ops, shared.gate()).await?;
         let mut still = Vec::new();
         for (i, result) in resend.into_iter().zip(results) {
             let Some(slot) = slots.get_mut(i) else {
@@ -1030,13 +1165,14 @@ fn finish_slot(slot: Slot) -> DoneItem {
             failure,
             row: item.row,
             raw: item.raw,
-            ledger_write: record.map(|e| (item.key_hash, e)),
+            ledger_write: record.map(|e| (item.key_hash, Some(e))),
             intent_done: None,
         },
         ItemKind::Send {
             hash, phase, plan, ..
         } => {
             let was_create = matches!(plan, Plan::Create);
+            let was_removal = matches!(plan, Plan::Remove { .. });
             match slot.outcome {
                 Some(Outcome::Written { action, id }) => DoneItem {
                     result: RowResult::ok(
@@ -1048,14 +1184,16 @@ fn finish_slot(slot: Slot) -> DoneItem {
                     failure: None,
                     row: None,
                     raw: None,
+                    // A removed key is forgotten, so a moved card is not moved again every
+                    // run; if its row comes back, it is looked up by key.
                     ledger_write: Some((
                         item.key_hash,
-                        Entry {
+                        (!was_removal).then(|| Entry {
                             id: RecordId::parse(&id),
                             value_hash: hash,
                             phase_hash: phase,
                             written_at_min: 0,
-                        },
+                        }),
                     )),
                     intent_done: was_create.then_some(item.key_hash),
                 },
@@ -1065,8 +1203,8 @@ fn finish_slot(slot: Slot) -> DoneItem {
                         item.key.clone(),
                         action,
                         match plan {
-                            Plan::Update { id, .. } => Some(id),
-                            _ => None,
+                            Plan::Update { id, .. } | Plan::Remove { id } => Some(id),
+                            Plan::Create | Plan::Lookup => None,
                         },
                     ),
                     failure: None,
@@ -1079,7 +1217,15 @@ fn finish_slot(slot: Slot) -> DoneItem {
                     failure,
                     clear_intent,
                 }) => DoneItem {
-                    result: RowResult::failed(&failure, item.key.clone(), RowAction::Failed),
+                    result: RowResult::failed(
+                        &failure,
+                        item.key.clone(),
+                        if failure.code == FailureCode::NotAttempted {
+                            RowAction::NotAttempted
+                        } else {
+                            RowAction::Failed
+                        },
+                    ),
                     failure: Some(failure),
                     row: item.row,
                     raw: item.raw,

@@ -22,9 +22,30 @@ pub struct ScheduledEvent {
     /// Set by the function itself when it hands a long run over to a new invocation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub continue_run: Option<String>,
+    /// Let this run remove more than `removed_rows.max_fraction` of the destination's keys.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_mass_removal: bool,
+}
+
+/// Whether a payload is a hand-off continuation (`{"destination", "continue_run"}`), which
+/// every sync function accepts whatever started the run.
+pub fn is_continuation(payload: &serde_json::Value) -> bool {
+    payload.get("continue_run").is_some_and(|v| v.is_string())
 }
 
 impl ScheduledEvent {
+    /// What the run reads: `files` when given (never empty), else the whole table.
+    pub fn scope(&self) -> Result<crate::state::RunScope, String> {
+        match &self.files {
+            None => Ok(crate::state::RunScope::WholeTable),
+            Some(files) if files.is_empty() || files.iter().any(|f| f.trim().is_empty()) => Err(
+                "\"files\" is empty or holds an empty key; leave it out to sync the whole table"
+                    .into(),
+            ),
+            Some(files) => Ok(crate::state::RunScope::Files(files.clone())),
+        }
+    }
+
     pub fn trigger(&self) -> &'static str {
         if self.continue_run.is_some() {
             "hand-off"

@@ -21,8 +21,8 @@ use tokio::sync::Mutex;
 use crate::config::{parse_destination, Destination, DestinationSet};
 use crate::engine::{EngineError, HandOff, RunContext};
 use crate::pipefy::{
-    ClientConfig, Credentials, CredentialsProvider, PipefyClient, PipefyError, Secret,
-    DEFAULT_ENDPOINT, DEFAULT_TOKEN_URL,
+    AllowedHosts, ClientConfig, Credentials, CredentialsProvider, PipefyClient, PipefyError,
+    Secret, DEFAULT_ENDPOINT, DEFAULT_TOKEN_URL,
 };
 use crate::state::StateError;
 use crate::store::s3::S3Store;
@@ -42,6 +42,8 @@ pub struct Settings {
     pub metrics_namespace: String,
     /// This function's name, for hand-off invocations.
     pub function_name: Option<String>,
+    /// Hosts besides Pipefy's own that may receive the token (single-tenant domains).
+    pub allowed_hosts: AllowedHosts,
 }
 
 /// Without a usable deadline (cargo lambda watch sends a fake one), a run hands off after
@@ -59,14 +61,9 @@ impl Settings {
                     .into(),
             )
         })?;
-        let time_budget = match var("PIPEFY_SYNC_TIME_BUDGET_SECONDS") {
-            Some(v) => Some(Duration::from_secs_f64(v.parse::<f64>().map_err(|_| {
-                HandlerError::Setup(format!(
-                    "PIPEFY_SYNC_TIME_BUDGET_SECONDS is not a number: '{v}'"
-                ))
-            })?)),
-            None => None,
-        };
+        let time_budget = var("PIPEFY_SYNC_TIME_BUDGET_SECONDS")
+            .map(|v| parse_time_budget(&v))
+            .transpose()?;
         Ok(Settings {
             bucket,
             config_prefix: var("PIPEFY_SYNC_CONFIG_PREFIX")
@@ -78,6 +75,7 @@ impl Settings {
             metrics_namespace: var("PIPEFY_SYNC_METRICS_NAMESPACE")
                 .unwrap_or_else(|| metrics::DEFAULT_NAMESPACE.into()),
             function_name: var("AWS_LAMBDA_FUNCTION_NAME"),
+            allowed_hosts: AllowedHosts::from_env(),
         })
     }
 
@@ -96,6 +94,20 @@ impl Settings {
         let by_deadline = believable.then(|| remaining.saturating_sub(DEADLINE_MARGIN));
         now + by_deadline.map_or(budget, |d| d.min(budget))
     }
+}
+
+/// `PIPEFY_SYNC_TIME_BUDGET_SECONDS`: seconds, more than 0 and at most Lambda's 900.
+fn parse_time_budget(v: &str) -> Result<Duration, HandlerError> {
+    let bad = |why: &str| {
+        HandlerError::Setup(format!(
+            "PIPEFY_SYNC_TIME_BUDGET_SECONDS is '{v}': {why}; give the seconds a run may take before it hands off, more than 0 and at most 900 (Lambda's limit)"
+        ))
+    };
+    let secs: f64 = v.trim().parse().map_err(|_| bad("not a number"))?;
+    if !secs.is_finite() || secs <= 0.0 || secs > 900.0 {
+        return Err(bad("out of range"));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| bad("out of range"))
 }
 
 /// What a function answers when it fails: the error type says which kind of failure it is,
@@ -312,6 +324,8 @@ pub struct DestinationCatalog {
     /// Files that did not parse at the last load, with why: one bad file must not stop the
     /// other destinations, but its error is what a run of it reports.
     invalid: Mutex<Vec<String>>,
+    /// Destination name -> the ETag of its file at the last load.
+    versions: Mutex<HashMap<String, String>>,
 }
 
 const CATALOG_TTL: Duration = Duration::from_secs(300);
@@ -323,7 +337,13 @@ impl DestinationCatalog {
             prefix: prefix.to_string(),
             cache: Mutex::new(None),
             invalid: Mutex::new(Vec::new()),
+            versions: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The version (ETag) of the file a destination was loaded from.
+    pub async fn version(&self, name: &str) -> Option<String> {
+        self.versions.lock().await.get(name).cloned()
     }
 
     pub async fn all(&self) -> Result<Arc<DestinationSet>, HandlerError> {
@@ -340,6 +360,7 @@ impl DestinationCatalog {
         }
         let mut set = DestinationSet::new();
         let mut invalid = Vec::new();
+        let mut versions = HashMap::new();
         let listed = self.store.list(&self.prefix).await.map_err(|e| {
             HandlerError::Storage(format!(
                 "listing destination files under {}: {e}",
@@ -359,6 +380,7 @@ impl DestinationCatalog {
             let text = String::from_utf8_lossy(&bytes);
             match parse_destination(&file, &text) {
                 Ok(dest) => {
+                    versions.insert(dest.name.clone(), meta.etag.clone());
                     set.insert(dest.name.clone(), dest);
                 }
                 Err(e) => {
@@ -368,6 +390,7 @@ impl DestinationCatalog {
             }
         }
         *self.invalid.lock().await = invalid;
+        *self.versions.lock().await = versions;
         let set = Arc::new(set);
         *cache = Some((Instant::now(), set.clone()));
         Ok(set)
@@ -422,8 +445,32 @@ pub struct Deps {
     pub lambda: aws_sdk_lambda::Client,
     pub system_store: Arc<dyn ObjectStore>,
     pub catalog: DestinationCatalog,
-    /// One Pipefy client per destination: its rate limiter and token cache outlive a run.
-    clients: Mutex<HashMap<String, PipefyClient>>,
+    clients: ClientCache,
+}
+
+/// One Pipefy client per destination, with the version (ETag) of the destination file it
+/// was built from: its rate limiter and token cache outlive a run, and a changed file
+/// (endpoint, limits, secret) gets a new client.
+#[derive(Default)]
+pub struct ClientCache(Mutex<HashMap<String, (String, PipefyClient)>>);
+
+impl ClientCache {
+    pub async fn get_or_build(
+        &self,
+        name: &str,
+        version: &str,
+        build: impl FnOnce() -> Result<PipefyClient, HandlerError>,
+    ) -> Result<PipefyClient, HandlerError> {
+        let mut clients = self.0.lock().await;
+        if let Some((v, c)) = clients.get(name) {
+            if v == version {
+                return Ok(c.clone());
+            }
+        }
+        let client = build()?;
+        clients.insert(name.to_string(), (version.to_string(), client.clone()));
+        Ok(client)
+    }
 }
 
 impl Deps {
@@ -443,7 +490,7 @@ impl Deps {
             lambda,
             system_store,
             catalog,
-            clients: Mutex::new(HashMap::new()),
+            clients: ClientCache::default(),
         }
     }
 
@@ -460,16 +507,16 @@ impl Deps {
     }
 
     pub async fn pipefy_client(&self, dest: &Destination) -> Result<PipefyClient, HandlerError> {
-        let mut clients = self.clients.lock().await;
-        if let Some(c) = clients.get(&dest.name) {
-            return Ok(c.clone());
-        }
-        let provider = credentials_provider(dest, &self.secrets)?;
-        let client = PipefyClient::new(client_config(dest), provider).map_err(|e| {
-            HandlerError::DestinationInvalid(format!("destination '{}': {e}", dest.name))
-        })?;
-        clients.insert(dest.name.clone(), client.clone());
-        Ok(client)
+        let version = self.catalog.version(&dest.name).await.unwrap_or_default();
+        self.clients
+            .get_or_build(&dest.name, &version, || {
+                check_token_hosts(dest, &self.settings.allowed_hosts)?;
+                let provider = credentials_provider(dest, &self.secrets)?;
+                PipefyClient::new(client_config(dest), provider).map_err(|e| {
+                    HandlerError::DestinationInvalid(format!("destination '{}': {e}", dest.name))
+                })
+            })
+            .await
     }
 
     pub async fn run_context(&self, dest: &Destination) -> Result<RunContext, HandlerError> {
@@ -496,6 +543,17 @@ impl Deps {
             progress: None,
         })
     }
+}
+
+/// Fails a destination whose `endpoint` or `token.oauth_url` is not a host the token may go
+/// to, before any request carries it.
+pub fn check_token_hosts(dest: &Destination, allowed: &AllowedHosts) -> Result<(), HandlerError> {
+    let endpoint = dest.endpoint.as_deref().unwrap_or(DEFAULT_ENDPOINT);
+    let oauth_url = dest.token.oauth_url.as_deref().unwrap_or(DEFAULT_TOKEN_URL);
+    allowed
+        .check("endpoint", endpoint)
+        .and_then(|()| allowed.check("token.oauth_url", oauth_url))
+        .map_err(|m| HandlerError::DestinationInvalid(format!("destination '{}': {m}", dest.name)))
 }
 
 /// Where a destination's Pipefy credentials come from: its secret (read through
@@ -611,6 +669,83 @@ mod tests {
         assert!(credentials_from_secret("", DEFAULT_TOKEN_URL).is_err());
     }
 
+    #[tokio::test]
+    async fn a_changed_destination_file_gets_a_new_client() {
+        let cache = ClientCache::default();
+        let build = || {
+            PipefyClient::new(
+                ClientConfig::default(),
+                Arc::new(crate::pipefy::StaticCredentials(
+                    Credentials::PersonalToken(Secret::new("t")),
+                )),
+            )
+            .map_err(|e| HandlerError::Setup(e.to_string()))
+        };
+        let first = cache.get_or_build("d", "\"v1\"", build).await.unwrap();
+        let again = cache.get_or_build("d", "\"v1\"", build).await.unwrap();
+        assert!(
+            first.is_same_client(&again),
+            "same file: the client is kept"
+        );
+        let changed = cache.get_or_build("d", "\"v2\"", build).await.unwrap();
+        assert!(!first.is_same_client(&changed), "a new ETag: a new client");
+        let refused = cache
+            .get_or_build("d", "\"v3\"", || {
+                Err(HandlerError::DestinationInvalid("no".into()))
+            })
+            .await;
+        assert!(refused.is_err());
+    }
+
+    #[test]
+    fn destinations_that_would_send_the_token_elsewhere_are_refused() {
+        let dest = |extra: &str| {
+            crate::config::parse_destination(
+                "d.yaml",
+                &format!("name: d\npipe_id: \"1\"\noperation: create_card\nsource: {{ bucket: my-bucket, layer: l, table: t }}\nmapping:\n  title: name\ntoken: {{ secret: s }}\n{extra}"),
+            )
+            .unwrap()
+        };
+        let allowed = AllowedHosts::new(["pipefy.example.com".to_string()]);
+        assert!(check_token_hosts(&dest(""), &allowed).is_ok());
+        assert!(check_token_hosts(
+            &dest("endpoint: https://pipefy.example.com/graphql"),
+            &allowed
+        )
+        .is_ok());
+        let mut to_collector = dest("");
+        to_collector.token.oauth_url = Some("https://collector.example.net/oauth/token".into());
+        for bad in [
+            dest("endpoint: https://collector.example.net/graphql"),
+            dest("endpoint: http://api.pipefy.com/graphql"),
+            to_collector,
+        ] {
+            match check_token_hosts(&bad, &allowed) {
+                Err(HandlerError::DestinationInvalid(m)) => {
+                    assert!(m.contains("destination 'd'") && m.contains("://"), "{m}")
+                }
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn time_budgets_out_of_range_are_setup_errors() {
+        for bad in ["-1", "inf", "NaN", "1e20", "0", "901", "ten", ""] {
+            match parse_time_budget(bad) {
+                Err(HandlerError::Setup(m)) => {
+                    assert!(m.contains("PIPEFY_SYNC_TIME_BUDGET_SECONDS"), "{m}")
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            parse_time_budget(" 0.4 ").unwrap(),
+            Duration::from_millis(400)
+        );
+        assert_eq!(parse_time_budget("900").unwrap(), Duration::from_secs(900));
+    }
+
     #[test]
     fn fake_deadlines_fall_back_to_the_budget() {
         let settings = Settings {
@@ -622,6 +757,7 @@ mod tests {
             slack_webhook_secret: None,
             metrics_namespace: "x".into(),
             function_name: None,
+            allowed_hosts: AllowedHosts::default(),
         };
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)

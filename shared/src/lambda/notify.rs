@@ -1,13 +1,14 @@
 //! `notify`: receives the sync functions' asynchronous invocation records and posts to a
-//! Slack incoming webhook when a run fails, when its failed rows exceed the destination's
-//! threshold, and when a destination recovers. Without a webhook it only logs.
+//! Slack incoming webhook when a run fails, when it lost its lease, when it skipped its removal
+//! pass (`REMOVAL_GUARD`, a file it could not read), when its failed rows exceed the
+//! destination's threshold, and when a destination recovers. Without a webhook it only logs.
 //!
 //! Whether a destination is currently failing is kept in `state/<destination>/notify.json`,
 //! so "recovered" is said once, on the first good run after a bad one.
 
 use serde::{Deserialize, Serialize};
 
-use crate::report::RunSummary;
+use crate::report::{RunStatus, RunSummary};
 use crate::store::WriteCondition;
 
 use super::events::InvocationRecord;
@@ -21,7 +22,8 @@ struct NotifyState {
 #[derive(Debug, Serialize)]
 pub struct NotifyResult {
     pub destination: String,
-    /// `failed`, `failed_rows`, `recovered`, or `ok` (nothing to say).
+    /// `failed`, `lease_lost`, `removal_skipped` (the guard or an unreadable file kept a
+    /// run from removing), `failed_rows`, `recovered`, or `ok` (nothing to say).
     pub event: String,
     pub message: Option<String>,
     /// Whether a webhook post was made.
@@ -100,6 +102,25 @@ pub async fn handle(
         (Some(f), _) => (
             "failed",
             Some(format!(":red_circle: pipefy-sync: destination `{destination}` failed: {f}")),
+            true,
+        ),
+        (None, Some(s)) if s.status == RunStatus::LeaseLost => (
+            "lease_lost",
+            Some(format!(
+                ":warning: pipefy-sync: destination `{destination}` run {} lost its lease and stopped sending; the next run syncs the rest. Report: {}",
+                s.run_id,
+                s.report_location.clone().unwrap_or_default()
+            )),
+            true,
+        ),
+        (None, Some(s)) if s.removal_skipped.is_some() => (
+            "removal_skipped",
+            Some(format!(
+                ":warning: pipefy-sync: destination `{destination}` run {} removed no cards: {}. Report: {}",
+                s.run_id,
+                s.removal_skipped.as_deref().unwrap_or_default(),
+                s.report_location.clone().unwrap_or_default()
+            )),
             true,
         ),
         (None, Some(s)) if s.counts.failed_rows() > threshold => (

@@ -1,4 +1,5 @@
-//! `sync-scheduled`: EventBridge Scheduler's payload, a manual run, or a hand-off.
+//! `sync-scheduled`: EventBridge Scheduler's payload, a manual run, or a hand-off (which
+//! `sync-upload` also takes, through [`handle`]).
 
 use std::time::Instant;
 
@@ -18,7 +19,7 @@ pub async fn handle(
 ) -> Result<serde_json::Value, HandlerError> {
     let event: ScheduledEvent = serde_json::from_value(payload).map_err(|e| {
         HandlerError::InvalidEvent(format!(
-            "{e}; expected {{\"destination\": \"<name>\", \"scheduled_time\"?, \"dry_run\"?, \"full_resync\"?, \"files\"?}}"
+            "{e}; expected {{\"destination\": \"<name>\", \"scheduled_time\"?, \"dry_run\"?, \"full_resync\"?, \"files\"?, \"allow_mass_removal\"?}}"
         ))
     })?;
     if event.destination.trim().is_empty() {
@@ -26,18 +27,20 @@ pub async fn handle(
             "\"destination\" is empty".into(),
         ));
     }
+    let scope = event.scope().map_err(HandlerError::InvalidEvent)?;
     let started = Instant::now();
     let dest = deps.catalog.get(&event.destination).await?;
     let ctx = deps.run_context(&dest).await?;
     let req = RunRequest {
         trigger: event.trigger().to_string(),
-        files: event.files.clone(),
+        scope,
         dry_run: event.dry_run,
         full_resync: event.full_resync,
         continue_run: event.continue_run.clone(),
         deadline: Some(deps.settings.run_deadline(deadline_ms)),
         lease_wait: LEASE_WAIT,
         report_unchanged: false,
+        allow_mass_removal: event.allow_mass_removal,
     };
     tracing::info!(destination = %dest.name, trigger = %req.trigger, dry_run = req.dry_run, "run starting");
     let summary = sync(&ctx, &dest, req).await.map_err(|e| {

@@ -11,7 +11,7 @@ use crate::engine::{sync, RunRequest};
 use crate::report::{RunStatus, RunSummary};
 use crate::source::is_marker;
 
-use super::events::{parse_s3_event, UploadedObject};
+use super::events::{is_continuation, parse_s3_event, UploadedObject};
 use super::{metrics, Deps, HandlerError};
 
 #[derive(Debug, Serialize)]
@@ -57,6 +57,11 @@ pub async fn handle(
     payload: serde_json::Value,
     deadline_ms: u64,
 ) -> Result<serde_json::Value, HandlerError> {
+    if is_continuation(&payload) {
+        // A long upload run handed itself over to this function (its own name is the one a
+        // hand-off invokes): continue it like any other run.
+        return super::scheduled::handle(deps, payload, deadline_ms).await;
+    }
     let objects = parse_s3_event(&payload).map_err(HandlerError::InvalidEvent)?;
     let mut destinations = deps.catalog.all().await?;
     // Markers and empty objects are ignored whatever the catalog says: they must not make
@@ -113,7 +118,7 @@ pub async fn handle(
             let ctx = deps.run_context(dest).await?;
             let req = RunRequest {
                 trigger: "upload".into(),
-                files: Some(files),
+                scope: crate::state::RunScope::Files(files),
                 deadline: Some(deps.settings.run_deadline(deadline_ms)),
                 lease_wait: std::time::Duration::from_secs(2),
                 ..RunRequest::default()

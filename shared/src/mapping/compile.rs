@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::{
-    target_of, ConnectConfig, Destination, FieldMapping, NullPolicy, Operation, RemovedRows,
+    target_of, ConnectConfig, Destination, FieldMapping, NullPolicy, Operation, RemovalAction,
     Target, ValueSource,
 };
 use crate::pipefy::schema::{FieldDef, FieldType};
@@ -672,7 +672,7 @@ pub(super) fn compile(dest: &Destination, schema: &Schema) -> Result<Mapper, Vec
     let key = c.key(&fields);
     let required = c.required(&fields, key.as_ref());
 
-    if let RemovedRows::MoveToPhase { phase } = &dest.sync.removed_rows {
+    if let RemovalAction::MoveToPhase { phase } = &dest.sync.removed_rows.action {
         match &c.view.phases {
             Some(phases) => {
                 if let Err(p) = phases.resolve(phase) {

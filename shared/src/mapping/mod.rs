@@ -351,14 +351,27 @@ impl Mapper {
 
     /// Maps one row. Nothing is sent for a row that fails.
     pub fn map(&self, row: &Row) -> Result<MappedRow, RowFailure> {
+        let key = self.key(row)?;
+        self.map_with_key(row, key)
+    }
+
+    /// The row's key from `key.columns` (`None` when the destination has no key): known
+    /// even when another column of the row does not map, so the row still counts as present.
+    pub fn key(&self, row: &Row) -> Result<Option<String>, RowFailure> {
+        self.key
+            .as_ref()
+            .map(|k| self.build_key(k, row))
+            .transpose()
+    }
+
+    /// Maps one row whose key [`Mapper::key`] already built.
+    pub fn map_with_key(&self, row: &Row, key: Option<String>) -> Result<MappedRow, RowFailure> {
         let mut out = MappedRow {
             provenance: Some(row.provenance.clone()),
             fields: Vec::with_capacity(self.fields.len() + 1),
+            key,
             ..MappedRow::default()
         };
-        if let Some(k) = &self.key {
-            out.key = Some(self.build_key(k, row)?);
-        }
         for slot in &self.attrs {
             let outcome = slot.eval(row)?;
             place_attribute(slot, outcome, &mut out).map_err(|p| slot.fail(row, p))?;

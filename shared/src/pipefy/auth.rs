@@ -16,7 +16,7 @@ use super::error::PipefyError;
 use super::retry::Backoff;
 use super::secret::Secret;
 use super::stats::Counters;
-use super::transport::{body_snippet, describe_reqwest_error};
+use super::transport::describe_reqwest_error;
 
 /// Pipefy's service-account token endpoint.
 pub const DEFAULT_TOKEN_URL: &str = "https://app.pipefy.com/oauth/token";
@@ -199,9 +199,9 @@ impl TokenSource {
                                 || status.is_server_error() =>
                         {
                             format!(
-                                "token endpoint answered HTTP {}: {}",
+                                "token endpoint answered HTTP {}{}",
                                 status.as_u16(),
-                                body_snippet(&bytes)
+                                oauth_error_detail(&bytes)
                             )
                         }
                         Ok(bytes) => {
@@ -227,10 +227,15 @@ impl TokenSource {
     }
 }
 
-/// `access_token` and `expires_in` of a token response ([AUTH] in API.md).
+/// `access_token` and `expires_in` of a token response. A token response is never quoted,
+/// whole or in part, in an error: a malformed one may still hold the token.
 fn parse_token_response(bytes: &[u8], issued: Instant) -> Result<CachedToken, String> {
-    let v: Value = serde_json::from_slice(bytes)
-        .map_err(|e| format!("token response is not JSON ({e}): {}", body_snippet(bytes)))?;
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| {
+        format!(
+            "the token response ({} bytes, not shown) is not JSON: {e}",
+            bytes.len()
+        )
+    })?;
     let token = v
         .get("access_token")
         .and_then(Value::as_str)
@@ -290,6 +295,19 @@ mod tests {
         assert_eq!(t.refresh_at, None);
         assert!(parse_token_response(b"<html>", now).is_err());
         assert!(parse_token_response(br#"{"access_token":""}"#, now).is_err());
+        // A truncated or malformed answer is described, never quoted.
+        for bad in [
+            &br#"{"access_token":"tok-SECRET-1","expires_in":"#[..],
+            br#"access_token=tok-SECRET-1&expires_in=3600"#,
+            br#"{"access_token":"tok-SECRET-1","expires_in":3600}}"#,
+        ] {
+            let Err(m) = parse_token_response(bad, now) else {
+                panic!("malformed token response accepted");
+            };
+            assert!(!m.contains("SECRET"), "{m}");
+            assert!(m.contains("not JSON"), "{m}");
+        }
+        assert!(!oauth_error_detail(br#"{"access_token":"tok-SECRET-1""#).contains("SECRET"));
         assert!(parse_token_response(br#"[1]"#, now).is_err());
     }
 

@@ -171,8 +171,17 @@ fn query_error(e: OpError) -> PipefyError {
     }
 }
 
+/// Asked right before each request that writes leaves: `false` keeps it (and every later
+/// one of the call) from being sent. The engine's lease fence.
+pub trait WriteGate: Send + Sync {
+    fn may_write(&self) -> bool;
+}
+
+/// The code of an operation that was never sent because its [`WriteGate`] closed.
+pub const NOT_SENT: &str = "NOT_SENT";
+
 /// Codes meaning "no such object" (API.md §4.1).
-fn is_not_found(code: Option<&str>) -> bool {
+pub(crate) fn is_not_found(code: Option<&str>) -> bool {
     matches!(
         code,
         Some("NOT_FOUND" | "RESOURCE_NOT_FOUND" | "RECORD_NOT_FOUND")
@@ -217,6 +226,11 @@ impl PipefyClient {
         })
     }
 
+    /// Whether `other` is a clone of this client (one limiter and token cache).
+    pub fn is_same_client(&self, other: &PipefyClient) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     pub fn config(&self) -> &ClientConfig {
         &self.inner.config
     }
@@ -237,7 +251,17 @@ impl PipefyClient {
     /// requests: send dependent operations (fill fields, then move) in separate calls.
     /// `Err` only for run-level failures (credentials rejected).
     pub async fn mutate(&self, ops: Vec<Mutation>) -> Result<Vec<OpResult>, PipefyError> {
-        self.run_batch(DocKind::Mutation, &ops).await
+        self.run_batch(DocKind::Mutation, &ops, None).await
+    }
+
+    /// [`PipefyClient::mutate`], asking `gate` before each HTTP request: operations whose
+    /// request the gate stops fail with the code [`NOT_SENT`], never reaching Pipefy.
+    pub async fn mutate_gated(
+        &self,
+        ops: Vec<Mutation>,
+        gate: Option<&dyn WriteGate>,
+    ) -> Result<Vec<OpResult>, PipefyError> {
+        self.run_batch(DocKind::Mutation, &ops, gate).await
     }
 
     /// The pipe's fields, phases (with fields and allowed moves), labels and members.
@@ -274,7 +298,7 @@ impl PipefyClient {
                 },
             })
             .collect();
-        self.run_batch(DocKind::Query, &ops).await
+        self.run_batch(DocKind::Query, &ops, None).await
     }
 
     /// Table record ids whose `field` equals each value (`findRecords`), at most 2 per value.
@@ -292,7 +316,7 @@ impl PipefyClient {
                 value,
             })
             .collect();
-        self.run_batch(DocKind::Query, &ops).await
+        self.run_batch(DocKind::Query, &ops, None).await
     }
 
     /// One page (up to 50) of the pipe's cards, done ones included; `after` is the previous
@@ -309,7 +333,9 @@ impl PipefyClient {
     /// come back as PERMISSION_DENIED, API.md §4.1; that stays an error because it may be
     /// a real permission problem.)
     pub async fn card(&self, id: &str) -> Result<Option<Card>, PipefyError> {
-        let mut results = self.run_batch(DocKind::Query, &[CardQuery(id)]).await?;
+        let mut results = self
+            .run_batch(DocKind::Query, &[CardQuery(id)], None)
+            .await?;
         match results.pop() {
             Some(Ok(card)) => Ok(card),
             Some(Err(e)) if e.class == ErrorClass::Permanent && is_not_found(e.code.as_deref()) => {
@@ -324,7 +350,7 @@ impl PipefyClient {
 
     async fn query_one<O: BatchOp>(&self, op: O) -> Result<O::Output, PipefyError> {
         let mut results = self
-            .run_batch(DocKind::Query, std::slice::from_ref(&op))
+            .run_batch(DocKind::Query, std::slice::from_ref(&op), None)
             .await?;
         match results.pop() {
             Some(r) => r.map_err(query_error),
@@ -339,6 +365,7 @@ impl PipefyClient {
         &self,
         kind: DocKind,
         ops: &[O],
+        gate: Option<&dyn WriteGate>,
     ) -> Result<Vec<Result<O::Output, OpError>>, PipefyError> {
         let mut results: Vec<Option<Result<O::Output, OpError>>> =
             ops.iter().map(|_| None).collect();
@@ -353,9 +380,12 @@ impl PipefyClient {
         // Owned chunks: a closure over borrowed `&[usize]` slices makes the future's `Send`
         // bound higher-ranked, which `tokio::spawn` of a window cannot satisfy.
         let chunk_list: Vec<Vec<usize>> = to_send.chunks(chunk).map(<[usize]>::to_vec).collect();
-        let mut chunks =
-            futures::stream::iter(chunk_list.into_iter().map(|c| self.run_chunk(kind, ops, c)))
-                .buffer_unordered(self.inner.config.max_in_flight.max(1));
+        let mut chunks = futures::stream::iter(
+            chunk_list
+                .into_iter()
+                .map(|c| self.run_chunk(kind, ops, c, gate)),
+        )
+        .buffer_unordered(self.inner.config.max_in_flight.max(1));
         while let Some(done) = chunks.next().await {
             for (i, r) in done? {
                 if let Some(slot) = results.get_mut(i) {
@@ -386,6 +416,7 @@ impl PipefyClient {
         kind: DocKind,
         ops: &[O],
         indices: Vec<usize>,
+        gate: Option<&dyn WriteGate>,
     ) -> Result<Vec<(usize, Result<O::Output, OpError>)>, PipefyError> {
         let inner = &self.inner;
         let mut done = Vec::with_capacity(indices.len());
@@ -407,7 +438,25 @@ impl PipefyClient {
             if attempt > 1 {
                 Counters::add(&inner.counters.retries, 1);
             }
-            let answer = inner.transport.post(&doc).await?;
+            let gate = gate.filter(|_| kind == DocKind::Mutation);
+            let answer = match inner.transport.post(&doc, gate).await {
+                Ok(answer) => answer,
+                Err(PipefyError::NotSent) => {
+                    for (i, _) in batch {
+                        done.push((
+                            i,
+                            Err(OpError {
+                                class: ErrorClass::Retryable,
+                                code: Some(NOT_SENT.into()),
+                                message: PipefyError::NotSent.to_string(),
+                                attempts: attempt - 1,
+                            }),
+                        ));
+                    }
+                    return Ok(done);
+                }
+                Err(e) => return Err(e),
+            };
             let from_body = answer.outcome.is_ok();
             let outcomes: Vec<Result<O::Output, Failure>> = match answer.outcome {
                 Ok(body) => interpret(&body, &batch),

@@ -37,6 +37,9 @@ pub enum PipefyError {
         code: Option<String>,
         message: String,
     },
+    /// A write was not sent: its write gate closed while it waited for a rate slot.
+    #[error("not sent: the run may no longer write to this destination")]
+    NotSent,
 }
 
 /// What a failed operation means for the caller.

@@ -1,4 +1,4 @@
-//! The Pipefy GraphQL client (API.md). OWNER: client helper.
+//! The Pipefy GraphQL client (the facts it relies on: docs/pipefy-api.md).
 //!
 //! - [`PipefyClient::mutate`] sends typed [`Mutation`]s as aliased batches (one HTTP request
 //!   carries up to `mutations_per_request` of them, each with its own variable) and maps every
@@ -13,7 +13,8 @@
 
 mod auth;
 mod batch;
-mod client;
+pub(crate) mod client;
+pub mod endpoint;
 mod error;
 mod limiter;
 mod ops;
@@ -27,7 +28,10 @@ mod transport;
 pub use auth::{
     Credentials, CredentialsFn, CredentialsProvider, StaticCredentials, DEFAULT_TOKEN_URL,
 };
-pub use client::{ClientConfig, PipefyClient, DEFAULT_ENDPOINT, MAX_MUTATIONS_PER_REQUEST};
+pub use client::{
+    ClientConfig, PipefyClient, WriteGate, DEFAULT_ENDPOINT, MAX_MUTATIONS_PER_REQUEST, NOT_SENT,
+};
+pub use endpoint::AllowedHosts;
 pub use error::{ErrorClass, OpError, OpResult, OpSuccess, PipefyError};
 pub use ops::{
     CreateCardInput, CreateTableRecordInput, FieldOperation, FieldValueInput, Mutation,

@@ -49,7 +49,14 @@ pub(crate) struct Transport {
 impl Transport {
     /// Sends one GraphQL document. `Err` only for run-level failures (credentials rejected
     /// twice, credentials unavailable); everything else is an [`Answer`].
-    pub(crate) async fn post(&self, body: &Value) -> Result<Answer, PipefyError> {
+    ///
+    /// A `gate` is asked once the request has its rate slot, right before it leaves:
+    /// closed, nothing is sent and the answer is [`PipefyError::NotSent`].
+    pub(crate) async fn post(
+        &self,
+        body: &Value,
+        gate: Option<&dyn super::WriteGate>,
+    ) -> Result<Answer, PipefyError> {
         let payload =
             Bytes::from(serde_json::to_vec(body).map_err(|e| {
                 PipefyError::InvalidResponse(format!("cannot encode request: {e}"))
@@ -73,6 +80,9 @@ impl Transport {
             // Keeps the header out of reqwest's and hyper's debug output.
             auth.set_sensitive(true);
             let slot = self.limiter.acquire().await;
+            if gate.is_some_and(|g| !g.may_write()) {
+                return Err(PipefyError::NotSent);
+            }
             Counters::add(&self.counters.requests, 1);
             let sent = self
                 .http

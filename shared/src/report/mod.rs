@@ -32,8 +32,13 @@ pub struct Counts {
     pub failed: u64,
     /// Partial success off: rows after the first failure.
     pub not_attempted: u64,
-    /// Cards/records whose row disappeared (removed_rows), moved or deleted.
+    /// Cards/records whose row disappeared (removed_rows), moved or deleted (a dry run:
+    /// would be).
     pub removed: u64,
+    /// Creates left unconfirmed by an earlier, interrupted run that were found in Pipefy by
+    /// their key and recorded, instead of being sent again.
+    #[serde(default)]
+    pub recovered_creates: u64,
     pub requests: u64,
     pub retries: u64,
     pub throttles: u64,
@@ -61,6 +66,8 @@ pub enum RowAction {
     WouldUpdate,
     Moved,
     Deleted,
+    /// Dry run: the row left the table and its card or record would be moved or deleted.
+    WouldRemove,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -132,6 +139,9 @@ pub enum RunStatus {
     Deferred,
     /// The run could not proceed (auth, config, storage).
     Failed,
+    /// The run's lease on the destination could not be renewed in time: it stopped sending,
+    /// recorded what it had, and left the rest to the run that holds the destination now.
+    LeaseLost,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -156,6 +166,10 @@ pub struct RunSummary {
     /// The first failed row when partial success is off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_at: Option<RowResult>,
+    /// Why a run that removes rows did not check for removed rows this time (a file that
+    /// failed to read, a table that read 0 rows, `REMOVAL_GUARD: ...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removal_skipped: Option<String>,
 }
 
 /// Converts a source value back to JSON for the failed-rows file, keeping what a reader

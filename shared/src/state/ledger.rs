@@ -123,6 +123,11 @@ impl Ledger {
         self.base_index(key)
     }
 
+    /// The key at `position` of the sorted base.
+    pub fn base_key(&self, position: usize) -> Option<u64> {
+        self.keys.get(position).copied()
+    }
+
     /// Keys in the sorted base (the overlay not counted).
     pub fn base_len(&self) -> usize {
         self.keys.len()

@@ -5,6 +5,7 @@
 //! state/<destination>/manifest.json       ledger segments, in-flight create intents, the active run's cursor
 //! state/<destination>/ledger/<seq>-<id>.bin  immutable ledger segments (base + deltas)
 //! state/<destination>/pending/<id>.json   work handed over by runs that found the lease taken
+//! state/<destination>/runs/<run>/seen.bin the keys a run has read so far, kept across hand-offs
 //! ```
 //! See docs/DESIGN.md, "Exactly-once delivery".
 
@@ -73,6 +74,16 @@ pub struct RunCursor {
     /// Report part files written so far.
     pub report_parts: u32,
     pub invocations: u32,
+    /// Why this run must not remove anything (a file that failed to read, a row whose key
+    /// could not be computed), found by an earlier invocation of the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removal_blocked: Option<String>,
+    /// The invocation that handed over saved the keys it had seen (`runs/<run>/seen.bin`).
+    #[serde(default)]
+    pub seen_saved: bool,
+    /// The run was asked with `allow_mass_removal`: its continuations are too.
+    #[serde(default)]
+    pub allow_mass_removal: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -119,10 +130,38 @@ pub struct PendingWork {
     pub id: String,
     pub requested_at: DateTime<Utc>,
     pub trigger: String,
-    /// `None`: the whole table.
-    pub files: Option<Vec<String>>,
+    pub scope: RunScope,
     #[serde(default)]
     pub full_resync: bool,
+}
+
+/// What a run reads: the whole table (removals included), or only the named objects.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunScope {
+    #[default]
+    WholeTable,
+    Files(Vec<String>),
+}
+
+impl RunScope {
+    pub fn is_whole_table(&self) -> bool {
+        matches!(self, RunScope::WholeTable)
+    }
+
+    /// The work of several requests as one: any whole-table request makes it whole-table.
+    pub fn union<'a>(scopes: impl IntoIterator<Item = &'a RunScope>) -> RunScope {
+        let mut files = Vec::new();
+        for scope in scopes {
+            match scope {
+                RunScope::WholeTable => return RunScope::WholeTable,
+                RunScope::Files(list) => files.extend(list.iter().cloned()),
+            }
+        }
+        files.sort();
+        files.dedup();
+        RunScope::Files(files)
+    }
 }
 
 /// The state of one destination.
@@ -139,7 +178,12 @@ pub struct LoadedManifest {
     pub manifest: Manifest,
     /// `None`: no manifest exists yet (the first write creates it).
     pub etag: Option<String>,
+    /// The manifest as stored under `etag`: what another writer's change is compared with.
+    pub stored: Manifest,
 }
+
+/// How many times a manifest write is rebased onto a benign writer's change.
+const MANIFEST_REBASES: usize = 3;
 
 impl StateStore {
     pub fn new(store: Arc<dyn ObjectStore>, state_prefix: &str, destination: &str) -> Self {
@@ -282,46 +326,61 @@ impl StateStore {
     pub async fn load_manifest(&self) -> Result<LoadedManifest, StateError> {
         let key = self.key("manifest.json");
         match self.store.get_bytes(&key).await {
-            Ok((meta, bytes)) => Ok(LoadedManifest {
-                manifest: from_json(&key, &bytes)?,
-                etag: Some(meta.etag),
-            }),
-            Err(StoreError::NotFound(_)) => Ok(LoadedManifest {
-                manifest: Manifest {
+            Ok((meta, bytes)) => {
+                let manifest: Manifest = from_json(&key, &bytes)?;
+                Ok(LoadedManifest {
+                    stored: manifest.clone(),
+                    manifest,
+                    etag: Some(meta.etag),
+                })
+            }
+            Err(StoreError::NotFound(_)) => {
+                let manifest = Manifest {
                     version: 1,
                     ..Manifest::default()
-                },
-                etag: None,
-            }),
+                };
+                Ok(LoadedManifest {
+                    stored: manifest.clone(),
+                    manifest,
+                    etag: None,
+                })
+            }
             Err(e) => Err(e.into()),
         }
     }
 
     /// Replaces the manifest only if nobody changed it since `loaded` was read; on success
     /// `loaded` carries the new ETag.
+    /// Replaces the manifest if nobody changed it since it was loaded. A change by a benign
+    /// writer (`forget-intents` dropping intents) is taken in and the write tried again;
+    /// any other change is a [`StateError::ManifestConflict`].
     pub async fn save_manifest(&self, loaded: &mut LoadedManifest) -> Result<(), StateError> {
-        let condition = match &loaded.etag {
-            Some(etag) => WriteCondition::IfMatch(etag.clone()),
-            None => WriteCondition::IfAbsent,
-        };
-        match self
-            .store
-            .put_bytes(
-                &self.key("manifest.json"),
-                to_json(&loaded.manifest),
-                condition,
-            )
-            .await
-        {
-            Ok(etag) => {
-                loaded.etag = Some(etag);
-                Ok(())
+        let key = self.key("manifest.json");
+        for _ in 0..=MANIFEST_REBASES {
+            let condition = match &loaded.etag {
+                Some(etag) => WriteCondition::IfMatch(etag.clone()),
+                None => WriteCondition::IfAbsent,
+            };
+            match self
+                .store
+                .put_bytes(&key, to_json(&loaded.manifest), condition)
+                .await
+            {
+                Ok(etag) => {
+                    loaded.etag = Some(etag);
+                    loaded.stored = loaded.manifest.clone();
+                    return Ok(());
+                }
+                Err(StoreError::PreconditionFailed(_)) => {}
+                Err(e) => return Err(e.into()),
             }
-            Err(StoreError::PreconditionFailed(_)) => {
-                Err(StateError::ManifestConflict(self.destination.clone()))
+            let current = self.load_manifest().await?;
+            if !rebase_manifest(loaded, current) {
+                return Err(StateError::ManifestConflict(self.destination.clone()));
             }
-            Err(e) => Err(e.into()),
+            tracing::info!(destination = %self.destination, "the manifest was changed by a benign writer; taken in and written again");
         }
+        Err(StateError::ManifestConflict(self.destination.clone()))
     }
 
     pub async fn load_ledger(&self, manifest: &Manifest) -> Result<Ledger, StateError> {
@@ -394,6 +453,68 @@ impl StateStore {
         self.store.delete(key, WriteCondition::None).await?;
         Ok(())
     }
+
+    // --- Keys seen by a run that spans several invocations ---
+
+    fn seen_key(&self, run_id: &str) -> String {
+        self.key(&format!("runs/{run_id}/seen.bin"))
+    }
+
+    /// Saves the keys an invocation read, for the next invocation of the same run.
+    pub async fn save_seen(&self, run_id: &str, seen: &SeenKeys) -> Result<(), StateError> {
+        self.store
+            .put_bytes(
+                &self.seen_key(run_id),
+                Bytes::from(seen.encode()),
+                WriteCondition::None,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Adds the keys saved by the run's earlier invocation to `seen`.
+    pub async fn load_seen(&self, run_id: &str, seen: &mut SeenKeys) -> Result<(), StateError> {
+        let key = self.seen_key(run_id);
+        let (_, bytes) = self.store.get_bytes(&key).await?;
+        seen.decode_into(&bytes)
+            .map_err(|message| StateError::Corrupt { key, message })
+    }
+
+    pub async fn delete_seen(&self, run_id: &str) {
+        if let Err(e) = self
+            .store
+            .delete(&self.seen_key(run_id), WriteCondition::None)
+            .await
+        {
+            tracing::warn!(run_id, error = %e, "could not delete a run's saved keys");
+        }
+    }
+}
+
+/// Takes `current`, written by another writer since `loaded` was read, into `loaded` when
+/// that writer only dropped intents (`forget-intents`): those intents are dropped here too,
+/// and everything this writer changed is kept. Anything else changed: `false`, a conflict.
+fn rebase_manifest(loaded: &mut LoadedManifest, current: LoadedManifest) -> bool {
+    let theirs = &current.manifest;
+    let base = &loaded.stored;
+    let only_intents_dropped = theirs.version == base.version
+        && theirs.segments == base.segments
+        && theirs.run == base.run
+        && theirs.next_segment == base.next_segment
+        && theirs.last_run == base.last_run
+        && theirs.intents.iter().all(|i| base.intents.contains(i));
+    if !only_intents_dropped || current.etag.is_none() {
+        return false;
+    }
+    let dropped: Vec<&Intent> = base
+        .intents
+        .iter()
+        .filter(|i| !theirs.intents.contains(i))
+        .collect();
+    loaded.manifest.intents.retain(|i| !dropped.contains(&i));
+    loaded.etag = current.etag;
+    loaded.stored = current.manifest;
+    true
 }
 
 fn chrono_duration(d: Duration) -> chrono::Duration {
@@ -413,4 +534,94 @@ pub(crate) fn from_json<T: for<'de> Deserialize<'de>>(
         key: key.to_string(),
         message: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    fn intent(n: u64) -> Intent {
+        Intent {
+            key_hash: n,
+            key: Some(format!("K{n}")),
+            provenance: Provenance {
+                file: Arc::from("t/a.csv"),
+                line: n,
+            },
+            run_id: "run-1".into(),
+            value_hash: 0,
+            phase_hash: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_benign_writer_dropping_intents_is_taken_in_and_retried() {
+        let state = StateStore::new(Arc::new(MemoryStore::new()), "state/", "d");
+        let mut run = state.load_manifest().await.unwrap();
+        run.manifest.intents = vec![intent(1), intent(2)];
+        state.save_manifest(&mut run).await.unwrap();
+        // `forget-intents` clears the intents behind the run's back.
+        let mut forget = state.load_manifest().await.unwrap();
+        forget.manifest.intents.clear();
+        state.save_manifest(&mut forget).await.unwrap();
+        // The run records another intent: its write is rebased, not refused.
+        run.manifest.intents.push(intent(3));
+        state.save_manifest(&mut run).await.unwrap();
+        let stored = state.load_manifest().await.unwrap();
+        assert_eq!(stored.manifest.intents, vec![intent(3)]);
+        assert_eq!(run.manifest, stored.manifest);
+        // And the run's next write goes through without another conflict.
+        run.manifest.next_segment += 1;
+        state.save_manifest(&mut run).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn any_other_change_by_another_writer_is_a_conflict() {
+        let state = StateStore::new(Arc::new(MemoryStore::new()), "state/", "d");
+        let mut run = state.load_manifest().await.unwrap();
+        state.save_manifest(&mut run).await.unwrap();
+        let mut other = state.load_manifest().await.unwrap();
+        other.manifest.segments.push("state/d/ledger/x.bin".into());
+        state.save_manifest(&mut other).await.unwrap();
+        run.manifest.intents.push(intent(1));
+        assert!(matches!(
+            state.save_manifest(&mut run).await,
+            Err(StateError::ManifestConflict(_))
+        ));
+        // An intent added by another writer is no benign change either.
+        let mut run = state.load_manifest().await.unwrap();
+        let mut other = state.load_manifest().await.unwrap();
+        other.manifest.intents.push(intent(9));
+        state.save_manifest(&mut other).await.unwrap();
+        run.manifest.next_segment += 1;
+        assert!(matches!(
+            state.save_manifest(&mut run).await,
+            Err(StateError::ManifestConflict(_))
+        ));
+    }
+
+    #[test]
+    fn run_scopes_union_to_the_whole_table_only_when_one_asks_for_it() {
+        let a = RunScope::Files(vec!["t/b.csv".into(), "t/a.csv".into()]);
+        let b = RunScope::Files(vec!["t/a.csv".into()]);
+        assert_eq!(
+            RunScope::union([&a, &b]),
+            RunScope::Files(vec!["t/a.csv".into(), "t/b.csv".into()])
+        );
+        assert_eq!(
+            RunScope::union([&a, &RunScope::WholeTable]),
+            RunScope::WholeTable
+        );
+        // A pending upload read back from storage keeps its files.
+        let work = PendingWork {
+            id: "p".into(),
+            requested_at: Utc::now(),
+            trigger: "upload".into(),
+            scope: a.clone(),
+            full_resync: false,
+        };
+        let back: PendingWork = from_json("k", &to_json(&work)).unwrap();
+        assert_eq!(back.scope, a);
+    }
 }

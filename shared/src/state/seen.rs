@@ -64,6 +64,41 @@ impl SeenKeys {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Every key seen, zstd-compressed little-endian `u64`s in ascending order: what a run
+    /// that hands off keeps for its next invocation.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut keys: Vec<u64> = Vec::with_capacity(self.len());
+        for (w, word) in self.in_ledger.iter().enumerate() {
+            let mut bits = *word;
+            while bits != 0 {
+                let i = w * 64 + bits.trailing_zeros() as usize;
+                if let Some(k) = self.ledger.base_key(i) {
+                    keys.push(k);
+                }
+                bits &= bits - 1;
+            }
+        }
+        keys.extend(self.others.sorted.iter().copied());
+        keys.extend(self.others.head.iter().copied());
+        keys.sort_unstable();
+        let raw: Vec<u8> = keys.iter().flat_map(|k| k.to_le_bytes()).collect();
+        zstd::bulk::compress(&raw, 3).unwrap_or(raw)
+    }
+
+    /// Adds the keys of [`SeenKeys::encode`]'s output.
+    pub fn decode_into(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let raw = zstd::stream::decode_all(bytes).map_err(|e| format!("not zstd: {e}"))?;
+        if raw.len() % 8 != 0 {
+            return Err(format!("{} bytes is not a whole number of keys", raw.len()));
+        }
+        for chunk in raw.chunks_exact(8) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.insert(u64::from_le_bytes(word));
+        }
+        Ok(())
+    }
 }
 
 /// Keys are already 64-bit hashes (xxh3): hashing them again would only cost time.
@@ -186,6 +221,31 @@ impl CompactKeySet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encoded_keys_come_back_whole_over_another_ledger() {
+        let ledger = ledger_of(&[key_hash("a"), key_hash("b"), key_hash("c")]);
+        let mut seen = SeenKeys::new(ledger.clone());
+        for k in ["a", "c", "new-1", "new-2"] {
+            assert!(seen.insert(key_hash(k)));
+        }
+        let bytes = seen.encode();
+        // The next invocation loads a ledger that has one more key in its base.
+        let next = ledger_of(&[
+            key_hash("a"),
+            key_hash("b"),
+            key_hash("c"),
+            key_hash("new-1"),
+        ]);
+        let mut again = SeenKeys::new(next);
+        again.decode_into(&bytes).unwrap();
+        assert_eq!(again.len(), 4);
+        for k in ["a", "c", "new-1", "new-2"] {
+            assert!(again.contains(key_hash(k)), "{k}");
+        }
+        assert!(!again.contains(key_hash("b")));
+        assert!(again.decode_into(b"not zstd at all").is_err());
+    }
     use crate::state::{key_hash, Entry, RecordId};
 
     fn entry(id: u64) -> Entry {

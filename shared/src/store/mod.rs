@@ -1,16 +1,17 @@
-//! Object storage: S3 (the real aws-sdk-rust client, endpoint override for moto) and a
-//! local folder, behind one small trait used for sources, state, checkpoints and reports.
-//!
-//! OWNER: sources helper (implementations). The trait below is the contract; the state
-//! module (ledger, lease) depends on the conditional-write semantics exactly as written.
+//! Object storage: S3 (the real aws-sdk-rust client, endpoint override for moto), a local
+//! folder, and memory (unit tests), behind one small trait used for sources, state,
+//! checkpoints and reports. The state module (ledger, lease) depends on the
+//! conditional-write semantics exactly as written below.
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
 pub mod local;
+pub mod memory;
 pub mod s3;
 
 pub use local::LocalStore;
+pub use memory::MemoryStore;
 pub use s3::S3Store;
 
 /// Metadata of one listed or fetched object.

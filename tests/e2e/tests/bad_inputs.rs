@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use pipefy_sync::config::{parse_destination, Destination};
-use pipefy_sync::engine::{sync, RunRequest};
+use pipefy_sync::engine::{sync, RunRequest, RunScope};
 use pipefy_sync::report::{RowAction, RowResult, RunStatus, RunSummary};
 use pipefy_sync::source::formats::flate2;
 use pipefy_sync_tests::sync::{assert_counts_add_up, result_at, Harness};
@@ -594,7 +594,7 @@ async fn an_empty_file_is_skipped_by_a_table_run_and_reported_when_named() {
             &dest(&h),
             RunRequest {
                 trigger: "upload".into(),
-                files: Some(vec![empty.to_string()]),
+                scope: RunScope::Files(vec![empty.to_string()]),
                 ..RunRequest::default()
             },
         )

@@ -5,7 +5,7 @@
 
 use pipefy_emulator::{EmulatorConfig, FieldDef, Fixture};
 use pipefy_sync::config::Destination;
-use pipefy_sync::engine::{sync, RunRequest};
+use pipefy_sync::engine::{sync, RunRequest, RunScope};
 use pipefy_sync::pipefy::{CreateTableRecordInput, FieldValueInput, Mutation};
 use pipefy_sync::report::{RowAction, RowResult, RunStatus};
 use pipefy_sync_tests::sync::{
@@ -764,7 +764,7 @@ async fn removed_rows_are_moved_to_a_phase_on_a_whole_table_run() {
     let dest = upsert_dest(
         &h,
         "ops-removed-move",
-        "sync: { removed_rows: { action: move_to_phase, phase: archived } }",
+        "sync: { removed_rows: { action: move_to_phase, phase: archived, max_fraction: 0.5 } }",
         BASIC_MAPPING,
     );
     h.write_file(FILE, "cid,name\nM1,One\nM2,Two\nM3,Three\n");
@@ -803,7 +803,7 @@ async fn removed_rows_are_deleted_only_on_whole_table_runs() {
     let dest = upsert_dest(
         &h,
         "ops-removed-delete",
-        "sync: { removed_rows: { action: delete } }",
+        "sync: { removed_rows: { action: delete, max_fraction: 0.5 } }",
         BASIC_MAPPING,
     );
     let a = "refined/customers/a.csv";
@@ -821,7 +821,7 @@ async fn removed_rows_are_deleted_only_on_whole_table_runs() {
             &dest,
             RunRequest {
                 trigger: "upload".into(),
-                files: Some(vec![a.to_string()]),
+                scope: RunScope::Files(vec![a.to_string()]),
                 ..RunRequest::default()
             },
         )
@@ -861,7 +861,7 @@ async fn removed_records_are_deleted() {
         &h,
         "ops-removed-records",
         "upsert_record",
-        "key: { columns: [code], field: code }\nsync: { removed_rows: { action: delete } }",
+        "key: { columns: [code], field: code }\nsync: { removed_rows: { action: delete, max_fraction: 0.5 } }",
     );
     h.write_file(ACCOUNTS, "code,name,region\nR1,R one,APAC\nR2,R two,APAC\n");
     let s = h.run(&dest).await;
@@ -931,7 +931,7 @@ async fn a_phase_change_moves_the_card_and_a_refused_move_is_reported() {
             &dest_p1,
             RunRequest {
                 trigger: "test".into(),
-                files: Some(vec![FILE.into()]),
+                scope: RunScope::Files(vec![FILE.into()]),
                 ..RunRequest::default()
             },
         )
@@ -954,7 +954,7 @@ async fn a_phase_change_moves_the_card_and_a_refused_move_is_reported() {
             &dest_p1,
             RunRequest {
                 trigger: "test".into(),
-                files: Some(vec![FILE.into()]),
+                scope: RunScope::Files(vec![FILE.into()]),
                 ..RunRequest::default()
             },
         )

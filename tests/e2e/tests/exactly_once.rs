@@ -73,15 +73,43 @@ fn assert_one_card_per_key(h: &Harness, context: &str) {
     );
 }
 
-/// Builds the `pipefy-sync` command-line tool (the process this test kills).
+/// Builds the `pipefy-sync` command-line tool (the process this test kills) and returns the
+/// executable cargo reports for this build, wherever its target directory is.
 fn cli_binary() -> std::path::PathBuf {
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(workspace_root())
-        .args(["build", "-q", "-p", "pipefy-sync", "--bin", "pipefy-sync"])
-        .status()
+        .args([
+            "build",
+            "-q",
+            "-p",
+            "pipefy-sync",
+            "--bin",
+            "pipefy-sync",
+            "--message-format=json",
+        ])
+        .stderr(Stdio::inherit())
+        .output()
         .expect("run cargo build");
-    assert!(status.success(), "building pipefy-sync failed");
-    workspace_root().join("target/debug/pipefy-sync")
+    assert!(out.status.success(), "building pipefy-sync failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "pipefy-sync")
+        .filter_map(|m| m["executable"].as_str().map(std::path::PathBuf::from))
+        .next_back()
+        .expect("cargo names the pipefy-sync executable it built")
+}
+
+/// Creates that a run found in Pipefy by key, left unconfirmed by a killed run: the
+/// `recovered` lines the CLI logs.
+fn recovered_in(stderr: &str) -> u64 {
+    stderr
+        .lines()
+        .filter(|l| l.contains("creates left unconfirmed by an earlier run"))
+        .filter_map(|l| l.split("recovered=").nth(1))
+        .filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .filter_map(|n| n.parse::<u64>().ok())
+        .sum()
 }
 
 /// Kills `pipefy-sync run` with SIGKILL at random points of a 5,000-row upsert, at least 50
@@ -144,14 +172,23 @@ async fn killed_runs_at_random_points_never_duplicate_or_lose_a_row() {
     // Kills of a run that had written cards since the previous kill.
     let mut kills_while_writing = 0;
     let mut cards_at_last_kill = 0;
+    // Leftover intents that a later run resolved by finding the key in Pipefy.
+    let mut recovered = 0;
+    let mutations_seen = || h.emulator.stats().mutations.values().sum::<u64>();
     while kills < 50 {
+        // Each kill lands after a random number of mutations reached the emulator since the
+        // run started, whatever the machine's speed: in the middle of a window, between a
+        // window and its checkpoint, or just after a checkpoint.
+        let at_mutation = mutations_seen() + rng.gen_range(1..=60);
         let mut child = run_cli().spawn().expect("start pipefy-sync");
-        // The previous holder's lease expires within a second, so the delay covers waiting
-        // for it, start-up, and a random share of the writing.
-        let delay = Duration::from_millis(rng.gen_range(1500..3500));
         let started = Instant::now();
-        while started.elapsed() < delay && child.try_wait().unwrap().is_none() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        while mutations_seen() < at_mutation && child.try_wait().unwrap().is_none() {
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "kill {}: the run made no progress in 120 s",
+                kills + 1
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
         if child.try_wait().unwrap().is_some() {
             let out = child.wait_with_output().unwrap();
@@ -163,7 +200,8 @@ async fn killed_runs_at_random_points_never_duplicate_or_lose_a_row() {
             );
         }
         child.kill().unwrap();
-        child.wait().unwrap();
+        let out = child.wait_with_output().unwrap();
+        recovered += recovered_in(&String::from_utf8_lossy(&out.stderr));
         kills += 1;
         let per_key = cards_per_key(&h);
         // No key may ever hold two cards, whatever the moment of the kill.
@@ -201,6 +239,20 @@ async fn killed_runs_at_random_points_never_duplicate_or_lose_a_row() {
         );
     }
     let stdout = finished.expect("the run completes after the crashes");
+    let recovered_line = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("recovered creates"))
+        .unwrap_or_default();
+    recovered += recovered_line
+        .split_whitespace()
+        .last()
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    eprintln!("{recovered} creates of killed runs were found by key and recorded, not sent again");
+    assert!(
+        recovered > 0,
+        "no leftover intent was ever resolved by a lookup: the recovery path was not exercised"
+    );
     assert!(stdout.contains("Completed"), "{stdout}");
     assert_one_card_per_key(&h, &format!("after {kills} kills"));
     let total = h

@@ -94,7 +94,6 @@ fn setup() -> Env {
             WEBHOOK_SECRET.into(),
         ));
         fn_env.push(("AWS_LAMBDA_LOG_FORMAT".into(), "Text".into()));
-        fn_env.push(("AWS_LAMBDA_FUNCTION_NAME".into(), "sync-scheduled".into()));
         let watch = LambdaWatch::start(&fn_env);
         Env {
             moto,
@@ -513,14 +512,73 @@ async fn five_concurrent_invocations_of_one_destination_make_no_duplicates() {
     }
 }
 
+/// Waits for the run's report to say it completed; its summary.
+async fn completed_summary(
+    bucket: &str,
+    destination: &str,
+    run_id: &str,
+    logs: impl Fn() -> String,
+) -> serde_json::Value {
+    let mut summary = serde_json::Value::Null;
+    for _ in 0..240 {
+        let keys = list(bucket, &format!("reports/{destination}/")).await;
+        if let Some(k) = keys
+            .iter()
+            .find(|k| k.contains(run_id) && k.ends_with("summary.json"))
+        {
+            summary = serde_json::from_str(&get(bucket, k).await.unwrap()).unwrap();
+            if summary["status"] == "completed" {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(summary["status"], "completed", "{summary:#}\n{}", logs());
+    // One report: one summary for the run.
+    let summaries = list(bucket, &format!("reports/{destination}/"))
+        .await
+        .into_iter()
+        .filter(|k| k.ends_with("summary.json"))
+        .count();
+    assert_eq!(summaries, 1);
+    summary
+}
+
+fn hand_off_rows(prefix: &str, range: std::ops::Range<usize>) -> String {
+    let mut rows = String::from("customer_id,name,plan,seats,owner_email\n");
+    for i in range {
+        rows.push_str(&format!(
+            "{prefix}{i:05},Name {i},Free,{i},bruno.lima@example.com\n"
+        ));
+    }
+    rows
+}
+
+fn assert_one_card_each(emu: &EmulatorHandle, prefix: &str, range: std::ops::Range<usize>) {
+    let snapshot = emu.snapshot();
+    for i in range {
+        let key = format!("{prefix}{i:05}");
+        assert_eq!(
+            snapshot
+                .cards
+                .iter()
+                .filter(|c| field_text(c.fields.get("external_id")) == key)
+                .count(),
+            1,
+            "{key}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_hands_off_and_still_creates_every_card_once_with_one_report() {
+async fn runs_of_both_sync_functions_hand_off_and_still_create_every_card_once_with_one_report() {
     // A watch of its own whose functions stop after 0.4 s and continue in a new invocation.
+    // Each function runs under its own name, so a hand-off invokes the function that started
+    // the run: sync-upload must take its own continuation.
     let e = env();
     let mut fn_env = e.moto.env();
     fn_env.push(("PIPEFY_SYNC_BUCKET".into(), e.system_bucket.clone()));
     fn_env.push(("PIPEFY_SYNC_TIME_BUDGET_SECONDS".into(), "0.4".into()));
-    fn_env.push(("AWS_LAMBDA_FUNCTION_NAME".into(), "sync-scheduled".into()));
     let watch = tokio::task::spawn_blocking(move || LambdaWatch::start(&fn_env))
         .await
         .unwrap();
@@ -541,16 +599,10 @@ async fn a_run_hands_off_and_still_creates_every_card_once_with_one_report() {
         "limits: { mutations_per_request: 5, concurrency: 1 }",
     )
     .await;
-    let mut rows = String::from("customer_id,name,plan,seats,owner_email\n");
-    for i in 0..150 {
-        rows.push_str(&format!(
-            "H{i:05},Name {i},Free,{i},bruno.lima@example.com\n"
-        ));
-    }
     put(
         &e.data_bucket,
         &format!("refined/{}/rows.csv", d.table),
-        rows,
+        hand_off_rows("H", 0..150),
     )
     .await;
 
@@ -564,51 +616,61 @@ async fn a_run_hands_off_and_still_creates_every_card_once_with_one_report() {
     let first = first.expect_ok().clone();
     assert_eq!(first["status"], "handed_off", "{first:#}");
     let run_id = first["run_id"].as_str().unwrap().to_string();
-
-    // The continuations run asynchronously; the report's summary says when the run is done.
-    let mut summary = serde_json::Value::Null;
-    for _ in 0..240 {
-        let keys = list(&e.system_bucket, &format!("reports/{}/", d.name)).await;
-        if let Some(k) = keys
-            .iter()
-            .find(|k| k.contains(&run_id) && k.ends_with("summary.json"))
-        {
-            summary = serde_json::from_str(&get(&e.system_bucket, k).await.unwrap()).unwrap();
-            if summary["status"] == "completed" {
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    assert_eq!(
-        summary["status"],
-        "completed",
-        "{summary:#}\n{}",
-        watch.logs()
-    );
+    let summary = completed_summary(&e.system_bucket, &d.name, &run_id, || watch.logs()).await;
     assert!(
         summary["invocations"].as_u64().unwrap() >= 3,
         "at least two hand-offs: {summary:#}"
     );
     assert_eq!(summary["counts"]["created"], 150, "{summary:#}");
-    let snapshot = emu.snapshot();
-    for i in 0..150 {
-        let key = format!("H{i:05}");
-        assert_eq!(
-            snapshot
-                .cards
-                .iter()
-                .filter(|c| field_text(c.fields.get("external_id")) == key)
-                .count(),
-            1,
-            "{key}"
-        );
-    }
-    // One report: one summary for the run.
-    let summaries = list(&e.system_bucket, &format!("reports/{}/", d.name))
-        .await
-        .into_iter()
-        .filter(|k| k.ends_with("summary.json"))
-        .count();
-    assert_eq!(summaries, 1);
+    assert_one_card_each(&emu, "H", 0..150);
+
+    // An upload of two files that needs more than one invocation: the continuation goes to
+    // sync-upload, stays scoped to the uploaded files, and ends in one report.
+    let u = destination(
+        &emu,
+        Some("demo-token"),
+        "limits: { mutations_per_request: 5, concurrency: 1 }",
+    )
+    .await;
+    let keys = [
+        format!("refined/{}/up-1.csv", u.table),
+        format!("refined/{}/up-2.csv", u.table),
+    ];
+    put(&e.data_bucket, &keys[0], hand_off_rows("U", 0..40)).await;
+    put(&e.data_bucket, &keys[1], hand_off_rows("U", 40..80)).await;
+    // A file of the same table that was not uploaded: an upload run must not read it.
+    put(
+        &e.data_bucket,
+        &format!("refined/{}/other.csv", u.table),
+        hand_off_rows("X", 0..5),
+    )
+    .await;
+    let records: Vec<serde_json::Value> = keys
+        .iter()
+        .map(|k| json!({"eventSource": "aws:s3", "eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": e.data_bucket}, "object": {"key": k, "size": 100}}}))
+        .collect();
+    let w = watch.clone();
+    let upload = tokio::task::spawn_blocking(move || {
+        w.invoke("sync-upload", &json!({ "Records": records }))
+    })
+    .await
+    .unwrap();
+    let run = upload.expect_ok()["runs"][0].clone();
+    assert_eq!(run["status"], "handed_off", "{run:#}");
+    let run_id = run["run_id"].as_str().unwrap().to_string();
+    let summary = completed_summary(&e.system_bucket, &u.name, &run_id, || watch.logs()).await;
+    assert!(summary["invocations"].as_u64().unwrap() >= 2, "{summary:#}");
+    assert_eq!(summary["counts"]["created"], 80, "{summary:#}");
+    assert_eq!(summary["source_files"], json!(keys), "{summary:#}");
+    assert_one_card_each(&emu, "U", 0..80);
+    assert_eq!(
+        cards_of(&emu, "X00000"),
+        0,
+        "the file that was not uploaded is not read"
+    );
+    assert!(
+        !watch.logs().contains("InvalidEvent"),
+        "a continuation was refused: {}",
+        watch.logs()
+    );
 }

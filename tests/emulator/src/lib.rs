@@ -14,6 +14,7 @@ pub mod fixture;
 mod schema;
 mod server;
 pub mod state;
+mod validation;
 pub mod values;
 
 use std::net::SocketAddr;
@@ -152,9 +153,13 @@ pub async fn start_on(config: EmulatorConfig, addr: SocketAddr) -> anyhow::Resul
             max_depth: config.max_depth,
         },
     );
+    let types = Arc::new(validation::TypeTable::from_sdl(&schema.sdl()));
     let app = server::router(server::App {
         inner: inner.clone(),
         schema,
+        types,
+        max_complexity: config.max_complexity,
+        max_depth: config.max_depth,
     });
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -1,7 +1,7 @@
 //! HTTP around the GraphQL schema: auth, rate limit, faults, error shaping, OAuth token
 //! endpoint and the `/_emulator/...` inspection routes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -27,6 +27,7 @@ use crate::conn::ConnHandle;
 use crate::faults::{FaultEngine, Faults, RateLimiter, RequestFault, Stats};
 use crate::schema::{Caller, Mutation, PipefySchema, Query};
 use crate::state::{Catalog, Rules, StateSnapshot, Store};
+use crate::validation::{self, TypeTable};
 
 /// Page size caps per listing.
 #[derive(Clone, Copy, Debug)]
@@ -173,6 +174,10 @@ impl Extension for LimitsExt {
         ctx: &ExtensionContext<'_>,
         next: NextValidation<'_>,
     ) -> Result<ValidationResult, Vec<ServerError>> {
+        if ctx.data_opt::<ValidateOnly>().is_some() {
+            // Only async-graphql's own rules' errors are wanted; nothing runs.
+            return Err(next.run(ctx).await.err().unwrap_or_default());
+        }
         let r = next.run(ctx).await?;
         if r.complexity as u64 > self.max_complexity {
             return Err(vec![coded_error(
@@ -196,10 +201,22 @@ impl Extension for LimitsExt {
     }
 }
 
+/// Request data of a run that only collects async-graphql's validation errors.
+struct ValidateOnly;
+
+/// Selection-set nesting (fragments included) async-graphql is allowed to walk; deeper
+/// documents are refused by [`execute`] first (the parser stops each definition at 64).
+const MAX_NESTING: usize = 64;
+
+/// Inlined fields up to which async-graphql may validate a document; beyond it inlining
+/// fragments costs too much, and the document is far over any complexity limit anyway.
+const MAX_EXPANDED_FIELDS: u64 = 250_000;
+
 pub(crate) fn build_schema(inner: Arc<Inner>, limits: Limits) -> PipefySchema {
     Schema::build(Query, Mutation, EmptySubscription)
         .data(inner)
         .extension(limits)
+        .limit_recursive_depth(MAX_NESTING)
         .finish()
 }
 
@@ -209,6 +226,10 @@ pub(crate) fn build_schema(inner: Arc<Inner>, limits: Limits) -> PipefySchema {
 pub(crate) struct App {
     pub inner: Arc<Inner>,
     pub schema: PipefySchema,
+    /// The schema's types as the variable validation reads them.
+    pub types: Arc<TypeTable>,
+    pub max_complexity: u64,
+    pub max_depth: usize,
 }
 
 pub(crate) fn router(app: App) -> Router {
@@ -614,13 +635,13 @@ async fn execute(app: &App, body: &Json, user_id: String) -> Json {
     let Some(query) = body.get("query").and_then(Json::as_str) else {
         return request_error("No query string was present", "GRAPHQL_PARSE_FAILED", &corr);
     };
-    let variables = match body.get("variables") {
-        None | Some(Json::Null) => Variables::default(),
-        Some(v @ Json::Object(_)) => Variables::from_json(v.clone()),
-        Some(Json::String(s)) if s.trim().is_empty() => Variables::default(),
+    let vars_json = match body.get("variables") {
+        None | Some(Json::Null) => json!({}),
+        Some(v @ Json::Object(_)) => v.clone(),
+        Some(Json::String(s)) if s.trim().is_empty() => json!({}),
         // Some clients send variables as a JSON string.
         Some(Json::String(s)) => match serde_json::from_str::<Json>(s) {
-            Ok(v @ Json::Object(_)) => Variables::from_json(v),
+            Ok(v @ Json::Object(_)) => v,
             _ => {
                 return request_error(
                     "Variables must be a JSON object",
@@ -637,18 +658,24 @@ async fn execute(app: &App, body: &Json, user_id: String) -> Json {
             )
         }
     };
+    let variables = Variables::from_json(vars_json.clone());
     let op_name = body
         .get("operationName")
         .and_then(Json::as_str)
         .filter(|s| !s.is_empty())
         .map(str::to_string);
+    // The parser recurses per nesting level: very deep texts are answered without it.
+    let nest = validation::nesting(query);
+    if nest.total > validation::MAX_TEXT_NESTING {
+        return too_deep_text(app, nest, &corr);
+    }
     let mut req = Request::new(query)
         .variables(variables)
         .data(Caller { user_id });
     if let Some(n) = &op_name {
         req = req.operation_name(n.clone());
     }
-    let (aliases, stat_name, keys) = match req.parsed_query() {
+    let (aliases, stat_name, keys, var_errors, doc_shape, value_errors) = match req.parsed_query() {
         Ok(doc) => {
             let name = op_name.clone().unwrap_or_else(|| match &doc.operations {
                 DocumentOperations::Multiple(m) if m.len() == 1 => {
@@ -656,9 +683,19 @@ async fn execute(app: &App, body: &Json, user_id: String) -> Json {
                 }
                 _ => "<anonymous>".to_string(),
             });
-            (count_aliases(doc), name, root_keys(doc, op_name.as_deref()))
+            (
+                count_aliases(doc),
+                name,
+                root_keys(doc, op_name.as_deref()),
+                validation::validate_variables(doc, &app.types),
+                validation::shape(doc),
+                validation::validate_values(doc, op_name.as_deref(), &vars_json, &app.types),
+            )
         }
         Err(e) => {
+            if e.message.starts_with("recursion limit exceeded") {
+                return too_deep_text(app, nest, &corr);
+            }
             let mut e = e;
             let mut ext = ErrorExtensionValues::default();
             ext.set("code", "GRAPHQL_PARSE_FAILED");
@@ -667,6 +704,57 @@ async fn execute(app: &App, body: &Json, user_id: String) -> Json {
         }
     };
     *inner.stats().by_operation.entry(stat_name).or_default() += 1;
+    let walkable =
+        doc_shape.nesting <= MAX_NESTING && doc_shape.total_fields <= MAX_EXPANDED_FIELDS;
+    if !var_errors.is_empty() {
+        // graphql-ruby reports every static error of the document together, and nothing
+        // runs: add async-graphql's other rules' errors (unknown fields, bad literals...)
+        // when the document is small enough for it to walk.
+        let theirs = if walkable {
+            other_validation_errors(app, query, op_name.as_deref(), &var_errors, &corr).await
+        } else {
+            Vec::new()
+        };
+        let mut errors = with_correlation(var_errors, &corr);
+        errors.extend(theirs);
+        return json!({ "errors": errors });
+    }
+    if !value_errors.is_empty() {
+        // graphql-ruby checks variable values once the document is valid, before analysis.
+        return json!({ "errors": with_correlation(value_errors, &corr) });
+    }
+    if !walkable {
+        // Far over the limits; answered as the analysis would, without walking it.
+        return if doc_shape.depth > app.max_depth {
+            depth_error(doc_shape.depth, app.max_depth, &corr)
+        } else if doc_shape.fields > app.max_complexity {
+            request_error(
+                &format!(
+                    "Query has complexity of {}, which exceeds max complexity of {}",
+                    doc_shape.fields, app.max_complexity
+                ),
+                "MAX_COMPLEXITY_EXCEEDED",
+                &corr,
+            )
+        } else if doc_shape.nesting > MAX_NESTING {
+            request_error(
+                &format!(
+                    "Query nests selections more than {MAX_NESTING} levels deep through fragments"
+                ),
+                "GRAPHQL_VALIDATION_FAILED",
+                &corr,
+            )
+        } else {
+            request_error(
+                &format!(
+                    "Query is too large: its operations have {} fields with fragments inlined, at most {MAX_EXPANDED_FIELDS} are validated",
+                    doc_shape.total_fields
+                ),
+                "GRAPHQL_VALIDATION_FAILED",
+                &corr,
+            )
+        };
+    }
     if let Some(max) = inner.max_aliases {
         if aliases > max {
             return request_error(
@@ -678,6 +766,85 @@ async fn execute(app: &App, body: &Json, user_id: String) -> Json {
     }
     let resp = app.schema.execute(req).await;
     shape(resp, &corr, &keys)
+}
+
+fn with_correlation(errors: Vec<Json>, corr: &str) -> Vec<Json> {
+    errors
+        .into_iter()
+        .map(|mut e| {
+            if let Some(ext) = e.get_mut("extensions").and_then(Json::as_object_mut) {
+                ext.insert("correlation_id".into(), Json::String(corr.to_string()));
+            }
+            e
+        })
+        .collect()
+}
+
+fn depth_error(depth: usize, max: usize, corr: &str) -> Json {
+    request_error(
+        &format!("Query has depth of {depth}, which exceeds max depth of {max}"),
+        "MAX_DEPTH_EXCEEDED",
+        corr,
+    )
+}
+
+/// A text nested too deeply for the parser: a depth error when its selection sets alone
+/// are over the depth limit (what Pipefy's analysis would say), else a parse error.
+fn too_deep_text(app: &App, nest: validation::Nesting, corr: &str) -> Json {
+    if nest.selections > app.max_depth {
+        depth_error(nest.selections, app.max_depth, corr)
+    } else {
+        request_error(
+            &format!(
+                "Parse error: the document nests more than {} levels deep",
+                validation::MAX_TEXT_NESTING.min(nest.total)
+            ),
+            "GRAPHQL_PARSE_FAILED",
+            corr,
+        )
+    }
+}
+
+/// async-graphql's validation errors for the document (without variable values, so only
+/// literals are checked, as graphql-ruby checks variable values only for a valid
+/// document), minus those about variables, which [`validation`] has reported in
+/// graphql-ruby's words.
+async fn other_validation_errors(
+    app: &App,
+    query: &str,
+    op_name: Option<&str>,
+    ours: &[Json],
+    corr: &str,
+) -> Vec<Json> {
+    let mut req = Request::new(query).data(ValidateOnly);
+    if let Some(n) = op_name {
+        req = req.operation_name(n.to_string());
+    }
+    let resp = app.schema.execute(req).await;
+    let undefined_types: Vec<String> = ours
+        .iter()
+        .filter(|e| e["extensions"]["code"] == "variableRequiresValidType")
+        .filter_map(|e| e["extensions"]["typeName"].as_str())
+        .map(|t| format!("Unknown type \"{t}\""))
+        .collect();
+    let mut v = shape(resp, corr, &[]);
+    let errors = v
+        .get_mut("errors")
+        .and_then(Json::as_array_mut)
+        .map(std::mem::take)
+        .unwrap_or_default();
+    errors
+        .into_iter()
+        .filter(|e| {
+            let m = e["message"].as_str().unwrap_or_default();
+            let code = e["extensions"]["code"].as_str().unwrap_or_default();
+            !matches!(
+                code,
+                "variableMismatch" | "variableNotDefined" | "variableNotUsed"
+            ) && !m.starts_with("Variable \"")
+                && !undefined_types.iter().any(|t| m.starts_with(t.as_str()))
+        })
+        .collect()
 }
 
 /// Gives every error an `extensions.code` and `correlation_id` (API.md §4.1), rewrites
@@ -761,7 +928,8 @@ fn root_keys(doc: &ExecutableDocument, op_name: Option<&str>) -> Vec<String> {
     };
     let mut keys = Vec::new();
     if let Some(op) = op {
-        collect_keys(&op.node.selection_set.node, doc, &mut keys, 0);
+        let mut seen = HashSet::new();
+        collect_keys(&op.node.selection_set.node, doc, &mut keys, &mut seen, 0);
     }
     keys
 }
@@ -770,6 +938,7 @@ fn collect_keys(
     set: &SelectionSet,
     doc: &ExecutableDocument,
     keys: &mut Vec<String>,
+    seen: &mut HashSet<String>,
     depth: usize,
 ) {
     if depth > 16 {
@@ -779,16 +948,20 @@ fn collect_keys(
         match &s.node {
             Selection::Field(f) => {
                 let k = f.node.response_key().node.to_string();
-                if !keys.contains(&k) {
+                if seen.insert(k.clone()) {
                     keys.push(k);
                 }
             }
             Selection::InlineFragment(i) => {
-                collect_keys(&i.node.selection_set.node, doc, keys, depth + 1)
+                collect_keys(&i.node.selection_set.node, doc, keys, seen, depth + 1)
             }
             Selection::FragmentSpread(sp) => {
-                if let Some(fr) = doc.fragments.get(&sp.node.fragment_name.node) {
-                    collect_keys(&fr.node.selection_set.node, doc, keys, depth + 1);
+                // A fragment adds the same keys each time: walk it once.
+                let name = &sp.node.fragment_name.node;
+                if let Some(fr) = doc.fragments.get(name) {
+                    if seen.insert(format!("...{name}")) {
+                        collect_keys(&fr.node.selection_set.node, doc, keys, seen, depth + 1);
+                    }
                 }
             }
         }

@@ -134,21 +134,23 @@ async fn wrongly_typed_or_missing_variables_are_errors_not_crashes() {
     assert!(body["errors"].is_array(), "{body}");
     // Variable values are checked against the position they are used in.
     let body = e
-        .gql(
-            "query($v: Boolean) { card(id: $v) { id } }",
-            json!({"v": true}),
-        )
+        .gql("query($v: ID!) { card(id: $v) { id } }", json!({"v": true}))
         .await;
     assert_eq!(code(&body), "argumentLiteralsIncompatible", "{body}");
     assert_eq!(
         message(&body),
-        "Invalid value for argument \"id\", expected type \"ID\""
+        "Variable $v of type ID! was provided invalid value"
     );
-    // A `String!` variable in a `[UndefinedInput]` slot is accepted, as Pipefy does for
-    // clients that declare `new_value` that way (API.md §2.3).
+    assert_eq!(
+        body["errors"][0]["extensions"]["problems"],
+        json!([{"path": [], "explanation": "Could not coerce value true to ID"}])
+    );
+    assert!(body.get("data").is_none());
+    // A single value in a `[UndefinedInput]` slot is accepted through list coercion when
+    // the variable is declared with the slot's type.
     let d = e
         .data(
-            "mutation($v: String!) { updateCardField(input: {card_id: 900004, field_id: \"seats\", new_value: $v}) { success } }",
+            "mutation($v: [UndefinedInput]) { updateCardField(input: {card_id: 900004, field_id: \"seats\", new_value: $v}) { success } }",
             json!({"v": "3"}),
         )
         .await;

@@ -176,7 +176,8 @@ async fn table_schema_read_and_records_lifecycle() {
 
     // Delete; connector values pointing at it go too.
     e.data(
-        "mutation($id: ID!) { updateCardField(input: {card_id: 900004, field_id: \"account\", new_value: [$id]}) { success } }",
+        // `new_value` is `[UndefinedInput]`: an `ID!` variable there is a type mismatch.
+        "mutation($id: UndefinedInput!) { updateCardField(input: {card_id: 900004, field_id: \"account\", new_value: [$id]}) { success } }",
         json!({"id": id}),
     )
     .await;

@@ -15,6 +15,8 @@ pub enum OpRole {
     Create,
     Update,
     Move,
+    /// The move or delete of a removed row's card or record.
+    Remove,
 }
 
 /// Where the destination writes.
