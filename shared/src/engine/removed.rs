@@ -16,8 +16,8 @@ use crate::pipefy::Mutation;
 use crate::source::Provenance;
 use crate::state::{Ledger, RecordId, SeenKeys};
 
+use super::plan::UNKNOWN_ID;
 use super::requests::Repo;
-use super::window::UNKNOWN_ID;
 
 /// The provenance of removal rows in the results: no row of the table stands for them.
 pub(crate) const REMOVED_FILE: &str = "(removed from the table)";

@@ -1,0 +1,191 @@
+//! Stage 5, unknown outcomes: a create that Pipefy may have applied without saying so is
+//! looked up by its key (after a settle time) and only sent again when it is surely absent;
+//! creates left unconfirmed by a crashed run are resolved the same way before a run starts.
+
+use std::collections::HashSet;
+
+use crate::failure::FailureCode;
+use crate::pipefy::FieldDef;
+use crate::report::RowAction;
+use crate::state::{Intent, LoadedManifest};
+
+use super::connections::*;
+use super::lookups::*;
+use super::plan::*;
+use super::requests::{create_op, OpRole, Repo};
+use super::send::*;
+use super::window::*;
+use super::*;
+
+pub(super) async fn resolve_leftover_intents(
+    ctx: &RunContext,
+    repo: &Repo,
+    key_field: Option<&FieldDef>,
+    loaded: &mut LoadedManifest,
+    unresolvable: &mut HashSet<u64>,
+) -> Result<Vec<(u64, crate::state::Entry)>, EngineError> {
+    let intents = std::mem::take(&mut loaded.manifest.intents);
+    let mut recorded = Vec::new();
+    let (keyed, unkeyed): (Vec<Intent>, Vec<Intent>) = intents
+        .into_iter()
+        .partition(|i| i.key.is_some() && key_field.is_some());
+    let keys: Vec<String> = keyed.iter().filter_map(|i| i.key.clone()).collect();
+    let found = match (repo, key_field) {
+        (Repo::Pipe(p), Some(f)) if !keys.is_empty() => {
+            ctx.pipefy.find_cards_by_field(p, f, &keys).await?
+        }
+        (Repo::Table(t), Some(f)) if !keys.is_empty() => {
+            ctx.pipefy.find_records_by_field(t, f, &keys).await?
+        }
+        _ => Vec::new(),
+    };
+    let mut kept = Vec::new();
+    for (intent, result) in keyed.into_iter().zip(found) {
+        match result {
+            Ok(ids) if ids.len() == 1 => {
+                if let Some(id) = ids.first() {
+                    // The card was created with the values the intent hashed: a row that
+                    // still has them is unchanged, one that changed since is updated.
+                    recorded.push((
+                        intent.key_hash,
+                        crate::state::Entry {
+                            id: crate::state::RecordId::parse(id),
+                            value_hash: intent.value_hash,
+                            phase_hash: intent.phase_hash,
+                            written_at_min: now_minutes(),
+                        },
+                    ));
+                }
+                tracing::info!(key = ?intent.key, "an interrupted create had been applied; recorded it");
+            }
+            // Not created: the row is created normally when it is read.
+            Ok(ids) if ids.is_empty() => {}
+            // Several cards hold the key, or the lookup failed: keep the intent so the row is
+            // reported rather than created again.
+            _ => {
+                unresolvable.insert(intent.key_hash);
+                kept.push(intent);
+            }
+        }
+    }
+    for intent in unkeyed {
+        unresolvable.insert(intent.key_hash);
+        kept.push(intent);
+    }
+    loaded.manifest.intents = kept;
+    Ok(recorded)
+}
+
+/// How many times an ambiguous create is looked up and, if absent, sent again.
+pub(super) const AMBIGUOUS_ROUNDS: usize = 3;
+
+/// Resolves creates whose outcome is unknown: wait for Pipefy to settle, look the key up,
+/// and only send the create again when the key is certainly absent.
+pub(super) async fn resolve_ambiguous(
+    shared: &RunShared,
+    slots: &mut [Slot],
+    mut pending: Vec<usize>,
+    conns: &ResolvedConnections,
+) -> Result<(), EngineError> {
+    for round in 0..AMBIGUOUS_ROUNDS {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        // Rows without a key cannot be looked up: report them, keep their intents.
+        pending.retain(|i| {
+            let Some(slot) = slots.get_mut(*i) else { return false };
+            if slot.item.keyed && shared.key_field.is_some() {
+                return true;
+            }
+            slot.outcome = Some(Outcome::Failed {
+                failure: failure_for(
+                    &slot.item,
+                    FailureCode::AmbiguousCreate,
+                    "Pipefy did not confirm the create and the destination has no key to look it up by; it is not sent again, so it cannot become a duplicate. Check the pipe, then run `pipefy-sync forget-intents` to let the next run create it".into(),
+                ),
+                clear_intent: false,
+            });
+            false
+        });
+        if pending.is_empty() {
+            return Ok(());
+        }
+        tokio::time::sleep(shared.settle).await;
+        let keys: Vec<String> = pending
+            .iter()
+            .filter_map(|i| slots.get(*i).and_then(|s| s.item.key.clone()))
+            .collect();
+        let found = lookup_keys(shared, &keys).await?;
+        let mut resend = Vec::new();
+        for (i, result) in pending.iter().copied().zip(found) {
+            let Some(slot) = slots.get_mut(i) else {
+                continue;
+            };
+            match result {
+                Ok(ids) if ids.len() == 1 => {
+                    slot.outcome = Some(Outcome::Written {
+                        action: RowAction::Created,
+                        id: ids.into_iter().next().unwrap_or_default(),
+                    });
+                }
+                Ok(ids) if ids.is_empty() => resend.push(i),
+                Ok(ids) => {
+                    slot.outcome = Some(Outcome::Failed {
+                        failure: failure_for(
+                            &slot.item,
+                            FailureCode::DuplicateKey,
+                            format!(
+                                "{} items in Pipefy hold this key (ids {})",
+                                ids.len(),
+                                ids.join(", ")
+                            ),
+                        ),
+                        clear_intent: true,
+                    });
+                }
+                Err(e) => {
+                    // Unknown still: leave the intent for the next run to resolve.
+                    slot.outcome = Some(Outcome::Failed {
+                        failure: op_failure(&slot.item, &e, "looking up an unconfirmed create"),
+                        clear_intent: false,
+                    });
+                }
+            }
+        }
+        if resend.is_empty() || round + 1 == AMBIGUOUS_ROUNDS {
+            for i in &resend {
+                if let Some(slot) = slots.get_mut(*i) {
+                    slot.outcome = Some(Outcome::Failed {
+                        failure: failure_for(
+                            &slot.item,
+                            FailureCode::AmbiguousCreate,
+                            format!("Pipefy did not confirm the create after {AMBIGUOUS_ROUNDS} tries and the key is not found; the next run looks it up again"),
+                        ),
+                        clear_intent: false,
+                    });
+                }
+            }
+            return Ok(());
+        }
+        // Certainly absent: sending the create again cannot make a duplicate.
+        let ops: Vec<_> = resend
+            .iter()
+            .filter_map(|i| match slots.get(*i).map(|s| &s.item.kind) {
+                Some(ItemKind::Send { mapped, .. }) => Some(create_op(&shared.repo, mapped, conns)),
+                _ => None,
+            })
+            .collect();
+        let results = shared.client.mutate_gated(ops, shared.gate()).await?;
+        let mut still = Vec::new();
+        for (i, result) in resend.into_iter().zip(results) {
+            let Some(slot) = slots.get_mut(i) else {
+                continue;
+            };
+            if fold_results(shared, slot, vec![(OpRole::Create, result)]) {
+                still.push(i);
+            }
+        }
+        pending = still;
+    }
+    Ok(())
+}

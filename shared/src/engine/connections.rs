@@ -1,0 +1,169 @@
+//! Stage 3b, connections: references to other cards and records by their key are resolved
+//! to ids (cached for the run), and a row whose reference is unknown fails on its own.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::failure::FailureCode;
+use crate::mapping::{ConnectionRef, FieldValue, MappedRow};
+use crate::pipefy::{FieldDef, FieldType};
+
+use super::plan::*;
+use super::requests::ConnectionIds;
+use super::window::*;
+use super::*;
+
+/// Connection references resolved for one window.
+pub(super) struct ResolvedConnections(HashMap<(String, String, String), String>);
+
+impl ConnectionIds for ResolvedConnections {
+    fn ids(&self, refs: &[ConnectionRef]) -> Vec<String> {
+        refs.iter()
+            .filter_map(|r| match r {
+                ConnectionRef::Id(id) => Some(id.clone()),
+                ConnectionRef::Key {
+                    repo,
+                    key_field,
+                    key,
+                } => self
+                    .0
+                    .get(&(repo.clone(), key_field.clone(), key.clone()))
+                    .cloned(),
+            })
+            .collect()
+    }
+}
+
+pub(super) fn connection_refs(mapped: &MappedRow) -> Vec<(String, &ConnectionRef)> {
+    let mut refs = Vec::new();
+    if let Some(parents) = &mapped.parent_ids {
+        refs.extend(parents.iter().map(|r| ("parent_ids".to_string(), r)));
+    }
+    for f in &mapped.fields {
+        if let FieldValue::Connect(list) = &f.value {
+            refs.extend(list.iter().map(|r| (f.field_id.clone(), r)));
+        }
+    }
+    refs
+}
+
+/// Connections by key: looked up once per run (cached), batched per connected pipe/table.
+pub(super) async fn resolve_connections(
+    shared: &RunShared,
+    slots: &mut [Slot],
+) -> Result<ResolvedConnections, EngineError> {
+    let mut wanted: HashMap<(String, String), HashSet<String>> = HashMap::new();
+    {
+        let cache = shared.connections.lock().await;
+        for slot in slots.iter().filter(|s| s.outcome.is_none()) {
+            let ItemKind::Send { mapped, .. } = &slot.item.kind else {
+                continue;
+            };
+            for (_, r) in connection_refs(mapped) {
+                if let ConnectionRef::Key {
+                    repo,
+                    key_field,
+                    key,
+                } = r
+                {
+                    if !cache.contains_key(&(repo.clone(), key_field.clone(), key.clone())) {
+                        wanted
+                            .entry((repo.clone(), key_field.clone()))
+                            .or_default()
+                            .insert(key.clone());
+                    }
+                }
+            }
+        }
+    }
+    for ((repo, key_field), keys) in wanted {
+        let keys: Vec<String> = keys.into_iter().collect();
+        let field = FieldDef {
+            id: key_field.clone(),
+            uuid: None,
+            internal_id: None,
+            label: key_field.clone(),
+            field_type: FieldType::ShortText,
+            required: false,
+            options: Vec::new(),
+        };
+        let results = if let Some(pipe) = repo.strip_prefix("pipe:") {
+            shared
+                .client
+                .find_cards_by_field(pipe, &field, &keys)
+                .await?
+        } else {
+            let table = repo.strip_prefix("table:").unwrap_or(&repo);
+            shared
+                .client
+                .find_records_by_field(table, &field, &keys)
+                .await?
+        };
+        let mut cache = shared.connections.lock().await;
+        for (key, result) in keys.into_iter().zip(results) {
+            let resolved = match result {
+                Ok(ids) if ids.len() == 1 => Ok(ids.into_iter().next().unwrap_or_default()),
+                Ok(ids) if ids.is_empty() => {
+                    Err(format!("nothing in {repo} has {key_field} = '{key}'"))
+                }
+                Ok(ids) => Err(format!(
+                    "{} items in {repo} have {key_field} = '{key}'",
+                    ids.len()
+                )),
+                Err(e) => Err(format!(
+                    "looking up {key_field} = '{key}' in {repo}: {}",
+                    e.message
+                )),
+            };
+            cache.insert((repo.clone(), key_field.clone(), key), resolved);
+        }
+    }
+    let cache = shared.connections.lock().await;
+    let mut resolved = HashMap::new();
+    for slot in slots.iter_mut().filter(|s| s.outcome.is_none()) {
+        let ItemKind::Send { mapped, .. } = &slot.item.kind else {
+            continue;
+        };
+        let mut problem = None;
+        for (field, r) in connection_refs(mapped) {
+            if let ConnectionRef::Key {
+                repo,
+                key_field,
+                key,
+            } = r
+            {
+                let k = (repo.clone(), key_field.clone(), key.clone());
+                match cache.get(&k) {
+                    Some(Ok(id)) => {
+                        resolved.insert(k, id.clone());
+                    }
+                    Some(Err(reason)) => {
+                        problem = Some((field, reason.clone()));
+                        break;
+                    }
+                    None => {
+                        problem = Some((
+                            field,
+                            format!("{key_field} = '{key}' in {repo} was not looked up"),
+                        ));
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some((field, reason)) = problem {
+            let mut failure = failure_for(
+                &slot.item,
+                FailureCode::UnknownReference,
+                format!("cannot connect: {reason}"),
+            );
+            if let Some(column) = shared.mapper.column_of(&field) {
+                failure = failure.with_column(column);
+            }
+            slot.outcome = Some(Outcome::Failed {
+                failure: failure.with_field(field),
+                clear_intent: false,
+            });
+        }
+    }
+    Ok(ResolvedConnections(resolved))
+}

@@ -1,0 +1,110 @@
+//! Stage 3a, lookups: upserts of keys the ledger does not know are looked up in Pipefy, in
+//! one batch per window, and become updates or creates.
+
+use crate::failure::FailureCode;
+use crate::pipefy::{ErrorClass, OpError};
+
+use super::plan::*;
+use super::requests::Repo;
+use super::window::*;
+use super::*;
+
+/// Looks keys up in the destination's pipe/table. Per key: the ids found, or the error.
+pub(super) async fn lookup_keys(
+    shared: &RunShared,
+    keys: &[String],
+) -> Result<Vec<Result<Vec<String>, OpError>>, EngineError> {
+    let Some(field) = &shared.key_field else {
+        return Ok(keys
+            .iter()
+            .map(|_| {
+                Err(OpError {
+                    class: ErrorClass::Permanent,
+                    code: None,
+                    message: "the destination's key field is not in the pipe/table".into(),
+                    attempts: 0,
+                })
+            })
+            .collect());
+    };
+    Ok(match &shared.repo {
+        Repo::Pipe(p) => shared.client.find_cards_by_field(p, field, keys).await?,
+        Repo::Table(t) => shared.client.find_records_by_field(t, field, keys).await?,
+    })
+}
+
+/// Upserts of keys the ledger does not know: one batched lookup, then create or update.
+pub(super) async fn resolve_lookups(
+    shared: &RunShared,
+    slots: &mut [Slot],
+) -> Result<(), EngineError> {
+    let idx: Vec<usize> = slots
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| {
+            matches!(
+                &s.item.kind,
+                ItemKind::Send {
+                    plan: Plan::Lookup,
+                    ..
+                }
+            )
+        })
+        .map(|(i, _)| i)
+        .collect();
+    if idx.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<String> = idx
+        .iter()
+        .filter_map(|i| slots.get(*i).and_then(|s| s.item.key.clone()))
+        .collect();
+    let found = lookup_keys(shared, &keys).await?;
+    for (i, result) in idx.into_iter().zip(found) {
+        let Some(slot) = slots.get_mut(i) else {
+            continue;
+        };
+        let key = slot.item.key.clone().unwrap_or_default();
+        let new_plan = match result {
+            Ok(ids) if ids.is_empty() => Plan::Create,
+            Ok(ids) if ids.len() == 1 => Plan::Update {
+                id: ids.into_iter().next().unwrap_or_default(),
+                move_phase: true,
+            },
+            Ok(ids) => {
+                slot.outcome = Some(Outcome::Failed {
+                    failure: failure_for(
+                        &slot.item,
+                        FailureCode::DuplicateKey,
+                        format!(
+                            "{} {}s in Pipefy already hold key '{key}' (ids {}); fix the duplicates in Pipefy, then rerun",
+                            ids.len(),
+                            super::noun(shared.dest.operation),
+                            ids.join(", ")
+                        ),
+                    ),
+                    clear_intent: false,
+                });
+                continue;
+            }
+            Err(e) => {
+                slot.outcome = Some(Outcome::Failed {
+                    failure: op_failure(&slot.item, &e, &format!("looking up key '{key}'")),
+                    clear_intent: false,
+                });
+                continue;
+            }
+        };
+        if let ItemKind::Send { plan, mapped, .. } = &mut slot.item.kind {
+            // A found card only moves when the row names a phase.
+            *plan = match new_plan {
+                Plan::Update { id, .. } => Plan::Update {
+                    id,
+                    move_phase: mapped.phase_id.is_some(),
+                },
+                other => other,
+            };
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,378 @@
+//! Stage 2, plan: what one row becomes (create, update, look up, remove, or nothing), from
+//! the mapping and the ledger as it was when the run started. Pure: no request is sent here.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use crate::config::Operation;
+use crate::failure::{FailureCode, RowFailure};
+use crate::mapping::{canonical_hash, MappedRow};
+use crate::report::{RowAction, RowResult};
+use crate::source::{Provenance, Row, RowError};
+use crate::state::{key_hash, phase_hash, Entry, Ledger, RecordId, SeenKeys};
+use crate::store::ObjectMeta;
+
+use super::*;
+
+/// The id recorded for rows marked synced without sending (skip_initial_backfill): the card
+/// exists but its id is not known; an update looks the key up first.
+pub(crate) const UNKNOWN_ID: &str = "?";
+
+#[derive(Debug, Clone)]
+pub(crate) enum Plan {
+    Create,
+    Update {
+        id: String,
+        move_phase: bool,
+    },
+    /// Upsert of a key the ledger does not know: look it up in Pipefy first.
+    Lookup,
+    /// The key left the table: move or delete its card or record.
+    Remove {
+        id: String,
+    },
+}
+
+// `Done` (unchanged rows, the common case of a rerun) is the larger variant; boxing it would
+// allocate for every such row, to save a few bytes on the bounded windows in flight.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum ItemKind {
+    /// Nothing to send: unchanged, or failed before sending.
+    Done {
+        result: RowResult,
+        failure: Option<RowFailure>,
+        /// skip_initial_backfill: record without sending.
+        record: Option<Entry>,
+    },
+    Send {
+        mapped: Box<MappedRow>,
+        hash: u64,
+        phase: u32,
+        plan: Plan,
+    },
+}
+
+pub(crate) struct WorkItem {
+    pub provenance: Provenance,
+    pub row: Option<Row>,
+    pub raw: Option<String>,
+    pub key: Option<String>,
+    pub key_hash: u64,
+    /// Whether the destination has a real key (lookups possible).
+    pub keyed: bool,
+    pub kind: ItemKind,
+}
+
+impl WorkItem {
+    pub fn read_failure(e: RowError) -> Self {
+        let raw = e.raw.clone();
+        let failure = RowFailure::from(e);
+        WorkItem {
+            provenance: failure.provenance.clone(),
+            row: None,
+            raw,
+            key: None,
+            key_hash: 0,
+            keyed: false,
+            kind: ItemKind::Done {
+                result: RowResult::failed(&failure, None, RowAction::Skipped),
+                failure: Some(failure),
+                record: None,
+            },
+        }
+    }
+
+    pub fn not_attempted(row: Row) -> Self {
+        let provenance = row.provenance.clone();
+        Self::not_sent(
+            provenance,
+            Some(row),
+            None,
+            "not attempted: partial success is off and an earlier row failed",
+        )
+    }
+
+    /// A row that is not sent, reported as `NOT_ATTEMPTED` with why.
+    pub(super) fn not_sent(
+        provenance: Provenance,
+        row: Option<Row>,
+        key: Option<String>,
+        why: &str,
+    ) -> Self {
+        let failure = RowFailure::new(provenance.clone(), FailureCode::NotAttempted, why);
+        WorkItem {
+            provenance,
+            row,
+            raw: None,
+            key: key.clone(),
+            key_hash: 0,
+            keyed: false,
+            kind: ItemKind::Done {
+                result: RowResult::failed(&failure, key, RowAction::NotAttempted),
+                failure: Some(failure),
+                record: None,
+            },
+        }
+    }
+
+    /// The move or delete of a removed key's card or record.
+    pub fn removal(key_hash: u64, id: String, n: u64) -> Self {
+        WorkItem {
+            provenance: super::removed::provenance(n),
+            row: None,
+            raw: None,
+            key: None,
+            key_hash,
+            keyed: false,
+            kind: ItemKind::Send {
+                mapped: Box::default(),
+                hash: 0,
+                phase: 0,
+                plan: Plan::Remove { id },
+            },
+        }
+    }
+
+    pub(super) fn preflight_failure(row: Row, key: Option<String>, failure: RowFailure) -> Self {
+        WorkItem {
+            provenance: row.provenance.clone(),
+            row: Some(row),
+            raw: None,
+            key: key.clone(),
+            key_hash: 0,
+            keyed: false,
+            kind: ItemKind::Done {
+                result: RowResult::failed(&failure, key, RowAction::Skipped),
+                failure: Some(failure),
+                record: None,
+            },
+        }
+    }
+
+    /// Partial success is off and an earlier row failed: a row that would be sent is not.
+    pub fn stop_if_sending(self) -> WorkItem {
+        self.not_sent_if_sending("not attempted: partial success is off and an earlier row failed")
+    }
+
+    /// A row that would be sent is reported `NOT_ATTEMPTED` with `why` instead.
+    pub(super) fn not_sent_if_sending(self, why: &str) -> WorkItem {
+        match self.kind {
+            ItemKind::Send { .. } => WorkItem::not_sent(self.provenance, self.row, self.key, why),
+            ItemKind::Done { .. } => self,
+        }
+    }
+
+    pub fn is_failure(&self) -> bool {
+        matches!(
+            &self.kind,
+            ItemKind::Done {
+                failure: Some(_),
+                ..
+            }
+        )
+    }
+}
+
+/// Decides per row, from the mapping and the ledger as it was when the run started.
+pub(crate) struct Planner {
+    ledger: Arc<Ledger>,
+    unresolvable: Arc<HashSet<u64>>,
+    full_resync: bool,
+    backfill_only: bool,
+}
+
+impl Planner {
+    pub fn new(
+        ledger: Arc<Ledger>,
+        unresolvable: Arc<HashSet<u64>>,
+        full_resync: bool,
+        backfill_only: bool,
+    ) -> Self {
+        Planner {
+            ledger,
+            unresolvable,
+            full_resync,
+            backfill_only,
+        }
+    }
+
+    /// The ledger as the run loaded it.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Plans one row. The flag says whether the row's identity (its key, or the card id it
+    /// updates) was known: a row without one may be a present row, so removals must not run.
+    pub fn plan(
+        &self,
+        shared: &RunShared,
+        file: &ObjectMeta,
+        row: Row,
+        seen: &mut SeenKeys,
+    ) -> (WorkItem, bool) {
+        let op = shared.dest.operation;
+        let key = match shared.mapper.key(&row) {
+            Ok(k) => k,
+            Err(f) => return (WorkItem::preflight_failure(row, None, f), false),
+        };
+        let mapped = shared.mapper.map_with_key(&row, key.clone());
+        // The row's identity: its key, the card id it updates, or where it was read.
+        let (key, keyed) = match (op, &mapped) {
+            (Operation::UpdateCard, Ok(m)) => (m.id.clone(), false),
+            // The card id is a mapped value: a row that did not map has none.
+            (Operation::UpdateCard, Err(f)) => {
+                return (WorkItem::preflight_failure(row, None, f.clone()), false)
+            }
+            _ => {
+                let keyed = key.is_some();
+                (key, keyed)
+            }
+        };
+        let identity = match &key {
+            Some(k) => k.clone(),
+            None => format!(
+                "{}\u{0}{}\u{0}{}",
+                file.key,
+                file.version_id.as_deref().unwrap_or(&file.etag),
+                row.provenance.line
+            ),
+        };
+        let khash = key_hash(&identity);
+        // The key is present in the table whether or not the rest of the row mapped.
+        let first = seen.insert(khash);
+        let mapped = match mapped {
+            Ok(m) => m,
+            Err(f) => return (WorkItem::preflight_failure(row, key, f), true),
+        };
+        if !first {
+            let failure = RowFailure::new(
+                row.provenance.clone(),
+                FailureCode::DuplicateKey,
+                format!(
+                    "key '{}' appears more than once in this run; only its first row is synced",
+                    key.as_deref().unwrap_or("")
+                ),
+            );
+            return (WorkItem::preflight_failure(row, key, failure), true);
+        }
+        if self.unresolvable.contains(&khash) {
+            let failure = RowFailure::new(
+                row.provenance.clone(),
+                FailureCode::AmbiguousCreate,
+                "an earlier create of this row may have been applied (Pipefy did not answer) and cannot be looked up; check the pipe for it, then clear it with `pipefy-sync forget-intents`",
+            );
+            return (WorkItem::preflight_failure(row, key, failure), true);
+        }
+        (
+            self.plan_mapped(shared, row, key, khash, keyed, mapped),
+            true,
+        )
+    }
+
+    pub(super) fn plan_mapped(
+        &self,
+        shared: &RunShared,
+        row: Row,
+        key: Option<String>,
+        khash: u64,
+        keyed: bool,
+        mapped: MappedRow,
+    ) -> WorkItem {
+        let op = shared.dest.operation;
+        let hash = canonical_hash(&mapped);
+        let phase = phase_hash(mapped.phase_id.as_deref());
+        let known = self.ledger.get(khash);
+        let unchanged = |e: &Entry| e.value_hash == hash && e.phase_hash == phase;
+
+        if self.backfill_only {
+            let record = Entry {
+                id: known
+                    .map(|e| e.id)
+                    .unwrap_or(RecordId::Text(UNKNOWN_ID.into())),
+                value_hash: hash,
+                phase_hash: phase,
+                written_at_min: 0,
+            };
+            return done(
+                row,
+                key,
+                khash,
+                keyed,
+                RowAction::Unchanged,
+                None,
+                Some(record),
+            );
+        }
+        let plan = match (op, &known) {
+            (_, Some(e)) if unchanged(e) && !self.full_resync => {
+                let id = e.id.to_string();
+                return done(row, key, khash, keyed, RowAction::Unchanged, Some(id), None);
+            }
+            // Create operations never update: a key already synced is left alone.
+            (Operation::CreateCard | Operation::CreateRecord, Some(e)) => {
+                let id = e.id.to_string();
+                return done(row, key, khash, keyed, RowAction::Unchanged, Some(id), None);
+            }
+            (Operation::CreateCard | Operation::CreateRecord, None) => Plan::Create,
+            (Operation::UpdateCard, e) => Plan::Update {
+                id: key.clone().unwrap_or_default(),
+                move_phase: mapped.phase_id.is_some()
+                    && e.as_ref().is_none_or(|e| e.phase_hash != phase),
+            },
+            (Operation::UpsertCard | Operation::UpsertRecord, Some(e))
+                if e.id != RecordId::Text(UNKNOWN_ID.into()) =>
+            {
+                Plan::Update {
+                    id: e.id.to_string(),
+                    move_phase: mapped.phase_id.is_some() && e.phase_hash != phase,
+                }
+            }
+            (Operation::UpsertCard | Operation::UpsertRecord, _) => {
+                if shared.dest.sync.lookup_unknown_keys || known.is_some() {
+                    Plan::Lookup
+                } else {
+                    Plan::Create
+                }
+            }
+        };
+        WorkItem {
+            provenance: row.provenance.clone(),
+            row: Some(row),
+            raw: None,
+            key,
+            key_hash: khash,
+            keyed,
+            kind: ItemKind::Send {
+                mapped: Box::new(mapped),
+                hash,
+                phase,
+                plan,
+            },
+        }
+    }
+}
+
+pub(super) fn done(
+    row: Row,
+    key: Option<String>,
+    khash: u64,
+    keyed: bool,
+    action: RowAction,
+    id: Option<String>,
+    record: Option<Entry>,
+) -> WorkItem {
+    let result = RowResult::ok(&row.provenance, key.clone(), action, id);
+    WorkItem {
+        provenance: row.provenance.clone(),
+        row: Some(row),
+        raw: None,
+        key,
+        key_hash: khash,
+        keyed,
+        kind: ItemKind::Done {
+            result,
+            failure: None,
+            record,
+        },
+    }
+}
