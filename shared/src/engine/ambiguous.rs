@@ -2,12 +2,10 @@
 //! looked up by its key (after a settle time) and only sent again when it is surely absent;
 //! creates left unconfirmed by a crashed run are resolved the same way before a run starts.
 
-use std::collections::HashSet;
-
 use crate::failure::FailureCode;
 use crate::pipefy::FieldDef;
 use crate::report::RowAction;
-use crate::state::{Intent, LoadedManifest};
+use crate::state::Intent;
 
 use super::connections::*;
 use super::lookups::*;
@@ -17,26 +15,30 @@ use super::send::*;
 use super::window::*;
 use super::*;
 
+/// What the leftover intents of a crashed run turned out to be.
+pub(super) struct SettledIntents {
+    /// Found in Pipefy by their key: recorded, never created again.
+    pub found: Vec<(u64, crate::state::Entry)>,
+    /// Not resolvable (no key, several cards hold it, the lookup failed): kept, and their
+    /// rows reported rather than created again.
+    pub kept: Vec<Intent>,
+}
+
+/// Looks the keys of a crashed run's intents up. An intent whose key is not in Pipefy is
+/// simply dropped: its row is created normally when it is read.
 pub(super) async fn resolve_leftover_intents(
-    ctx: &RunContext,
+    api: &dyn PipefyApi,
     repo: &Repo,
     key_field: Option<&FieldDef>,
-    loaded: &mut LoadedManifest,
-    unresolvable: &mut HashSet<u64>,
-) -> Result<Vec<(u64, crate::state::Entry)>, EngineError> {
-    let intents = std::mem::take(&mut loaded.manifest.intents);
+    intents: Vec<Intent>,
+) -> Result<SettledIntents, EngineError> {
     let mut recorded = Vec::new();
     let (keyed, unkeyed): (Vec<Intent>, Vec<Intent>) = intents
         .into_iter()
         .partition(|i| i.key.is_some() && key_field.is_some());
     let keys: Vec<String> = keyed.iter().filter_map(|i| i.key.clone()).collect();
-    let found = match (repo, key_field) {
-        (Repo::Pipe(p), Some(f)) if !keys.is_empty() => {
-            ctx.pipefy.find_cards_by_field(p, f, &keys).await?
-        }
-        (Repo::Table(t), Some(f)) if !keys.is_empty() => {
-            ctx.pipefy.find_records_by_field(t, f, &keys).await?
-        }
+    let found = match key_field {
+        Some(f) if !keys.is_empty() => api.find_by_field(repo, f, &keys).await?,
         _ => Vec::new(),
     };
     let mut kept = Vec::new();
@@ -62,18 +64,14 @@ pub(super) async fn resolve_leftover_intents(
             Ok(ids) if ids.is_empty() => {}
             // Several cards hold the key, or the lookup failed: keep the intent so the row is
             // reported rather than created again.
-            _ => {
-                unresolvable.insert(intent.key_hash);
-                kept.push(intent);
-            }
+            _ => kept.push(intent),
         }
     }
-    for intent in unkeyed {
-        unresolvable.insert(intent.key_hash);
-        kept.push(intent);
-    }
-    loaded.manifest.intents = kept;
-    Ok(recorded)
+    kept.extend(unkeyed);
+    Ok(SettledIntents {
+        found: recorded,
+        kept,
+    })
 }
 
 /// How many times an ambiguous create is looked up and, if absent, sent again.
@@ -175,7 +173,7 @@ pub(super) async fn resolve_ambiguous(
                 _ => None,
             })
             .collect();
-        let results = shared.client.mutate_gated(ops, shared.gate()).await?;
+        let results = shared.client.mutate(ops, shared.gate()).await?;
         let mut still = Vec::new();
         for (i, result) in resend.into_iter().zip(results) {
             let Some(slot) = slots.get_mut(i) else {

@@ -1,13 +1,12 @@
 //! Stage 6, commit: fold a window's outcomes into the counts, the ledger writes and the
 //! report; checkpoint (delta segment, cleared intents, cursor) and finish the run.
 
-use std::collections::HashSet;
 use std::time::Instant;
 
 use chrono::Utc;
 
 use crate::report::{failed_row_json, RowAction, RunStatus, RunSummary};
-use crate::state::StateError;
+use crate::state::Checkpoint;
 
 use super::runner::*;
 use super::window::*;
@@ -96,58 +95,19 @@ impl Runner<'_> {
             self.cursor.report_parts += 1;
             self.report.flush(self.cursor.report_parts).await?;
         }
-        let Some(writer) = &self.shared.state else {
+        let Some(state) = &self.shared.state else {
             return Ok(());
         };
-        let mut loaded = writer.loaded.lock().await;
-        if !self.since_checkpoint.is_empty() {
-            let writes = std::mem::take(&mut self.since_checkpoint);
-            let bytes = crate::state::ledger::encode_delta(writes);
-            let key = writer
-                .state
-                .write_segment(&mut loaded.manifest, bytes)
-                .await?;
-            loaded.manifest.segments.push(key.clone());
-            self.run_segments.push(key);
-        }
-        let mut replaced = Vec::new();
-        if self.run_segments.len() > MAX_RUN_SEGMENTS && !last {
-            // Merge this run's deltas into one: the overlay holds exactly this run's writes.
-            let all_run_writes: Vec<(u64, Option<crate::state::Entry>)> = self
-                .run_writes
-                .iter()
-                .map(|(k, v)| (*k, v.clone()))
-                .collect();
-            let merged = writer
-                .state
-                .write_segment(
-                    &mut loaded.manifest,
-                    crate::state::ledger::encode_delta(all_run_writes),
-                )
-                .await?;
-            let old: HashSet<&String> = self.run_segments.iter().collect();
-            loaded.manifest.segments.retain(|s| !old.contains(s));
-            loaded.manifest.segments.push(merged.clone());
-            replaced = std::mem::replace(&mut self.run_segments, vec![merged]);
-        }
-        let done: HashSet<u64> = self.committed_intents.drain(..).collect();
-        loaded
-            .manifest
-            .intents
-            .retain(|i| !done.contains(&i.key_hash));
-        loaded.manifest.run = Some(self.cursor.clone());
-        match writer.state.save_manifest(&mut loaded).await {
-            Ok(()) => {}
-            // A run that lost its lease records what it can; once the run holding the
-            // destination now has written, what this one did is found by that run's lookups.
-            Err(StateError::ManifestConflict(_)) if self.shared.lease_lost() => {
-                tracing::warn!(destination = %self.shared.dest.name, "the lease was lost and the manifest replaced by another run; this run's last writes are left to it");
-                return Ok(());
-            }
-            Err(e) => return Err(e.into()),
-        }
-        drop(loaded);
-        writer.state.delete_segments(&replaced).await;
+        state
+            .checkpoint(Checkpoint {
+                writes: std::mem::take(&mut self.since_checkpoint),
+                run_writes: &self.run_writes,
+                committed_intents: std::mem::take(&mut self.committed_intents),
+                cursor: self.cursor.clone(),
+                last,
+                lease_lost: self.shared.lease_lost(),
+            })
+            .await?;
         Ok(())
     }
 
@@ -155,38 +115,23 @@ impl Runner<'_> {
         if status == RunStatus::HandedOff && self.shared.removal.is_some() {
             // The next invocation must know every key this one read, or the keys of the
             // files read so far would all look removed.
-            if let (Some(writer), Some(seen)) = (&self.shared.state, &self.seen_keys) {
-                writer.state.save_seen(&self.cursor.run_id, seen).await?;
+            if let (Some(state), Some(seen)) = (&self.shared.state, &self.seen_keys) {
+                state.store().save_seen(&self.cursor.run_id, seen).await?;
                 self.cursor.seen_saved = true;
             }
         }
         self.checkpoint(true).await?;
         let finished = !matches!(status, RunStatus::HandedOff | RunStatus::LeaseLost);
-        if let (Some(writer), true) = (&self.shared.state, finished) {
-            let mut loaded = writer.loaded.lock().await;
-            // Fold everything into a new base when the deltas pile up.
-            let mut replaced = Vec::new();
-            if loaded.manifest.segments.len() > 8 {
-                let full = self.merged_ledger();
-                let base = writer
-                    .state
-                    .write_segment(&mut loaded.manifest, full.encode_full())
-                    .await?;
-                replaced = std::mem::replace(&mut loaded.manifest.segments, vec![base]);
-            }
-            loaded.manifest.run = None;
-            loaded.manifest.last_run = Some(crate::state::LastRun {
+        if let (Some(state), true) = (&self.shared.state, finished) {
+            let last_run = crate::state::LastRun {
                 run_id: self.cursor.run_id.clone(),
                 finished_at: Utc::now(),
                 failed_rows: self.cursor.counts.failed_rows(),
                 status: status_name(status),
-            });
-            writer.state.save_manifest(&mut loaded).await?;
-            drop(loaded);
-            writer.state.delete_segments(&replaced).await;
-            if self.cursor.seen_saved {
-                writer.state.delete_seen(&self.cursor.run_id).await;
-            }
+            };
+            state
+                .finish(last_run, self.cursor.seen_saved, || self.merged_ledger())
+                .await?;
         }
         let summary = RunSummary {
             run_id: self.cursor.run_id.clone(),

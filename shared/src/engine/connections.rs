@@ -86,18 +86,11 @@ pub(super) async fn resolve_connections(
             required: false,
             options: Vec::new(),
         };
-        let results = if let Some(pipe) = repo.strip_prefix("pipe:") {
-            shared
-                .client
-                .find_cards_by_field(pipe, &field, &keys)
-                .await?
-        } else {
-            let table = repo.strip_prefix("table:").unwrap_or(&repo);
-            shared
-                .client
-                .find_records_by_field(table, &field, &keys)
-                .await?
+        let target = match repo.strip_prefix("pipe:") {
+            Some(pipe) => Repo::Pipe(pipe.to_string()),
+            None => Repo::Table(repo.strip_prefix("table:").unwrap_or(&repo).to_string()),
         };
+        let results = shared.client.find_by_field(&target, &field, &keys).await?;
         let mut cache = shared.connections.lock().await;
         for (key, result) in keys.into_iter().zip(results) {
             let resolved = match result {

@@ -5,7 +5,6 @@ use crate::failure::FailureCode;
 use crate::pipefy::{ErrorClass, OpError};
 
 use super::plan::*;
-use super::requests::Repo;
 use super::window::*;
 use super::*;
 
@@ -27,10 +26,10 @@ pub(super) async fn lookup_keys(
             })
             .collect());
     };
-    Ok(match &shared.repo {
-        Repo::Pipe(p) => shared.client.find_cards_by_field(p, field, keys).await?,
-        Repo::Table(t) => shared.client.find_records_by_field(t, field, keys).await?,
-    })
+    Ok(shared
+        .client
+        .find_by_field(&shared.repo, field, keys)
+        .await?)
 }
 
 /// Upserts of keys the ledger does not know: one batched lookup, then create or update.

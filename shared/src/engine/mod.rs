@@ -23,8 +23,8 @@
 mod ambiguous;
 mod commit;
 mod connections;
-mod lease;
 mod lookups;
+mod pipefy_api;
 mod plan;
 mod produce;
 mod removed;
@@ -32,6 +32,8 @@ mod requests;
 mod run;
 mod runner;
 mod send;
+#[cfg(test)]
+mod tests;
 mod window;
 
 use std::collections::HashMap;
@@ -45,11 +47,12 @@ use crate::config::{Destination, Operation};
 use crate::mapping::Mapper;
 use crate::pipefy::{FieldDef, PipefyClient, PipefyError, WriteGate};
 use crate::report::Counts;
-use crate::state::{Intent, LoadedManifest, StateError, StateStore};
+use crate::state::{RunState, StateError};
 use crate::store::{ObjectStore, StoreError};
 
+use crate::state::LeaseKeeper;
 pub use crate::state::RunScope;
-use lease::LeaseKeeper;
+pub use pipefy_api::{LookupResults, PipefyApi};
 use removed::RemovalOp;
 pub use requests::{ConnectionIds, OpRole, Repo};
 pub use run::sync;
@@ -134,9 +137,6 @@ pub(super) const REPORT_PART_BYTES: usize = 4 << 20;
 /// anyway, to bound memory and keep checkpoints moving.
 pub(super) const MAX_WINDOW_ITEMS: usize = 4096;
 
-/// Delta segments of one run before they are merged into one.
-pub(super) const MAX_RUN_SEGMENTS: usize = 16;
-
 /// A sortable, unique run id: `20261122T073000Z-1a2b3c4d`.
 pub fn new_run_id() -> String {
     let uuid = uuid::Uuid::new_v4().simple().to_string();
@@ -154,14 +154,15 @@ pub(crate) type ConnectionCache = HashMap<(String, String, String), Result<Strin
 pub(crate) struct RunShared {
     pub dest: Destination,
     pub mapper: Mapper,
-    pub client: PipefyClient,
+    pub client: Arc<dyn PipefyApi>,
     pub repo: Repo,
     pub key_field: Option<FieldDef>,
     pub dry_run: bool,
     pub settle: Duration,
     /// `(repo, key_field, key)` -> id, or the reason it could not be resolved.
     pub connections: Mutex<ConnectionCache>,
-    pub state: Option<StateWriter>,
+    /// The run's side of the state protocol (`None`: dry run).
+    pub state: Option<RunState>,
     /// Partial success is off and a row failed: nothing more is sent.
     pub stopped: std::sync::atomic::AtomicBool,
     pub run_id: String,
@@ -186,25 +187,6 @@ impl RunShared {
         self.lease
             .as_deref()
             .map(|l| l as &dyn crate::pipefy::WriteGate)
-    }
-}
-
-/// Serialises every write of the manifest (intents, checkpoints) within a run.
-pub(crate) struct StateWriter {
-    pub state: StateStore,
-    pub loaded: Mutex<LoadedManifest>,
-}
-
-impl StateWriter {
-    pub async fn add_intents(&self, intents: Vec<Intent>) -> Result<(), StateError> {
-        if intents.is_empty() {
-            return Ok(());
-        }
-        // The conditional manifest write fences too, but a run that knows it lost its lease
-        // does not even try.
-        let mut loaded = self.loaded.lock().await;
-        loaded.manifest.intents.extend(intents);
-        self.state.save_manifest(&mut loaded).await
     }
 }
 

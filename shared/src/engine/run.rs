@@ -16,9 +16,7 @@ use crate::source::list_table_files;
 use crate::state::{PendingWork, RunCursor, RunScope, SeenKeys, StateStore};
 
 use super::ambiguous::*;
-use super::lease::LeaseKeeper;
 use super::removed::RemovalOp;
-use super::requests::Repo;
 use super::runner::*;
 use super::*;
 
@@ -45,7 +43,7 @@ pub async fn sync(
     let Some(lease) = LeaseKeeper::acquire(&state, &run_id, ttl, req.lease_wait).await? else {
         return defer(ctx, dest, &state, &req, &run_id).await;
     };
-    let renewer = lease.spawn_renewer();
+    let renewer = AbortOnDrop(lease.spawn_renewer());
     let first = run_once(
         ctx,
         dest,
@@ -117,7 +115,7 @@ pub(super) async fn drain_pending(
             match LeaseKeeper::acquire(state, &new_run_id(), ttl, Duration::ZERO).await? {
                 Some(l) => {
                     lease = l;
-                    renewer = lease.spawn_renewer();
+                    renewer = AbortOnDrop(lease.spawn_renewer());
                 }
                 // Someone else has it now and will drain.
                 None => break,
@@ -179,7 +177,7 @@ pub(super) async fn defer(
         {
             // The holder is gone: drain everything handed over, our own request included,
             // each with the scope it was asked with.
-            let renewer = lease.spawn_renewer();
+            let renewer = AbortOnDrop(lease.spawn_renewer());
             let drained = drain_pending(ctx, dest, state, req, lease, renewer).await?;
             if let Some(summary) = drained.last {
                 return Ok(summary);
@@ -217,18 +215,16 @@ pub(super) async fn run_once(
     req: &RunRequest,
     lease: Option<Arc<LeaseKeeper>>,
 ) -> Result<RunSummary, EngineError> {
-    let stats_at_start = ctx.pipefy.stats();
+    let api: Arc<dyn PipefyApi> = Arc::new(ctx.pipefy.clone());
+    let stats_at_start = api.stats();
     let repo = repo_of(dest)?;
     let state = StateStore::new(ctx.state_store.clone(), &ctx.state_prefix, &dest.name);
     let run_id = req.continue_run.clone().unwrap_or_else(new_run_id);
 
-    let mut loaded = state.load_manifest().await?;
+    let loaded = state.load_manifest().await?;
     let mut ledger = state.load_ledger(&loaded.manifest).await?;
 
-    let schema = match &repo {
-        Repo::Pipe(id) => Schema::Pipe(ctx.pipefy.pipe_schema(id).await?),
-        Repo::Table(id) => Schema::Table(ctx.pipefy.table_schema(id).await?),
-    };
+    let schema = api.schema(&repo).await?;
     let mapper = Mapper::new(dest, &schema).map_err(|issues| EngineError::Mapping {
         destination: dest.name.clone(),
         issues: issues
@@ -294,41 +290,28 @@ pub(super) async fn run_once(
 
     // Creates left unresolved by an earlier run (a crash between sending and recording):
     // resolve them by key before anything else can create them again.
+    let run_state = (!req.dry_run).then(|| RunState::new(state.clone(), loaded.clone()));
     let mut unresolvable: HashSet<u64> = HashSet::new();
-    if !req.dry_run && !loaded.manifest.intents.is_empty() {
-        let found = resolve_leftover_intents(
-            ctx,
-            &repo,
-            key_field.as_ref(),
-            &mut loaded,
-            &mut unresolvable,
-        )
-        .await?;
-        // The ids found go into a ledger segment that the same manifest write lists as it
-        // drops their intents: one conditional write, so a crash loses neither.
-        cursor.counts.recovered_creates += found.len() as u64;
-        if !found.is_empty() {
+    if let (Some(run_state), false) = (&run_state, loaded.manifest.intents.is_empty()) {
+        let leftover = run_state.take_leftover_intents().await;
+        let settled = resolve_leftover_intents(&*api, &repo, key_field.as_ref(), leftover).await?;
+        unresolvable = settled.kept.iter().map(|i| i.key_hash).collect();
+        cursor.counts.recovered_creates += settled.found.len() as u64;
+        if !settled.found.is_empty() {
             tracing::warn!(
                 destination = %dest.name,
-                recovered = found.len(),
+                recovered = settled.found.len(),
                 "found creates left unconfirmed by an earlier run in Pipefy by their keys; recorded them instead of creating them again"
             );
-            for (k, e) in &found {
+            for (k, e) in &settled.found {
                 ledger.insert(*k, e.clone());
             }
-            let writes = found.into_iter().map(|(k, e)| (k, Some(e))).collect();
-            let segment = state
-                .write_segment(
-                    &mut loaded.manifest,
-                    crate::state::ledger::encode_delta(writes),
-                )
-                .await?;
-            loaded.manifest.segments.push(segment);
         }
-        if !continuing {
-            loaded.manifest.run = None;
-        }
-        state.save_manifest(&mut loaded).await?;
+        // The ids found go into a ledger segment that the same manifest write lists as it
+        // drops their intents: one conditional write, so a crash loses neither.
+        run_state
+            .settle_leftover_intents(settled.found, settled.kept, continuing)
+            .await?;
     }
     let backfill_only = dest.sync.skip_initial_backfill
         && loaded.manifest.last_run.is_none()
@@ -356,20 +339,13 @@ pub(super) async fn run_once(
     let shared = Arc::new(RunShared {
         dest: dest.clone(),
         mapper,
-        client: ctx.pipefy.clone(),
+        client: api.clone(),
         repo,
         key_field,
         dry_run: req.dry_run,
         settle: Duration::from_secs_f64(dest.sync.ambiguous_settle_seconds.max(0.0)),
         connections: Mutex::new(HashMap::new()),
-        state: if req.dry_run {
-            None
-        } else {
-            Some(StateWriter {
-                state: state.clone(),
-                loaded: Mutex::new(loaded),
-            })
-        },
+        state: run_state,
         stopped: std::sync::atomic::AtomicBool::new(false),
         run_id: cursor.run_id.clone(),
         lease,
@@ -388,14 +364,13 @@ pub(super) async fn run_once(
         committed_intents: Vec::new(),
         last_checkpoint: Instant::now(),
         seen_keys: Some(seen),
-        run_segments: Vec::new(),
         stopped_at: None,
         unresolvable: Arc::new(unresolvable),
         backfill_only,
         removal_skipped: None,
     };
     let status = runner.run().await?;
-    let stats = ctx.pipefy.stats();
+    let stats = api.stats();
     runner.cursor.counts.requests += stats.requests.saturating_sub(stats_at_start.requests);
     runner.cursor.counts.retries += stats.retries.saturating_sub(stats_at_start.retries);
     runner.cursor.counts.throttles += stats.throttles.saturating_sub(stats_at_start.throttles);

@@ -34,7 +34,6 @@ pub(super) struct Runner<'a> {
     /// Keys the run has seen (earlier invocations' included): the producer's while it runs,
     /// back here when it ends, to be saved for a continuation.
     pub(super) seen_keys: Option<SeenKeys>,
-    pub(super) run_segments: Vec<String>,
     pub(super) stopped_at: Option<RowResult>,
     pub(super) unresolvable: Arc<HashSet<u64>>,
     pub(super) backfill_only: bool,

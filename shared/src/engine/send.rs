@@ -57,7 +57,7 @@ pub(super) async fn record_intents(shared: &RunShared, slots: &[Slot]) -> Result
             }
         })
         .collect();
-    writer.add_intents(intents).await?;
+    writer.record_intents(intents).await?;
     Ok(())
 }
 
@@ -103,7 +103,7 @@ pub(super) async fn send(
             Plan::Lookup => {}
         }
     }
-    let results = shared.client.mutate_gated(ops, shared.gate()).await?;
+    let results = shared.client.mutate(ops, shared.gate()).await?;
     let mut per_slot: HashMap<usize, Vec<(OpRole, OpResult)>> = HashMap::new();
     for ((i, role), result) in owners.into_iter().zip(results) {
         per_slot.entry(i).or_default().push((role, result));

@@ -9,7 +9,9 @@
 //! ```
 //! See docs/DESIGN.md, "Exactly-once delivery".
 
+mod lease;
 pub mod ledger;
+mod run;
 pub mod seen;
 
 use std::sync::Arc;
@@ -21,7 +23,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::source::Provenance;
 use crate::store::{ObjectStore, StoreError, WriteCondition};
+pub use lease::LeaseKeeper;
 pub use ledger::{key_hash, phase_hash, Entry, Ledger, RecordId};
+pub use run::{Checkpoint, RunState};
 pub use seen::SeenKeys;
 
 #[derive(Debug, thiserror::Error)]

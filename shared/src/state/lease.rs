@@ -23,12 +23,13 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::pipefy::WriteGate;
-use crate::state::{Lease, StateError, StateStore};
+
+use super::{Lease, StateError, StateStore};
 
 /// First wait before a failed renewal is tried again; doubled up to a eighth of the ttl.
 const RENEW_BACKOFF_BASE: Duration = Duration::from_millis(100);
 
-pub(crate) struct LeaseKeeper {
+pub struct LeaseKeeper {
     state: StateStore,
     ttl: Duration,
     lease: Mutex<Lease>,
@@ -100,11 +101,11 @@ impl LeaseKeeper {
         }
     }
 
-    /// Renews the lease every quarter of its life until aborted; a failed renewal is retried
-    /// with backoff for as long as the lease is still ours.
-    pub fn spawn_renewer(self: &Arc<Self>) -> super::AbortOnDrop<()> {
+    /// Renews the lease every quarter of its life until the task is aborted; a failed
+    /// renewal is retried with backoff for as long as the lease is still ours.
+    pub fn spawn_renewer(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let keeper = self.clone();
-        super::AbortOnDrop(tokio::spawn(async move {
+        tokio::spawn(async move {
             loop {
                 tokio::time::sleep(keeper.ttl / 4).await;
                 let mut delay = RENEW_BACKOFF_BASE;
@@ -125,7 +126,7 @@ impl LeaseKeeper {
                     }
                 }
             }
-        }))
+        })
     }
 
     /// Hands the lease to another run id of this process (work drained after a run).

@@ -1,0 +1,76 @@
+//! What the engine needs of Pipefy, as a small trait: the schema, lookups by a field's value,
+//! writes, and card reads. [`PipefyClient`] implements it over HTTP; unit tests of the
+//! planner, the unknown-outcome resolution and the removals use a fake.
+
+use async_trait::async_trait;
+
+use crate::mapping::Schema;
+use crate::pipefy::{
+    Card, ClientStats, FieldDef, Mutation, OpError, OpResult, PipefyClient, PipefyError, WriteGate,
+};
+
+use super::Repo;
+
+/// The ids found for each value of a lookup (or why that value could not be looked up).
+pub type LookupResults = Vec<Result<Vec<String>, OpError>>;
+
+#[async_trait]
+pub trait PipefyApi: Send + Sync {
+    /// The pipe's or table's fields, phases, labels and members.
+    async fn schema(&self, repo: &Repo) -> Result<Schema, PipefyError>;
+    /// Ids of the cards or records whose `field` holds each value (at most 2 per value).
+    async fn find_by_field(
+        &self,
+        repo: &Repo,
+        field: &FieldDef,
+        values: &[String],
+    ) -> Result<LookupResults, PipefyError>;
+    /// Sends the writes, asking `gate` before each request; one result per operation.
+    async fn mutate(
+        &self,
+        ops: Vec<Mutation>,
+        gate: Option<&dyn WriteGate>,
+    ) -> Result<Vec<OpResult>, PipefyError>;
+    /// A card as Pipefy holds it now (`None`: it does not exist).
+    async fn card(&self, id: &str) -> Result<Option<Card>, PipefyError>;
+    /// Requests, retries and throttles so far.
+    fn stats(&self) -> ClientStats;
+}
+
+#[async_trait]
+impl PipefyApi for PipefyClient {
+    async fn schema(&self, repo: &Repo) -> Result<Schema, PipefyError> {
+        Ok(match repo {
+            Repo::Pipe(id) => Schema::Pipe(self.pipe_schema(id).await?),
+            Repo::Table(id) => Schema::Table(self.table_schema(id).await?),
+        })
+    }
+
+    async fn find_by_field(
+        &self,
+        repo: &Repo,
+        field: &FieldDef,
+        values: &[String],
+    ) -> Result<LookupResults, PipefyError> {
+        match repo {
+            Repo::Pipe(p) => self.find_cards_by_field(p, field, values).await,
+            Repo::Table(t) => self.find_records_by_field(t, field, values).await,
+        }
+    }
+
+    async fn mutate(
+        &self,
+        ops: Vec<Mutation>,
+        gate: Option<&dyn WriteGate>,
+    ) -> Result<Vec<OpResult>, PipefyError> {
+        self.mutate_gated(ops, gate).await
+    }
+
+    async fn card(&self, id: &str) -> Result<Option<Card>, PipefyError> {
+        PipefyClient::card(self, id).await
+    }
+
+    fn stats(&self) -> ClientStats {
+        PipefyClient::stats(self)
+    }
+}
