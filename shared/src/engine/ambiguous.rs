@@ -129,15 +129,7 @@ pub(super) async fn resolve_ambiguous(
                 Ok(ids) if ids.is_empty() => resend.push(i),
                 Ok(ids) => {
                     slot.outcome = Some(Outcome::Failed {
-                        failure: failure_for(
-                            &slot.item,
-                            FailureCode::DuplicateKey,
-                            format!(
-                                "{} items in Pipefy hold this key (ids {})",
-                                ids.len(),
-                                ids.join(", ")
-                            ),
-                        ),
+                        failure: duplicate_in_pipefy(shared, &slot.item, &ids),
                         clear_intent: true,
                     });
                 }

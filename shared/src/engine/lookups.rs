@@ -1,7 +1,6 @@
 //! Stage 3a, lookups: upserts of keys the ledger does not know are looked up in Pipefy, in
 //! one batch per window, and become updates or creates.
 
-use crate::failure::FailureCode;
 use crate::pipefy::{ErrorClass, OpError};
 
 use super::plan::*;
@@ -72,16 +71,7 @@ pub(super) async fn resolve_lookups(
             },
             Ok(ids) => {
                 slot.outcome = Some(Outcome::Failed {
-                    failure: failure_for(
-                        &slot.item,
-                        FailureCode::DuplicateKey,
-                        format!(
-                            "{} {}s in Pipefy already hold key '{key}' (ids {}); fix the duplicates in Pipefy, then rerun",
-                            ids.len(),
-                            super::noun(shared.dest.operation),
-                            ids.join(", ")
-                        ),
-                    ),
+                    failure: duplicate_in_pipefy(shared, &slot.item, &ids),
                     clear_intent: false,
                 });
                 continue;

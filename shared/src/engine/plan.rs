@@ -64,22 +64,56 @@ pub(crate) struct WorkItem {
 }
 
 impl WorkItem {
+    /// The one constructor: an item of `kind` read at `provenance`, with no key until
+    /// [`WorkItem::identified`] gives it one.
+    fn new(provenance: Provenance, row: Option<Row>, key: Option<String>, kind: ItemKind) -> Self {
+        WorkItem {
+            provenance,
+            row,
+            raw: None,
+            key,
+            key_hash: 0,
+            keyed: false,
+            kind,
+        }
+    }
+
+    /// The row's identity, for lookups, intents and the ledger.
+    fn identified(mut self, key_hash: u64, keyed: bool) -> Self {
+        self.key_hash = key_hash;
+        self.keyed = keyed;
+        self
+    }
+
+    /// A row that ends here, failed with `failure`, reported as `action`.
+    fn failed(
+        provenance: Provenance,
+        row: Option<Row>,
+        key: Option<String>,
+        failure: RowFailure,
+        action: RowAction,
+    ) -> Self {
+        let result = RowResult::failed(&failure, key.clone(), action);
+        let kind = ItemKind::Done {
+            result,
+            failure: Some(failure),
+            record: None,
+        };
+        WorkItem::new(provenance, row, key, kind)
+    }
+
     pub fn read_failure(e: RowError) -> Self {
         let raw = e.raw.clone();
         let failure = RowFailure::from(e);
-        WorkItem {
-            provenance: failure.provenance.clone(),
-            row: None,
-            raw,
-            key: None,
-            key_hash: 0,
-            keyed: false,
-            kind: ItemKind::Done {
-                result: RowResult::failed(&failure, None, RowAction::Skipped),
-                failure: Some(failure),
-                record: None,
-            },
-        }
+        let mut item = WorkItem::failed(
+            failure.provenance.clone(),
+            None,
+            None,
+            failure,
+            RowAction::Skipped,
+        );
+        item.raw = raw;
+        item
     }
 
     pub fn not_attempted(row: Row) -> Self {
@@ -100,53 +134,23 @@ impl WorkItem {
         why: &str,
     ) -> Self {
         let failure = RowFailure::new(provenance.clone(), FailureCode::NotAttempted, why);
-        WorkItem {
-            provenance,
-            row,
-            raw: None,
-            key: key.clone(),
-            key_hash: 0,
-            keyed: false,
-            kind: ItemKind::Done {
-                result: RowResult::failed(&failure, key, RowAction::NotAttempted),
-                failure: Some(failure),
-                record: None,
-            },
-        }
+        WorkItem::failed(provenance, row, key, failure, RowAction::NotAttempted)
     }
 
     /// The move or delete of a removed key's card or record.
     pub fn removal(key_hash: u64, id: String, n: u64) -> Self {
-        WorkItem {
-            provenance: super::removed::provenance(n),
-            row: None,
-            raw: None,
-            key: None,
-            key_hash,
-            keyed: false,
-            kind: ItemKind::Send {
-                mapped: Box::default(),
-                hash: 0,
-                phase: 0,
-                plan: Plan::Remove { id },
-            },
-        }
+        let kind = ItemKind::Send {
+            mapped: Box::default(),
+            hash: 0,
+            phase: 0,
+            plan: Plan::Remove { id },
+        };
+        WorkItem::new(super::removed::provenance(n), None, None, kind).identified(key_hash, false)
     }
 
     pub(super) fn preflight_failure(row: Row, key: Option<String>, failure: RowFailure) -> Self {
-        WorkItem {
-            provenance: row.provenance.clone(),
-            row: Some(row),
-            raw: None,
-            key: key.clone(),
-            key_hash: 0,
-            keyed: false,
-            kind: ItemKind::Done {
-                result: RowResult::failed(&failure, key, RowAction::Skipped),
-                failure: Some(failure),
-                record: None,
-            },
-        }
+        let provenance = row.provenance.clone();
+        WorkItem::failed(provenance, Some(row), key, failure, RowAction::Skipped)
     }
 
     /// Partial success is off and an earlier row failed: a row that would be sent is not.
@@ -335,20 +339,13 @@ impl Planner {
                 }
             }
         };
-        WorkItem {
-            provenance: row.provenance.clone(),
-            row: Some(row),
-            raw: None,
-            key,
-            key_hash: khash,
-            keyed,
-            kind: ItemKind::Send {
-                mapped: Box::new(mapped),
-                hash,
-                phase,
-                plan,
-            },
-        }
+        let kind = ItemKind::Send {
+            mapped: Box::new(mapped),
+            hash,
+            phase,
+            plan,
+        };
+        WorkItem::new(row.provenance.clone(), Some(row), key, kind).identified(khash, keyed)
     }
 }
 
@@ -362,17 +359,10 @@ pub(super) fn done(
     record: Option<Entry>,
 ) -> WorkItem {
     let result = RowResult::ok(&row.provenance, key.clone(), action, id);
-    WorkItem {
-        provenance: row.provenance.clone(),
-        row: Some(row),
-        raw: None,
-        key,
-        key_hash: khash,
-        keyed,
-        kind: ItemKind::Done {
-            result,
-            failure: None,
-            record,
-        },
-    }
+    let kind = ItemKind::Done {
+        result,
+        failure: None,
+        record,
+    };
+    WorkItem::new(row.provenance.clone(), Some(row), key, kind).identified(khash, keyed)
 }

@@ -94,6 +94,25 @@ pub(super) fn failure_for(item: &WorkItem, code: FailureCode, message: String) -
     RowFailure::new(item.provenance.clone(), code, message)
 }
 
+/// Several cards or records hold the row's key: reported on the row, never guessed between.
+pub(super) fn duplicate_in_pipefy(
+    shared: &RunShared,
+    item: &WorkItem,
+    ids: &[String],
+) -> RowFailure {
+    failure_for(
+        item,
+        FailureCode::DuplicateKey,
+        format!(
+            "{} {}s in Pipefy already hold key '{}' (ids {}); fix the duplicates in Pipefy, then rerun",
+            ids.len(),
+            super::noun(shared.dest.operation),
+            item.key.as_deref().unwrap_or_default(),
+            ids.join(", ")
+        ),
+    )
+}
+
 pub(super) fn op_failure(item: &WorkItem, e: &OpError, what: &str) -> RowFailure {
     let code = match e.class {
         ErrorClass::Permanent => FailureCode::PipefyRejected,
