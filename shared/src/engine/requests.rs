@@ -1,4 +1,4 @@
-//! From a planned row to Pipefy mutations (API.md §2), and from their results back to the
+//! From a planned row to Pipefy mutations (docs/pipefy-api.md §4), and from their results back to the
 //! row's outcome. One row can need several mutations (an update: updateCard for the card
 //! attributes, updateFieldsValues for custom fields in chunks of 30, moveCardToPhase); the
 //! row succeeds only when all of them do.

@@ -1,4 +1,4 @@
-//! Credentials and the access token sent with every request (API.md §1.2).
+//! Credentials and the access token sent with every request (docs/pipefy-api.md §2).
 //!
 //! Personal tokens are used as they are; service accounts exchange their client credentials
 //! for an access token at the OAuth endpoint, refreshed before it expires. On a 401 the

@@ -1,4 +1,4 @@
-//! Aliased batches: several root fields in one GraphQL document (API.md §4.5), each with its
+//! Aliased batches: several root fields in one GraphQL document (docs/pipefy-api.md §9), each with its
 //! own variables, and the mapping of each alias's result (or error) back to its operation.
 
 use serde_json::{Map, Value};
@@ -27,6 +27,8 @@ impl DocKind {
 pub(crate) struct Vars {
     decls: Vec<String>,
     values: Map<String, Value>,
+    /// Render only the forms Pipefy's own material shows (no guessed members).
+    pub(crate) documented_only: bool,
 }
 
 impl Vars {
@@ -59,6 +61,12 @@ pub(crate) trait BatchOp: Sync {
         None
     }
 
+    /// Whether this operation, rendered normally, uses a shape no Pipefy-owned source shows
+    /// (and renders differently with [`Vars::documented_only`]).
+    fn uses_guessed_shape(&self) -> bool {
+        false
+    }
+
     /// Reads this field's payload (the value under its alias; never null here).
     fn parse(&self, payload: &Value) -> Result<Self::Output, Failure>;
 
@@ -76,8 +84,21 @@ pub(crate) fn alias(index: usize) -> String {
 }
 
 /// Builds the document and variables for the operations `(index, op)`.
+#[cfg(test)]
 pub(crate) fn build_document<O: BatchOp>(kind: DocKind, ops: &[(usize, &O)]) -> Value {
-    let mut vars = Vars::default();
+    build_document_with(kind, ops, false)
+}
+
+/// [`build_document`], with only documented shapes when `documented_only`.
+pub(crate) fn build_document_with<O: BatchOp>(
+    kind: DocKind,
+    ops: &[(usize, &O)],
+    documented_only: bool,
+) -> Value {
+    let mut vars = Vars {
+        documented_only,
+        ..Vars::default()
+    };
     let mut fields = String::new();
     for (index, op) in ops {
         let rendered = op.render(&mut vars);
@@ -94,6 +115,34 @@ pub(crate) fn build_document<O: BatchOp>(kind: DocKind, ops: &[(usize, &O)]) -> 
     };
     let query = format!("{} Batch{decls} {{\n{fields}}}", kind.keyword());
     serde_json::json!({ "query": query, "variables": Value::Object(vars.values) })
+}
+
+/// graphql-ruby's static-validation codes (docs/pipefy-api.md §10): the document's shape
+/// was refused before anything ran.
+const SHAPE_ERROR_CODES: &[&str] = &[
+    "variableMismatch",
+    "argumentLiteralsIncompatible",
+    "undefinedField",
+    "argumentNotAccepted",
+    "selectionMismatch",
+    "missingRequiredInputObjectAttribute",
+    "variableRequiresValidType",
+    "GRAPHQL_VALIDATION_FAILED",
+];
+
+/// Whether a body is a document-level validation failure: errors with graphql-ruby
+/// validation codes and no `data` at all (so nothing was executed).
+pub(crate) fn is_shape_rejection(body: &Value) -> bool {
+    if body.get("data").is_some() {
+        return false;
+    }
+    let errors = GqlError::all_from_body(body);
+    !errors.is_empty()
+        && errors.iter().all(|e| {
+            e.code
+                .as_deref()
+                .is_some_and(|c| SHAPE_ERROR_CODES.contains(&c))
+        })
 }
 
 /// Maps a GraphQL response body to one outcome per operation, by alias.

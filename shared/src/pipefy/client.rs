@@ -7,13 +7,13 @@ use futures::StreamExt;
 use tokio::sync::Semaphore;
 
 use super::auth::{CredentialsProvider, TokenSource};
-use super::batch::{build_document, interpret, BatchOp, DocKind};
+use super::batch::{build_document_with, interpret, is_shape_rejection, BatchOp, DocKind};
 use super::error::{ErrorClass, Failure, OpError, OpResult, PipefyError};
 use super::limiter::RateLimiter;
-use super::ops::Mutation;
+use super::ops::{Mutation, UpdateTableRecordInput};
 use super::reads::{
-    Card, CardPage, CardQuery, ListCardsQuery, Lookup, PipeSchemaQuery, TableSchemaQuery,
-    INVALID_RESPONSE,
+    is_canonical_uuid, Card, CardPage, CardQuery, ListCardsQuery, Lookup, PipeSchemaQuery,
+    TableSchemaQuery, INVALID_RESPONSE,
 };
 use super::retry::Backoff;
 use super::schema::{FieldDef, PipeSchema, TableSchema};
@@ -23,7 +23,7 @@ use super::transport::Transport;
 pub const DEFAULT_ENDPOINT: &str = "https://api.pipefy.com/graphql";
 
 /// Upper bound of `mutations_per_request`: documents are also bounded by Pipefy's query
-/// complexity (API.md §4.3), and large batches make every failure costlier.
+/// complexity (docs/pipefy-api.md §9), and large batches make every failure costlier.
 pub const MAX_MUTATIONS_PER_REQUEST: usize = 50;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -53,11 +53,11 @@ impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
             endpoint: DEFAULT_ENDPOINT.to_string(),
-            // The only published figure: 500 requests per 30 s (API.md §4.3).
+            // The only published figure: 500 requests per 30 s (docs/pipefy-api.md §9).
             requests_per_window: 500,
             window: Duration::from_secs(30),
             max_in_flight: 8,
-            // "About 30 per call, split into ~20" (API.md §4.5).
+            // "About 30 per call, split into ~20" (docs/pipefy-api.md §9).
             mutations_per_request: 20,
             // Pipefy stops a query after 33 s; leave room for the answer to arrive.
             request_timeout: Duration::from_secs(40),
@@ -108,6 +108,9 @@ struct Inner {
     transport: Transport,
     counters: Arc<Counters>,
     backoff: Backoff,
+    /// Set once Pipefy refused a guessed shape: from then on only documented forms are
+    /// sent (docs/pipefy-api.md, Unverified).
+    documented_only: std::sync::atomic::AtomicBool,
 }
 
 /// The Pipefy GraphQL client. Cheap to clone; clones share the rate limiter, the
@@ -180,7 +183,7 @@ pub trait WriteGate: Send + Sync {
 /// The code of an operation that was never sent because its [`WriteGate`] closed.
 pub const NOT_SENT: &str = "NOT_SENT";
 
-/// Codes meaning "no such object" (API.md §4.1).
+/// Codes meaning "no such object" (docs/pipefy-api.md §7).
 pub(crate) fn is_not_found(code: Option<&str>) -> bool {
     matches!(
         code,
@@ -222,6 +225,7 @@ impl PipefyClient {
                 transport,
                 counters,
                 backoff,
+                documented_only: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -251,7 +255,7 @@ impl PipefyClient {
     /// requests: send dependent operations (fill fields, then move) in separate calls.
     /// `Err` only for run-level failures (credentials rejected).
     pub async fn mutate(&self, ops: Vec<Mutation>) -> Result<Vec<OpResult>, PipefyError> {
-        self.run_batch(DocKind::Mutation, &ops, None).await
+        self.mutate_gated(ops, None).await
     }
 
     /// [`PipefyClient::mutate`], asking `gate` before each HTTP request: operations whose
@@ -261,7 +265,46 @@ impl PipefyClient {
         ops: Vec<Mutation>,
         gate: Option<&dyn WriteGate>,
     ) -> Result<Vec<OpResult>, PipefyError> {
-        self.run_batch(DocKind::Mutation, &ops, gate).await
+        let results = self.run_batch(DocKind::Mutation, &ops, gate).await?;
+        if !self.documented_only() {
+            return Ok(results);
+        }
+        // Documented forms only: a new record's due date goes through `updateTableRecord`,
+        // which Pipefy's SDK shows with `due_date` (docs/pipefy-api.md §4).
+        let mut follow_ups = Vec::new();
+        for (op, result) in ops.iter().zip(&results) {
+            if let (Mutation::CreateTableRecord(input), Ok(done)) = (op, result) {
+                if let (Some(due), Some(id)) = (&input.due_date, &done.id) {
+                    follow_ups.push(Mutation::UpdateTableRecord(UpdateTableRecordInput {
+                        id: id.clone(),
+                        due_date: Some(due.clone()),
+                        ..Default::default()
+                    }));
+                }
+                if input.label_ids.is_some() {
+                    tracing::warn!(
+                        table_id = %input.table_id,
+                        "labels of a new table record were not set: Pipefy refused \
+                         label_ids on createTableRecord and documents no other way"
+                    );
+                }
+            }
+        }
+        if !follow_ups.is_empty() {
+            for r in self.run_batch(DocKind::Mutation, &follow_ups, gate).await? {
+                if let Err(e) = r {
+                    // The record exists: failing the create would invite a duplicate.
+                    tracing::warn!(error = %e, "could not set a new table record's due date");
+                }
+            }
+        }
+        Ok(results)
+    }
+
+    fn documented_only(&self) -> bool {
+        self.inner
+            .documented_only
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The pipe's fields, phases (with fields and allowed moves), labels and members.
@@ -285,18 +328,22 @@ impl PipefyClient {
     ) -> Result<Vec<Result<Vec<String>, OpError>>, PipefyError> {
         let ops: Vec<Lookup<'_>> = values
             .iter()
-            .map(|value| match field.uuid.as_deref() {
-                Some(uuid) => Lookup::Records {
-                    pipe_id,
-                    uuid,
-                    value,
+            .map(
+                |value| match field.uuid.as_deref().filter(|u| is_canonical_uuid(u)) {
+                    // A slug or a non-canonical uuid would get Pipefy's generic internal
+                    // error (docs/pipefy-api.md §5): those fields go through `findCards`.
+                    Some(uuid) => Lookup::Records {
+                        pipe_id,
+                        uuid,
+                        value,
+                    },
+                    None => Lookup::FindCards {
+                        pipe_id,
+                        field_id: &field.id,
+                        value,
+                    },
                 },
-                None => Lookup::FindCards {
-                    pipe_id,
-                    field_id: &field.id,
-                    value,
-                },
-            })
+            )
             .collect();
         self.run_batch(DocKind::Query, &ops, None).await
     }
@@ -330,7 +377,7 @@ impl PipefyClient {
     }
 
     /// A card by id; `None` when Pipefy says it does not exist. (A missing card may also
-    /// come back as PERMISSION_DENIED, API.md §4.1; that stays an error because it may be
+    /// come back as PERMISSION_DENIED, docs/pipefy-api.md §7; that stays an error because it may be
     /// a real permission problem.)
     pub async fn card(&self, id: &str) -> Result<Option<Card>, PipefyError> {
         let mut results = self
@@ -425,13 +472,14 @@ impl PipefyClient {
         // Failed rounds that were not throttles: those count against `max_retries`.
         let mut failed_rounds: u32 = 0;
         let started = std::time::Instant::now();
+        let mut documented_only = self.documented_only();
         loop {
             attempt += 1;
             let batch: Vec<(usize, &O)> = pending
                 .iter()
                 .filter_map(|&i| ops.get(i).map(|o| (i, o)))
                 .collect();
-            let doc = build_document(kind, &batch);
+            let doc = build_document_with(kind, &batch, documented_only);
             if kind == DocKind::Mutation {
                 Counters::add(&inner.counters.mutations, batch.len() as u64);
             }
@@ -457,6 +505,28 @@ impl PipefyClient {
                 }
                 Err(e) => return Err(e),
             };
+            if let Ok(body) = &answer.outcome {
+                let guessed = batch.iter().any(|(_, op)| op.uses_guessed_shape());
+                if !documented_only && guessed && is_shape_rejection(body) {
+                    // Validation runs before anything executes: resending is safe, even
+                    // for creates.
+                    documented_only = true;
+                    inner
+                        .documented_only
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    Counters::add(&inner.counters.shape_fallbacks, 1);
+                    let errors = super::error::GqlError::all_from_body(body);
+                    tracing::warn!(
+                        error = errors
+                            .first()
+                            .map(|e| e.message.as_str())
+                            .unwrap_or_default(),
+                        "Pipefy refused a guessed document shape; falling back to the \
+                         documented form (docs/pipefy-api.md, Unverified)"
+                    );
+                    continue;
+                }
+            }
             let from_body = answer.outcome.is_ok();
             let outcomes: Vec<Result<O::Output, Failure>> = match answer.outcome {
                 Ok(body) => interpret(&body, &batch),

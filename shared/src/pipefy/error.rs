@@ -1,4 +1,4 @@
-//! Errors of the Pipefy client and the classification of every failure (API.md §4).
+//! Errors of the Pipefy client and the classification of every failure (docs/pipefy-api.md §7-§9).
 //!
 //! Two levels:
 //! - [`PipefyError`]: the run cannot go on (credentials rejected, bad configuration) or a
@@ -140,7 +140,7 @@ pub(crate) enum CodeKind {
     Permanent,
 }
 
-/// One entry of a GraphQL `errors` array, read leniently (API.md §4.1).
+/// One entry of a GraphQL `errors` array, read leniently (docs/pipefy-api.md §7).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct GqlError {
     pub message: String,

@@ -1,4 +1,4 @@
-//! The request-rate limiter shared by every request of a run (API.md §4.3).
+//! The request-rate limiter shared by every request of a run (docs/pipefy-api.md §9).
 //!
 //! Requests are paced: each one reserves the next free slot, one `window / rate` after the
 //! previous one, so any window holds at most `rate` requests while a busy run stays at the

@@ -1,4 +1,4 @@
-//! Typed mutations (API.md §2.1–2.5, §2.7, §2.9) and how each is written and read back.
+//! Typed mutations (docs/pipefy-api.md §4) and how each is written and read back.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -7,7 +7,7 @@ use super::batch::{BatchOp, Vars};
 use super::error::Failure;
 use super::error::OpSuccess;
 
-/// Pipefy's limit of values in one `updateFieldsValues` call (API.md §2.4).
+/// Pipefy's limit of values in one `updateFieldsValues` call (docs/pipefy-api.md §4).
 pub const MAX_VALUES_PER_UPDATE: usize = 30;
 
 /// `{field_id, field_value}` of `fields_attributes`. `field_id` is the field's slug.
@@ -38,7 +38,7 @@ pub struct CreateCardInput {
     pub fields_attributes: Vec<FieldValueInput>,
 }
 
-/// Card attributes only; `updateCard` cannot set custom fields (API.md §2.2).
+/// Card attributes only; `updateCard` cannot set custom fields (docs/pipefy-api.md §4).
 /// `assignee_ids` and `label_ids` replace the whole list. `None` leaves a value alone.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct UpdateCardInput {
@@ -69,7 +69,7 @@ pub struct CreateTableRecordInput {
 }
 
 /// Record attributes only; custom fields go through `setTableRecordFieldValue` or
-/// `updateFieldsValues` (API.md §2.7).
+/// `updateFieldsValues` (docs/pipefy-api.md §4).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct UpdateTableRecordInput {
     pub id: String,
@@ -81,7 +81,7 @@ pub struct UpdateTableRecordInput {
     pub status_id: Option<String>,
 }
 
-/// How `updateFieldsValues` applies a value (API.md §2.4).
+/// How `updateFieldsValues` applies a value (docs/pipefy-api.md §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum FieldOperation {
@@ -164,9 +164,30 @@ impl Mutation {
         )
     }
 
-    /// The input object, its GraphQL type, and the payload selection.
-    fn input_and_selection(&self) -> (Value, &'static str, &'static str) {
+    /// Whether the normal rendering sends members no Pipefy-owned source shows:
+    /// `label_ids`/`due_date` of `CreateTableRecordInput` (docs/pipefy-api.md, Unverified).
+    pub(crate) fn uses_guessed_shape(&self) -> bool {
+        matches!(self, Mutation::CreateTableRecord(i) if i.label_ids.is_some() || i.due_date.is_some())
+    }
+
+    /// The input object, its GraphQL type, and the payload selection. With
+    /// `documented_only`, only members Pipefy's own material shows are sent.
+    fn input_and_selection(&self, documented_only: bool) -> (Value, &'static str, &'static str) {
         match self {
+            Mutation::CreateTableRecord(i) if documented_only => {
+                // The due date follows through `updateTableRecord`; labels have no
+                // documented way in (the client warns) (docs/pipefy-api.md §4).
+                let documented = CreateTableRecordInput {
+                    due_date: None,
+                    label_ids: None,
+                    ..i.clone()
+                };
+                (
+                    to_json(&documented),
+                    "CreateTableRecordInput!",
+                    "{ table_record { id } }",
+                )
+            }
             Mutation::CreateCard(i) => (to_json(i), "CreateCardInput!", "{ card { id } }"),
             Mutation::UpdateCard(i) => (to_json(i), "UpdateCardInput!", "{ card { id } }"),
             Mutation::UpdateCardField {
@@ -181,12 +202,12 @@ impl Mutation {
             Mutation::UpdateFieldsValues { node_id, values } => (
                 json!({ "nodeId": node_id, "values": values }),
                 "UpdateFieldsValuesInput!",
-                // updatedNode is a union: a plain `{ id }` fails validation (API.md §2.4).
-                "{ success userErrors { field message } updatedNode { ... on Card { id } ... on TableRecord { id } } }",
+                // updatedNode is a union: a plain `{ id }` fails validation. Pipefy's own
+                // documents select `... on Card` only; for a record the payload's
+                // `success userErrors` are what counts (docs/pipefy-api.md §4).
+                "{ success userErrors { field message } updatedNode { ... on Card { id } } }",
             ),
-            Mutation::DeleteCard { id } => {
-                (json!({ "id": id }), "DeleteCardInput!", "{ success }")
-            }
+            Mutation::DeleteCard { id } => (json!({ "id": id }), "DeleteCardInput!", "{ success }"),
             Mutation::MoveCardToPhase { card_id, phase_id } => (
                 json!({ "card_id": card_id, "destination_phase_id": phase_id }),
                 "MoveCardToPhaseInput!",
@@ -210,7 +231,7 @@ impl Mutation {
                 json!({
                     "table_record_id": record_id,
                     "field_id": field_id,
-                    // The value slot is a list; single values go wrapped (API.md §2.7).
+                    // The value slot is a list; single values go wrapped (docs/pipefy-api.md §4).
                     "value": match value {
                         Value::Array(_) | Value::Null => value.clone(),
                         other => Value::Array(vec![other.clone()]),
@@ -219,9 +240,11 @@ impl Mutation {
                 "SetTableRecordFieldValueInput!",
                 "{ table_record { id } }",
             ),
-            Mutation::DeleteTableRecord { id } => {
-                (json!({ "id": id }), "DeleteTableRecordInput!", "{ success }")
-            }
+            Mutation::DeleteTableRecord { id } => (
+                json!({ "id": id }),
+                "DeleteTableRecordInput!",
+                "{ success }",
+            ),
         }
     }
 
@@ -300,13 +323,17 @@ impl BatchOp for Mutation {
     type Output = OpSuccess;
 
     fn render(&self, vars: &mut Vars) -> String {
-        let (input, ty, selection) = self.input_and_selection();
+        let (input, ty, selection) = self.input_and_selection(vars.documented_only);
         let var = vars.add(ty, input);
         format!("{}(input: {var}) {selection}", self.name())
     }
 
     fn is_create(&self) -> bool {
         Mutation::is_create(self)
+    }
+
+    fn uses_guessed_shape(&self) -> bool {
+        Mutation::uses_guessed_shape(self)
     }
 
     fn precheck(&self) -> Option<Failure> {
@@ -455,7 +482,8 @@ mod tests {
         ] {
             assert!(q.contains(ty), "{ty} missing in {q}");
         }
-        assert!(q.contains("updatedNode { ... on Card { id } ... on TableRecord { id } }"));
+        assert!(q.contains("updatedNode { ... on Card { id } } }"));
+        assert!(!q.contains("TableRecord {"));
         let v = &doc["variables"];
         assert_eq!(v["v0"]["pipe_id"], "301");
         assert_eq!(v["v0"]["parent_ids"], json!(["p1"]));

@@ -1,5 +1,5 @@
 //! Queries: schema fetch, key lookups for upsert, card listing and single cards
-//! (API.md §2.6, §2.8). Every payload is read leniently: missing optional parts become
+//! (docs/pipefy-api.md §5). Every payload is read leniently: missing optional parts become
 //! defaults, a missing id is an invalid response, never a panic.
 
 use serde::{Deserialize, Serialize};
@@ -9,7 +9,7 @@ use super::batch::{BatchOp, Vars};
 use super::error::Failure;
 use super::schema::{FieldDef, FieldType, LabelDef, MemberDef, PhaseDef, PipeSchema, TableSchema};
 
-/// Largest page Pipefy serves for card listings (API.md §2.6).
+/// Largest page Pipefy serves for card listings (docs/pipefy-api.md §5).
 pub const CARDS_PAGE_SIZE: u32 = 50;
 
 /// Lookups ask for two matches: enough to tell "one" from "duplicates".
@@ -37,7 +37,7 @@ pub struct UserRef {
     pub email: String,
 }
 
-/// A card field's value as Pipefy returns it: always text (API.md §3.3).
+/// A card field's value as Pipefy returns it: always text (docs/pipefy-api.md §6).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CardField {
     /// The field's slug.
@@ -264,7 +264,7 @@ impl BatchOp for TableSchemaQuery<'_> {
     type Output = TableSchema;
     fn render(&self, vars: &mut Vars) -> String {
         let id = vars.add("ID!", json!(self.0));
-        // Table fields have no uuid in the observed selections (API.md §2.6).
+        // Table fields have no uuid in the observed selections (docs/pipefy-api.md §5).
         format!("table(id: {id}) {{ id name table_fields {{ id internal_id label type required options }} }}")
     }
     fn parse(&self, payload: &Value) -> Result<TableSchema, Failure> {
@@ -272,7 +272,18 @@ impl BatchOp for TableSchemaQuery<'_> {
     }
 }
 
-/// One key lookup (API.md §2.8).
+/// Whether `s` is a uuid in the canonical form the `records` filter needs (lower-case hex,
+/// hyphens at 8-4-4-4-12). Anything else gets Pipefy's generic internal error
+/// (docs/pipefy-api.md §5), so the client does not send it.
+pub(crate) fn is_canonical_uuid(s: &str) -> bool {
+    s.len() == 36
+        && s.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_digit() || ('a'..='f').contains(&c),
+        })
+}
+
+/// One key lookup (docs/pipefy-api.md §5).
 pub(crate) enum Lookup<'a> {
     /// `records(repoId, where: {field: uuid, eq: value})`: exact, server-side.
     Records {
@@ -313,10 +324,14 @@ impl BatchOp for Lookup<'_> {
                 field_id,
                 value,
             } => {
+                // Pipefy's SDK passes the whole search object as `FindCards!`
+                // (docs/pipefy-api.md §5); its member types are then Pipefy's business.
                 let pipe = vars.add("ID!", json!(pipe_id));
-                let f = vars.add("String!", json!(field_id));
-                let v = vars.add("String!", json!(value));
-                format!("findCards(pipeId: {pipe}, search: {{fieldId: {f}, fieldValue: {v}}}, first: {LOOKUP_LIMIT}) {sel}")
+                let search = vars.add(
+                    "FindCards!",
+                    json!({"fieldId": field_id, "fieldValue": value}),
+                );
+                format!("findCards(pipeId: {pipe}, search: {search}, first: {LOOKUP_LIMIT}) {sel}")
             }
             Lookup::FindRecords {
                 table_id,
@@ -347,7 +362,7 @@ impl BatchOp for ListCardsQuery<'_> {
         let first = vars.add("Int", json!(CARDS_PAGE_SIZE));
         let after = vars.add("String", json!(self.after));
         format!(
-            // `cards` leaves cards in done phases out unless asked (API.md §2.6).
+            // `cards` leaves cards in done phases out unless asked (docs/pipefy-api.md §5).
             "cards(pipe_id: {pipe}, first: {first}, after: {after}, search: {{include_done: true}}) {{ \
              pageInfo {{ hasNextPage endCursor }} edges {{ node {{ {CARD_SELECTION} }} }} }}"
         )
@@ -492,13 +507,15 @@ mod tests {
         let refs: Vec<(usize, &Lookup)> = ops.iter().enumerate().collect();
         let doc = build_document(DocKind::Query, &refs);
         let q = doc["query"].as_str().unwrap();
-        assert!(q.starts_with("query Batch($v0: ID!, $v1: FilterSet!, $v2: ID!, $v3: String!, $v4: String!, $v5: String!, $v6: String!, $v7: String!)"), "{q}");
+        assert!(q.starts_with("query Batch($v0: ID!, $v1: FilterSet!, $v2: ID!, $v3: FindCards!, $v4: String!, $v5: String!, $v6: String!)"), "{q}");
         assert!(q.contains("op0: records(repoId: $v0, where: $v1, first: 2)"));
+        assert!(q.contains("op1: findCards(pipeId: $v2, search: $v3, first: 2)"));
+        assert_eq!(
+            doc["variables"]["v3"],
+            json!({"fieldId": "code", "fieldValue": "k2"})
+        );
         assert!(q.contains(
-            "op1: findCards(pipeId: $v2, search: {fieldId: $v3, fieldValue: $v4}, first: 2)"
-        ));
-        assert!(q.contains(
-            "op2: findRecords(tableId: $v5, search: {fieldId: $v6, fieldValue: $v7}, first: 2)"
+            "op2: findRecords(tableId: $v4, search: {fieldId: $v5, fieldValue: $v6}, first: 2)"
         ));
         assert!(!q.contains("k\\\"1") && !q.contains("k2"));
         assert_eq!(doc["variables"]["v1"], json!({"field": "uu", "eq": "k\"1"}));

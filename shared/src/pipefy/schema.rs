@@ -1,9 +1,9 @@
 //! The parts of a pipe's or a database table's schema that mapping and preflight need,
-//! fetched once per run (`pipe(id){...}` / `table(id){...}`, API.md §2.6).
+//! fetched once per run (`pipe(id){...}` / `table(id){...}`, docs/pipefy-api.md §5).
 
 use serde::{Deserialize, Serialize};
 
-/// Pipefy field type ids (API.md §3.1), lower-case as Pipefy spells them.
+/// Pipefy field type ids (docs/pipefy-api.md §6), lower-case as Pipefy spells them.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FieldType {
@@ -38,7 +38,7 @@ pub enum FieldType {
 }
 
 impl FieldType {
-    /// Types whose value is computed or display-only (API.md §3.2): never written.
+    /// Types whose value is computed or display-only (docs/pipefy-api.md §6): never written.
     pub fn is_writable(&self) -> bool {
         !matches!(
             self,

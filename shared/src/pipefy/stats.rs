@@ -17,6 +17,9 @@ pub struct ClientStats {
     pub mutations: u64,
     /// Requests to the service-account token endpoint.
     pub token_requests: u64,
+    /// Times Pipefy refused a guessed document shape (a document-level validation error)
+    /// and the client switched to the documented form (docs/pipefy-api.md, Unverified).
+    pub shape_fallbacks: u64,
     /// The rate limiter's current allowed requests per window (lower than configured after
     /// 429s, until it recovers).
     pub rate_per_window: u32,
@@ -29,6 +32,7 @@ pub(crate) struct Counters {
     pub throttles: AtomicU64,
     pub mutations: AtomicU64,
     pub token_requests: AtomicU64,
+    pub shape_fallbacks: AtomicU64,
 }
 
 impl Counters {
@@ -43,6 +47,7 @@ impl Counters {
             throttles: self.throttles.load(Ordering::Relaxed),
             mutations: self.mutations.load(Ordering::Relaxed),
             token_requests: self.token_requests.load(Ordering::Relaxed),
+            shape_fallbacks: self.shape_fallbacks.load(Ordering::Relaxed),
             // Rates are small positive numbers; the float-to-int cast saturates.
             rate_per_window: rate_per_window.floor() as u32,
         }

@@ -1,5 +1,5 @@
 //! One GraphQL HTTP request: concurrency bound, rate limit, token, 401 refresh, and the
-//! classification of everything that can go wrong at the HTTP level (API.md §4.2).
+//! classification of everything that can go wrong at the HTTP level (docs/pipefy-api.md §8).
 
 use std::error::Error as _;
 use std::sync::Arc;
@@ -180,7 +180,7 @@ impl Transport {
 pub(crate) fn classify_http_body(status: u16, bytes: &[u8]) -> Result<Value, Failure> {
     let http_code = Some(format!("HTTP_{status}"));
     if status >= 500 || status == 408 {
-        // Pipefy's 500 page is plain text (API.md §4.2); either way the outcome is unknown.
+        // Pipefy's 500 page is plain text (docs/pipefy-api.md §8); either way the outcome is unknown.
         return Err(Failure::Uncertain {
             code: http_code,
             message: format!("HTTP {status}: {}", body_snippet(bytes)),

@@ -24,7 +24,7 @@ pub const TOKEN: &str = "demo-token";
 /// The demo fixture's "Customer onboarding" pipe.
 pub const PIPE_ID: &str = "301";
 
-/// Pipefy's published limit (API.md §4.3) and the batch size the engine uses by default.
+/// Pipefy's published limit (docs/pipefy-api.md §9) and the batch size the engine uses by default.
 pub const PIPEFY_REQUESTS_PER_WINDOW: u32 = 500;
 pub const PIPEFY_WINDOW_SECONDS: u32 = 30;
 pub const MUTATIONS_PER_REQUEST: u32 = 20;

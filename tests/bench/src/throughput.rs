@@ -190,7 +190,7 @@ pub async fn run(p: &Params, results: &mut Results) -> Result<()> {
     results.note(
         SECTION,
         format!(
-            "The emulator answers every request after {} ms plus {} ms per mutation and allows 500 requests per 30 s per token, as Pipefy does (API.md §4.3). Both runs use the same emulator settings and the same generated CSV rows.",
+            "The emulator answers every request after {} ms plus {} ms per mutation and allows 500 requests per 30 s per token, as Pipefy does (docs/pipefy-api.md §9). Both runs use the same emulator settings and the same generated CSV rows.",
             p.latency_ms, p.per_mutation_ms
         ),
     );

@@ -1094,3 +1094,93 @@ async fn contract_real_pipefy_read_only() {
         pipefy_sync::pipefy::DEFAULT_ENDPOINT
     );
 }
+
+fn new_record(code: &str, due: Option<&str>) -> Mutation {
+    Mutation::CreateTableRecord(CreateTableRecordInput {
+        table_id: "tbl_accounts".into(),
+        title: Some(format!("Account {code}")),
+        due_date: due.map(str::to_string),
+        fields_attributes: vec![
+            FieldValueInput {
+                field_id: "code".into(),
+                field_value: json!(code),
+            },
+            FieldValueInput {
+                field_id: "name".into(),
+                field_value: json!(format!("Account {code}")),
+            },
+        ],
+        ..Default::default()
+    })
+}
+
+#[tokio::test]
+async fn a_refused_guessed_shape_falls_back_to_the_documented_form() {
+    // The emulator refuses `due_date`/`label_ids` on CreateTableRecordInput, as Pipefy
+    // would if the guess is wrong: a document-level validation error, no data.
+    let emu = emulator_with(EmulatorConfig {
+        reject_unverified_shapes: true,
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let c = client(&emu);
+    let due = "2024-09-01T10:00:00Z";
+    let r = c
+        .mutate(vec![new_record("FB-1", Some(due)), new_card("FB-CARD")])
+        .await
+        .unwrap();
+    let id = r[0].as_ref().unwrap().id.clone().unwrap();
+    assert!(r[1].is_ok(), "{:?}", r[1]);
+    assert_eq!(c.stats().shape_fallbacks, 1);
+    // Created once, and the due date arrived through updateTableRecord.
+    let snap = emu.snapshot();
+    let rec = snap.record(&id).unwrap();
+    assert!(rec.due_date.is_some(), "{rec:?}");
+    assert_eq!(
+        snap.records
+            .iter()
+            .filter(|r| r.field_text("code").as_deref() == Some("FB-1"))
+            .count(),
+        1
+    );
+    assert_eq!(cards_with_key(&emu, "FB-CARD"), 1);
+    let m = emu.stats().mutations;
+    assert_eq!(m.get("createTableRecord").copied(), Some(1));
+    assert_eq!(m.get("updateTableRecord").copied(), Some(1));
+    // The client remembers: the next create goes out documented at once.
+    let r = c.mutate(vec![new_record("FB-2", Some(due))]).await.unwrap();
+    assert!(r[0].is_ok(), "{:?}", r[0]);
+    assert_eq!(c.stats().shape_fallbacks, 1);
+
+    // Against a server that takes the guess, nothing falls back.
+    let emu = emulator().await;
+    let c = client(&emu);
+    let r = c.mutate(vec![new_record("FB-3", Some(due))]).await.unwrap();
+    let id = r[0].as_ref().unwrap().id.clone().unwrap();
+    assert_eq!(c.stats().shape_fallbacks, 0);
+    assert!(emu.snapshot().record(&id).unwrap().due_date.is_some());
+    assert_eq!(emu.stats().mutations.get("updateTableRecord"), None);
+}
+
+#[tokio::test]
+async fn a_field_without_a_canonical_uuid_is_looked_up_by_slug() {
+    // Pipefy answers a slug or a non-canonical uuid in `records(where:)` with its generic
+    // internal error; the client never sends one, it uses findCards instead.
+    let emu = emulator().await;
+    let c = client(&emu);
+    let schema = c.pipe_schema("301").await.unwrap();
+    let key = schema.field("external_id").unwrap().clone();
+    let odd = pipefy_sync::pipefy::FieldDef {
+        uuid: key.uuid.as_ref().map(|u| u.to_uppercase()),
+        ..key.clone()
+    };
+    let r = c
+        .find_cards_by_field("301", &odd, &["CUST-0001".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(r[0], Ok(vec!["900004".to_string()]));
+    let q = emu.stats().queries;
+    assert_eq!(q.get("records"), None);
+    assert_eq!(q.get("findCards").copied(), Some(1));
+    assert_eq!(c.stats().retries, 0);
+}

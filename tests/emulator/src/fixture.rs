@@ -1,7 +1,7 @@
 //! The seed fixture: users, tokens, service accounts, pipes, tables, cards and records.
 //!
 //! A fixture is plain JSON (see `tests/fixtures/emulator/demo.json` and the README). Card and
-//! record field values in a fixture are written the way a client writes them (API.md §3.2)
+//! record field values in a fixture are written the way a client writes them (docs/pipefy-api.md §6)
 //! and are normalised through the same validation as `createCard` when the emulator loads.
 
 use std::collections::BTreeMap;
@@ -55,6 +55,39 @@ pub struct Fixture {
     /// Existing table records.
     #[serde(default)]
     pub records: Vec<Record>,
+    /// Organisations. A fixture without any gets one, id `1`, holding every pipe and
+    /// table (see [`Fixture::effective_organizations`]).
+    #[serde(default)]
+    pub organizations: Vec<OrganizationDef>,
+}
+
+/// A Pipefy organisation: the pipes and tables it holds.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OrganizationDef {
+    /// Numeric string.
+    pub id: String,
+    pub name: String,
+    /// Empty: derived from the id.
+    #[serde(default)]
+    pub uuid: String,
+    #[serde(default = "default_plan_name")]
+    pub plan_name: String,
+    #[serde(default)]
+    pub pipe_ids: Vec<String>,
+    #[serde(default)]
+    pub table_ids: Vec<String>,
+    /// ISO UTC.
+    #[serde(default = "default_org_created_at")]
+    pub created_at: String,
+}
+
+fn default_plan_name() -> String {
+    "Enterprise".to_string()
+}
+
+fn default_org_created_at() -> String {
+    "2024-01-01T00:00:00Z".to_string()
 }
 
 impl Fixture {
@@ -98,6 +131,23 @@ impl Fixture {
     /// Finds a table definition by id.
     pub fn table(&self, id: &str) -> Option<&TableDef> {
         self.tables.iter().find(|t| t.id == id)
+    }
+
+    /// The organisations the emulator serves: the fixture's, or, when it has none, one
+    /// organisation `1` ("Demo organization") holding every pipe and table.
+    pub fn effective_organizations(&self) -> Vec<OrganizationDef> {
+        if !self.organizations.is_empty() {
+            return self.organizations.clone();
+        }
+        vec![OrganizationDef {
+            id: "1".to_string(),
+            name: "Demo organization".to_string(),
+            uuid: String::new(),
+            plan_name: default_plan_name(),
+            pipe_ids: self.pipes.iter().map(|p| p.id.clone()).collect(),
+            table_ids: self.tables.iter().map(|t| t.id.clone()).collect(),
+            created_at: default_org_created_at(),
+        }]
     }
 }
 
@@ -247,6 +297,8 @@ pub struct PipeDef {
     /// `title` sent by the client is ignored whenever the field has a value.
     #[serde(default)]
     pub title_field_id: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
 }
 
 impl PipeDef {

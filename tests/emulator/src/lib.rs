@@ -14,6 +14,7 @@ pub mod fixture;
 mod schema;
 mod server;
 pub mod state;
+mod uploads;
 mod validation;
 pub mod values;
 
@@ -27,10 +28,11 @@ use tokio::task::JoinHandle;
 
 pub use faults::{FaultCounts, Faults, Stats};
 pub use fixture::{
-    FieldDef, Fixture, FixtureError, LabelDef, MemberDef, PersonalToken, PhaseDef, PipeDef,
-    ServiceAccount, TableDef, User,
+    FieldDef, Fixture, FixtureError, LabelDef, MemberDef, OrganizationDef, PersonalToken, PhaseDef,
+    PipeDef, ServiceAccount, TableDef, User,
 };
 pub use state::{Card, MissingIdCode, MoveRequiredCheck, Record, StateSnapshot};
+pub use uploads::UploadInfo;
 pub use values::{FieldType, ValueFormat};
 
 /// Everything the emulator can be told at start.
@@ -41,7 +43,7 @@ pub struct EmulatorConfig {
     pub rate_limit_requests: u32,
     /// Sliding window of the rate limit (default 30 s).
     pub rate_limit_window: Duration,
-    /// `Retry-After` seconds on 429 answers (default none: API.md found no such header).
+    /// `Retry-After` seconds on 429 answers (default none: docs/pipefy-api.md found no such header).
     pub retry_after_secs: Option<u64>,
     /// Cap on aliased fields per document (default: none).
     pub max_aliases: Option<usize>,
@@ -52,11 +54,11 @@ pub struct EmulatorConfig {
     pub faults: Faults,
     /// Error for nonexistent pipe/card/table/record/phase ids (default PERMISSION_DENIED).
     pub nonexistent_id_code: MissingIdCode,
-    /// Read format of `fields[].value` (default pt-BR, as recorded in API.md §3.3).
+    /// Read format of `fields[].value` (default pt-BR, as recorded in docs/pipefy-api.md §6).
     pub value_format: ValueFormat,
     /// Which phase's required fields block a move (default: the destination's).
     pub move_required_check: MoveRequiredCheck,
-    /// Pipe/table roles allowed to write (default `["admin"]`: API.md §1.2 says API writes
+    /// Pipe/table roles allowed to write (default `["admin"]`: docs/pipefy-api.md §2 says API writes
     /// need a company or pipe admin); organisation admins always may.
     pub write_roles: Vec<String>,
     /// Maximum values per `updateFieldsValues` (default 30).
@@ -70,6 +72,15 @@ pub struct EmulatorConfig {
     /// Whether `cards(...)` lists cards in done phases when `search.include_done` is not
     /// given (default false, as Pipefy's `include_done` defaults).
     pub cards_include_done_default: bool,
+    /// Refuse the input members no Pipefy-owned source shows (`label_ids` and `due_date`
+    /// of `CreateTableRecordInput`), as a document-level validation error, to test that a
+    /// client falls back to the documented form (default false: accepted).
+    pub reject_unverified_shapes: bool,
+    /// Largest attachment a presigned upload accepts, bytes (default 512 MiB: docs/pipefy-api.md
+    /// "attachments <= 512 MB each").
+    pub upload_max_bytes: u64,
+    /// Lifetime of a `createPresignedUrl` upload URL (default 300 s).
+    pub presigned_url_ttl: Duration,
 }
 
 impl Default for EmulatorConfig {
@@ -92,6 +103,9 @@ impl Default for EmulatorConfig {
             records_page_max: 50,
             table_records_page_max: 200,
             cards_include_done_default: false,
+            reject_unverified_shapes: false,
+            upload_max_bytes: 512 * 1024 * 1024,
+            presigned_url_ttl: Duration::from_secs(300),
         }
     }
 }
@@ -104,6 +118,37 @@ impl EmulatorConfig {
             ..EmulatorConfig::default()
         }
     }
+}
+
+/// Input members that only a guess supports, by input type.
+const UNVERIFIED_MEMBERS: &[(&str, &[&str])] =
+    &[("CreateTableRecordInput", &["label_ids", "due_date"])];
+
+/// The SDL the variable validator checks against, without [`UNVERIFIED_MEMBERS`]: a
+/// variable value that uses one then fails validation ("Field is not defined on ...").
+fn without_unverified_members(sdl: &str) -> String {
+    let mut out = String::with_capacity(sdl.len());
+    let mut current: Option<&[&str]> = None;
+    for line in sdl.lines() {
+        let t = line.trim();
+        if let Some(rest) = t.strip_prefix("input ") {
+            let name = rest.split([' ', '{']).next().unwrap_or_default();
+            current = UNVERIFIED_MEMBERS
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, m)| *m);
+        } else if t.starts_with('}') {
+            current = None;
+        } else if let Some(members) = current {
+            let member = t.split(':').next().unwrap_or_default().trim();
+            if members.contains(&member) {
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 /// A running emulator. The server stops when the handle is dropped.
@@ -145,6 +190,7 @@ pub async fn start_on(config: EmulatorConfig, addr: SocketAddr) -> anyhow::Resul
         faults::RateLimiter::new(config.rate_limit_requests, config.rate_limit_window),
         config.max_aliases,
         config.retry_after_secs,
+        uploads::Uploads::new(config.upload_max_bytes, config.presigned_url_ttl),
     ));
     let schema = server::build_schema(
         inner.clone(),
@@ -153,7 +199,13 @@ pub async fn start_on(config: EmulatorConfig, addr: SocketAddr) -> anyhow::Resul
             max_depth: config.max_depth,
         },
     );
-    let types = Arc::new(validation::TypeTable::from_sdl(&schema.sdl()));
+    let sdl = schema.sdl();
+    let sdl = if config.reject_unverified_shapes {
+        without_unverified_members(&sdl)
+    } else {
+        sdl
+    };
+    let types = Arc::new(validation::TypeTable::from_sdl(&sdl));
     let app = server::router(server::App {
         inner: inner.clone(),
         schema,
@@ -166,6 +218,12 @@ pub async fn start_on(config: EmulatorConfig, addr: SocketAddr) -> anyhow::Resul
         .with_context(|| format!("binding {addr}"))?;
     let listener = conn::KillableListener::new(listener);
     let local = listener.local_socket_addr()?;
+    let shown = if local.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], local.port()))
+    } else {
+        local
+    };
+    inner.set_base_url(format!("http://{shown}"));
     let (tx, rx) = oneshot::channel::<()>();
     let service = app.into_make_service_with_connect_info::<conn::ConnHandle>();
     let task = tokio::spawn(async move {
@@ -220,6 +278,11 @@ impl EmulatorHandle {
     /// A copy of all cards and records.
     pub fn snapshot(&self) -> StateSnapshot {
         self.inner.snapshot()
+    }
+
+    /// The presigned uploads minted so far (also `GET /_emulator/uploads`).
+    pub fn uploads(&self) -> Vec<UploadInfo> {
+        self.inner.uploads().list()
     }
 
     /// Request statistics since start or the last reset.

@@ -1,5 +1,5 @@
 //! The GraphQL schema (async-graphql derive API). Wire names follow Pipefy's mix of
-//! snake_case and camelCase exactly (API.md §2.9), hence `rename_fields = "snake_case"`
+//! snake_case and camelCase exactly (docs/pipefy-api.md §4-§5), hence `rename_fields = "snake_case"`
 //! with explicit camelCase names where Pipefy uses them.
 
 use std::collections::BTreeMap;
@@ -12,7 +12,7 @@ use async_graphql::{
 };
 use serde_json::Value as Json;
 
-use crate::fixture::{FieldDef, LabelDef, PhaseDef, PipeDef, TableDef, User};
+use crate::fixture::{FieldDef, LabelDef, OrganizationDef, PhaseDef, PipeDef, TableDef, User};
 use crate::server::Inner;
 use crate::state::{
     self, ApiError, Card, Catalog, FieldWrite, Node, Op, Page, Record, Rules, Store,
@@ -411,6 +411,22 @@ impl PhaseObj {
     async fn fields(&self) -> Vec<PhaseFieldObj> {
         self.phase.fields.iter().map(PhaseFieldObj::from).collect()
     }
+    /// The phase's cards, paged like `cards` (cap `cards_page_max`).
+    #[graphql(complexity = "first.unwrap_or(50).max(0) as usize * child_complexity + 1")]
+    async fn cards(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<CardConnection> {
+        let inner = inner(ctx)?;
+        let max = inner.page_max.cards;
+        let page = inner
+            .store()
+            .list_phase_cards(&self.phase.id, first, after.as_deref(), max)
+            .map_err(gql)?;
+        Ok(CardConnection::from(page))
+    }
     async fn cards_can_be_moved_to_phases(&self, ctx: &Context<'_>) -> Result<Vec<PhaseObj>> {
         let inner = inner(ctx)?;
         Ok(self
@@ -445,6 +461,9 @@ impl PipeObj {
     }
     async fn name(&self) -> &str {
         &self.0.name
+    }
+    async fn description(&self) -> Option<&str> {
+        self.0.description.as_deref()
     }
     #[graphql(name = "startFormPhaseId")]
     async fn start_form_phase_id(&self) -> Option<ID> {
@@ -558,6 +577,23 @@ impl TableObj {
             })
             .collect())
     }
+    /// The table's records, paged like `table_records(table_id:)` (the caller already
+    /// read the table, so no further permission check).
+    #[graphql(complexity = "first.unwrap_or(50).max(0) as usize * child_complexity + 1")]
+    async fn table_records(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<TableRecordConnection> {
+        let inner = inner(ctx)?;
+        let max = inner.page_max.table_records;
+        let page = inner
+            .store()
+            .list_table_records(&self.0.id, first, after.as_deref(), max)
+            .map_err(gql)?;
+        Ok(TableRecordConnection::from(page))
+    }
     async fn table_records_count(&self, ctx: &Context<'_>) -> Result<i32> {
         let store = inner(ctx)?.store();
         let n = store
@@ -573,6 +609,63 @@ impl TableObj {
 
 #[derive(Clone)]
 pub(crate) struct CardObj(pub Card);
+
+/// One attachment of a card or record.
+#[derive(SimpleObject, Clone)]
+#[graphql(name = "Attachment", rename_fields = "snake_case")]
+pub(crate) struct AttachmentObj {
+    /// The storage path.
+    path: String,
+    /// A download URL (the emulator serves the uploaded bytes there).
+    url: String,
+    #[graphql(name = "createdAt")]
+    created_at: String,
+    field: Option<FieldObj>,
+}
+
+/// The download URL of a storage path.
+fn download_url(inner: &Inner, path: &str) -> String {
+    let sig = inner.uploads().signature_of(path).unwrap_or_default();
+    format!(
+        "{}/{}?X-Amz-Expires=300&X-Amz-Signature={sig}&response-content-disposition=attachment",
+        inner.base_url(),
+        crate::uploads::encode_path(path)
+    )
+}
+
+fn attachments_of(
+    inner: &Inner,
+    repo_id: &str,
+    own: &[String],
+    fields: &BTreeMap<String, Json>,
+    created_at: &str,
+) -> Vec<AttachmentObj> {
+    let mut out: Vec<AttachmentObj> = own
+        .iter()
+        .map(|p| AttachmentObj {
+            path: p.clone(),
+            url: download_url(inner, p),
+            created_at: created_at.to_string(),
+            field: None,
+        })
+        .collect();
+    for fi in inner.cat.fields_of(repo_id) {
+        if fi.def.field_type != FieldType::Attachment {
+            continue;
+        }
+        if let Some(Json::Array(items)) = fields.get(&fi.def.id) {
+            for p in items.iter().map(crate::values::json_text) {
+                out.push(AttachmentObj {
+                    url: download_url(inner, &p),
+                    path: p,
+                    created_at: created_at.to_string(),
+                    field: Some(FieldObj::from(&fi.def)),
+                });
+            }
+        }
+    }
+    out
+}
 
 #[derive(SimpleObject, Clone)]
 #[graphql(name = "CardRelationship", rename_fields = "snake_case")]
@@ -693,6 +786,28 @@ impl CardObj {
         .map(CardFieldObj::from)
         .collect())
     }
+    #[graphql(name = "createdBy")]
+    async fn created_by(&self, ctx: &Context<'_>) -> Result<Option<UserObj>> {
+        let inner = inner(ctx)?;
+        Ok(self
+            .0
+            .created_by
+            .as_deref()
+            .and_then(|u| inner.cat.user(u))
+            .map(UserObj::from))
+    }
+    /// The card's attachments: those given to `createCard(attachments:)`, then the
+    /// paths in its attachment fields, each with a download URL on the emulator.
+    async fn attachments(&self, ctx: &Context<'_>) -> Result<Vec<AttachmentObj>> {
+        let inner = inner(ctx)?;
+        Ok(attachments_of(
+            inner,
+            &self.0.pipe_id,
+            &self.0.attachments,
+            &self.0.fields,
+            &self.0.created_at,
+        ))
+    }
     async fn parent_relations(&self, ctx: &Context<'_>) -> Result<Vec<RelationObj>> {
         let inner = inner(ctx)?;
         let parents: Vec<Card> = {
@@ -808,6 +923,187 @@ impl TableRecordObj {
     /// Alias of `record_fields` (the shape some clients select on `findRecords` nodes).
     async fn fields(&self, ctx: &Context<'_>) -> Result<Vec<TableRecordFieldObj>> {
         self.record_fields(ctx)
+    }
+    /// The paths in the record's attachment fields, with download URLs.
+    async fn attachments(&self, ctx: &Context<'_>) -> Result<Vec<AttachmentObj>> {
+        let inner = inner(ctx)?;
+        Ok(attachments_of(
+            inner,
+            &self.0.table_id,
+            &[],
+            &self.0.fields,
+            &self.0.created_at,
+        ))
+    }
+}
+
+// ---------------------------------------------------------------- organisations
+
+#[derive(Clone)]
+pub(crate) struct OrganizationObj(OrganizationDef);
+
+/// The organisations `user` sees: all for an organisation admin, else those holding a
+/// pipe or table it can read.
+fn visible_organizations(cat: &Catalog, user: &str) -> Vec<OrganizationDef> {
+    let admin = cat.user(user).is_some_and(|u| u.org_admin);
+    cat.fixture
+        .effective_organizations()
+        .into_iter()
+        .filter(|o| {
+            admin
+                || o.pipe_ids.iter().any(|id| {
+                    cat.pipe(id)
+                        .is_some_and(|p| cat.can_read(state::Repo::Pipe(p), user))
+                })
+                || o.table_ids.iter().any(|id| {
+                    cat.table(id)
+                        .is_some_and(|t| cat.can_read(state::Repo::Table(t), user))
+                })
+        })
+        .collect()
+}
+
+fn org_uuid(o: &OrganizationDef) -> String {
+    if o.uuid.is_empty() {
+        pseudo_uuid("organization", &o.id)
+    } else {
+        o.uuid.clone()
+    }
+}
+
+#[derive(SimpleObject)]
+#[graphql(name = "TableEdge")]
+pub(crate) struct TableEdge {
+    cursor: String,
+    node: TableObj,
+}
+
+#[derive(SimpleObject)]
+#[graphql(name = "TableConnection", rename_fields = "camelCase")]
+pub(crate) struct TableConnection {
+    edges: Vec<TableEdge>,
+    nodes: Vec<TableObj>,
+    page_info: PageInfo,
+    total_count: i32,
+}
+
+#[Object(name = "Organization", rename_fields = "camelCase")]
+impl OrganizationObj {
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+    async fn uuid(&self) -> String {
+        org_uuid(&self.0)
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    async fn plan_name(&self) -> &str {
+        &self.0.plan_name
+    }
+    async fn created_at(&self) -> &str {
+        &self.0.created_at
+    }
+    /// `admin` for an organisation admin, else `member`.
+    async fn role(&self, ctx: &Context<'_>) -> Result<String> {
+        let (inner, caller) = env(ctx)?;
+        let admin = inner.cat.user(&caller.user_id).is_some_and(|u| u.org_admin);
+        Ok(if admin { "admin" } else { "member" }.to_string())
+    }
+    /// Distinct users that are organisation admins or members of one of its pipes/tables.
+    async fn members_count(&self, ctx: &Context<'_>) -> Result<i32> {
+        let cat = &inner(ctx)?.cat;
+        let mut ids: std::collections::BTreeSet<&str> = cat
+            .fixture
+            .users
+            .iter()
+            .filter(|u| u.org_admin)
+            .map(|u| u.id.as_str())
+            .collect();
+        for p in self.0.pipe_ids.iter().filter_map(|id| cat.pipe(id)) {
+            ids.extend(p.members.iter().map(|m| m.user_id.as_str()));
+        }
+        for t in self.0.table_ids.iter().filter_map(|id| cat.table(id)) {
+            ids.extend(t.members.iter().map(|m| m.user_id.as_str()));
+        }
+        Ok(i32::try_from(ids.len()).unwrap_or(i32::MAX))
+    }
+    async fn pipes_count(&self) -> i32 {
+        i32::try_from(self.0.pipe_ids.len()).unwrap_or(i32::MAX)
+    }
+    /// The caller's readable pipes; `name_search` keeps names containing it (any case).
+    #[graphql(name = "pipes")]
+    async fn pipes(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(name = "name_search")] name_search: Option<String>,
+    ) -> Result<Vec<PipeObj>> {
+        let (inner, caller) = env(ctx)?;
+        let needle = name_search.map(|n| n.to_lowercase());
+        Ok(self
+            .0
+            .pipe_ids
+            .iter()
+            .filter_map(|id| inner.cat.pipe(id))
+            .filter(|p| inner.cat.can_read(state::Repo::Pipe(p), &caller.user_id))
+            .filter(|p| {
+                needle
+                    .as_ref()
+                    .is_none_or(|n| p.name.to_lowercase().contains(n.as_str()))
+            })
+            .map(|p| PipeObj(p.clone()))
+            .collect())
+    }
+    /// The caller's readable tables, paged (cursors are positions).
+    #[graphql(complexity = "first.unwrap_or(50).max(0) as usize * child_complexity + 1")]
+    async fn tables(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<TableConnection> {
+        let (inner, caller) = env(ctx)?;
+        let all: Vec<TableDef> = self
+            .0
+            .table_ids
+            .iter()
+            .filter_map(|id| inner.cat.table(id))
+            .filter(|t| inner.cat.can_read(state::Repo::Table(t), &caller.user_id))
+            .cloned()
+            .collect();
+        let start = match after.as_deref() {
+            None => 0,
+            Some(c) => c
+                .parse::<usize>()
+                .map_err(|_| gql(ApiError::InvalidInput(format!("Invalid cursor: {c:?}"))))?,
+        };
+        let n = first.map(|f| f.max(0) as usize).unwrap_or(50).min(200);
+        let items: Vec<(usize, TableDef)> = all
+            .iter()
+            .cloned()
+            .enumerate()
+            .skip(start)
+            .take(n)
+            .collect();
+        let end = items.last().map(|(i, _)| i + 1).unwrap_or(start);
+        let page_info = PageInfo {
+            has_next_page: end < all.len(),
+            has_previous_page: start > 0,
+            end_cursor: items.last().map(|(i, _)| (i + 1).to_string()),
+            start_cursor: items.first().map(|(i, _)| (i + 1).to_string()),
+        };
+        Ok(TableConnection {
+            nodes: items.iter().map(|(_, t)| TableObj(t.clone())).collect(),
+            edges: items
+                .into_iter()
+                .map(|(i, t)| TableEdge {
+                    cursor: (i + 1).to_string(),
+                    node: TableObj(t),
+                })
+                .collect(),
+            page_info,
+            total_count: i32::try_from(all.len()).unwrap_or(i32::MAX),
+        })
     }
 }
 
@@ -1066,59 +1362,98 @@ impl RecordAttribute {
     }
 }
 
+/// `{min, max}` of `between`/`nbetween` (Pipefy's SDK types it so; the GraphQL type name
+/// is the emulator's, docs/pipefy-api.md Unverified).
+#[derive(InputObject, Clone, Debug)]
+#[graphql(name = "FilterRange")]
+pub(crate) struct FilterRangeInput {
+    min: Option<UndefinedInput>,
+    max: Option<UndefinedInput>,
+}
+
+type FilterList = Option<Vec<Option<UndefinedInput>>>;
+
+/// `records(where:)`: `eq`..`gte` and the `like`s take any scalar, `in`/`nin`/`contains`/
+/// `ncontains` a list, `between`/`nbetween` a range (docs/pipefy-api.md §5).
 #[derive(InputObject, Clone, Debug)]
 #[graphql(name = "FilterSet", rename_fields = "camelCase")]
 pub(crate) struct FilterSetInput {
     field: Option<String>,
     attribute: Option<RecordAttribute>,
-    eq: Option<String>,
-    neq: Option<String>,
-    lt: Option<String>,
-    gt: Option<String>,
-    lte: Option<String>,
-    gte: Option<String>,
+    eq: Option<UndefinedInput>,
+    neq: Option<UndefinedInput>,
+    lt: Option<UndefinedInput>,
+    gt: Option<UndefinedInput>,
+    lte: Option<UndefinedInput>,
+    gte: Option<UndefinedInput>,
     #[graphql(name = "in")]
-    in_: Option<Vec<String>>,
-    nin: Option<Vec<String>>,
-    contains: Option<String>,
-    ncontains: Option<String>,
-    between: Option<Vec<String>>,
-    nbetween: Option<Vec<String>>,
-    like: Option<String>,
-    nlike: Option<String>,
-    ilike: Option<String>,
-    nilike: Option<String>,
+    in_: FilterList,
+    nin: FilterList,
+    contains: FilterList,
+    ncontains: FilterList,
+    between: Option<FilterRangeInput>,
+    nbetween: Option<FilterRangeInput>,
+    like: Option<UndefinedInput>,
+    nlike: Option<UndefinedInput>,
+    ilike: Option<UndefinedInput>,
+    nilike: Option<UndefinedInput>,
     and: Option<Vec<FilterSetInput>>,
     or: Option<Vec<FilterSetInput>>,
 }
 
+fn scalar_text(v: Option<UndefinedInput>) -> Option<String> {
+    v.map(|u| crate::values::json_text(&u.0))
+}
+
+fn list_text(v: FilterList) -> Option<Vec<String>> {
+    v.map(|items| {
+        items
+            .into_iter()
+            .flatten()
+            .map(|u| crate::values::json_text(&u.0))
+            .collect()
+    })
+}
+
+fn range_text(v: Option<FilterRangeInput>) -> Option<(String, String)> {
+    v.map(|r| {
+        (
+            scalar_text(r.min).unwrap_or_default(),
+            scalar_text(r.max).unwrap_or_default(),
+        )
+    })
+}
+
 impl FilterSetInput {
     fn decode(self) -> state::Filter {
-        let mut unsupported = Vec::new();
-        for (set, name) in [
-            (self.lt.is_some(), "lt"),
-            (self.gt.is_some(), "gt"),
-            (self.lte.is_some(), "lte"),
-            (self.gte.is_some(), "gte"),
-            (self.between.is_some(), "between"),
-            (self.nbetween.is_some(), "nbetween"),
-        ] {
-            if set {
-                unsupported.push(name);
-            }
-        }
         // like/ilike are case-insensitive word matches in Pipefy; modelled as contains.
-        let contains = self.contains.or(self.like).or(self.ilike);
-        let ncontains = self.ncontains.or(self.nlike).or(self.nilike);
+        let word = |a: Option<UndefinedInput>, b: Option<UndefinedInput>| {
+            scalar_text(a.or(b)).map(|w| vec![w])
+        };
+        let like = word(self.like, self.ilike);
+        let nlike = word(self.nlike, self.nilike);
+        let join = |a: Option<Vec<String>>, b: Option<Vec<String>>| match (a, b) {
+            (Some(mut a), Some(b)) => {
+                a.extend(b);
+                Some(a)
+            }
+            (a, b) => a.or(b),
+        };
         state::Filter {
             field: self.field,
             attribute: self.attribute.map(|a| a.name().to_string()),
-            eq: self.eq,
-            neq: self.neq,
-            in_: self.in_,
-            nin: self.nin,
-            contains,
-            ncontains,
+            eq: scalar_text(self.eq),
+            neq: scalar_text(self.neq),
+            lt: scalar_text(self.lt),
+            lte: scalar_text(self.lte),
+            gt: scalar_text(self.gt),
+            gte: scalar_text(self.gte),
+            in_: list_text(self.in_),
+            nin: list_text(self.nin),
+            contains: join(list_text(self.contains), like),
+            ncontains: join(list_text(self.ncontains), nlike),
+            between: range_text(self.between),
+            nbetween: range_text(self.nbetween),
             and: self
                 .and
                 .unwrap_or_default()
@@ -1131,7 +1466,6 @@ impl FilterSetInput {
                 .into_iter()
                 .map(FilterSetInput::decode)
                 .collect(),
-            unsupported,
             resolved: None,
         }
     }
@@ -1144,13 +1478,23 @@ pub(crate) enum OrderDirection {
     Desc,
 }
 
-/// Accepted for compatibility; the emulator always returns creation order.
+/// One key of `records(orderBy:)`: a field uuid or an attribute, ascending by default.
 #[derive(InputObject, Clone, Debug)]
 #[graphql(name = "OrderBy", rename_fields = "camelCase")]
 pub(crate) struct OrderByInput {
     field: Option<String>,
     attribute: Option<RecordAttribute>,
     direction: Option<OrderDirection>,
+}
+
+impl OrderByInput {
+    fn decode(self) -> state::Order {
+        state::Order {
+            field: self.field,
+            attribute: self.attribute.map(|a| a.name().to_string()),
+            descending: self.direction == Some(OrderDirection::Desc),
+        }
+    }
 }
 
 type ValueList = Option<Vec<Option<UndefinedInput>>>;
@@ -1415,6 +1759,27 @@ impl Query {
         Ok(inner.cat.user(&caller.user_id).map(UserObj::from))
     }
 
+    /// An organisation the caller sees (else PERMISSION_DENIED, as for other ids).
+    async fn organization(&self, ctx: &Context<'_>, id: ID) -> Result<Option<OrganizationObj>> {
+        read(ctx, |cat, _rules, _store, user| {
+            visible_organizations(cat, user)
+                .into_iter()
+                .find(|o| o.id == id.0)
+                .map(|o| Some(OrganizationObj(o)))
+                .ok_or(ApiError::PermissionDenied)
+        })
+    }
+
+    /// The organisations the caller sees (an admin: all).
+    async fn organizations(&self, ctx: &Context<'_>) -> Result<Vec<OrganizationObj>> {
+        read(ctx, |cat, _rules, _store, user| {
+            Ok(visible_organizations(cat, user)
+                .into_iter()
+                .map(OrganizationObj)
+                .collect())
+        })
+    }
+
     async fn card(&self, ctx: &Context<'_>, id: ID) -> Result<Option<CardObj>> {
         read(ctx, |cat, rules, store, user| {
             store.read_card(cat, rules, user, &id)
@@ -1496,9 +1861,13 @@ impl Query {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<Option<RecordConnection>> {
-        let _ = order_by;
         let max = inner(ctx)?.page_max.records;
         let filter = filter.map(FilterSetInput::decode);
+        let order: Vec<state::Order> = order_by
+            .unwrap_or_default()
+            .into_iter()
+            .map(OrderByInput::decode)
+            .collect();
         let p = read(ctx, |cat, rules, store, user| {
             store.search_records(
                 cat,
@@ -1508,6 +1877,7 @@ impl Query {
                 phase_id.as_ref().map(|p| p.as_str()),
                 search_term.as_deref(),
                 filter.as_ref(),
+                &order,
                 first,
                 after.as_deref(),
                 max,
@@ -1643,14 +2013,85 @@ impl Query {
 
 pub(crate) struct Mutation;
 
+#[derive(InputObject, Clone, Debug)]
+#[graphql(name = "CreatePresignedUrlInput")]
+pub(crate) struct CreatePresignedUrlInput {
+    #[graphql(name = "organizationId")]
+    organization_id: ID,
+    #[graphql(name = "fileName")]
+    file_name: String,
+    #[graphql(name = "contentType")]
+    content_type: Option<String>,
+    #[graphql(name = "contentLength")]
+    content_length: Option<i32>,
+    #[graphql(name = "clientMutationId")]
+    client_mutation_id: Option<String>,
+}
+
+#[derive(SimpleObject)]
+#[graphql(name = "CreatePresignedUrlPayload")]
+pub(crate) struct CreatePresignedUrlPayload {
+    /// PUT the bytes here before it expires.
+    url: String,
+    #[graphql(name = "downloadUrl")]
+    download_url: String,
+    #[graphql(name = "clientMutationId")]
+    client_mutation_id: Option<String>,
+}
+
 #[Object]
 impl Mutation {
+    /// Mints a presigned upload URL on the emulator (`PUT <url>`); the storage path to put
+    /// in an attachment field is the URL's path without the leading `/`.
+    #[graphql(name = "createPresignedUrl")]
+    async fn create_presigned_url(
+        &self,
+        ctx: &Context<'_>,
+        input: CreatePresignedUrlInput,
+    ) -> Result<Option<CreatePresignedUrlPayload>> {
+        let inner = inner(ctx)?;
+        let org = mutate(ctx, |cat, _rules, _store, user| {
+            visible_organizations(cat, user)
+                .into_iter()
+                .find(|o| o.id == input.organization_id.0)
+                .ok_or(ApiError::PermissionDenied)
+        })
+        .await?;
+        let (path, sig, ttl) = {
+            let mut up = inner.uploads();
+            let ttl = up.ttl.as_secs();
+            let (path, sig) = up
+                .mint(
+                    &org.id,
+                    &org_uuid(&org),
+                    &input.file_name,
+                    input.content_type.clone(),
+                    input.content_length.map(i64::from),
+                )
+                .map_err(|m| gql(ApiError::InvalidInput(m)))?;
+            (path, sig, ttl)
+        };
+        let base = format!(
+            "{}/{}",
+            inner.base_url(),
+            crate::uploads::encode_path(&path)
+        );
+        Ok(Some(CreatePresignedUrlPayload {
+            url: format!(
+                "{base}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Expires={ttl}&X-Amz-SignedHeaders=content-length%3Bcontent-type%3Bhost&X-Amz-Signature={sig}"
+            ),
+            download_url: format!(
+                "{base}?X-Amz-Expires={ttl}&X-Amz-Signature={sig}&response-content-disposition=attachment"
+            ),
+            client_mutation_id: input.client_mutation_id,
+        }))
+    }
+
     async fn create_card(
         &self,
         ctx: &Context<'_>,
         input: CreateCardInput,
     ) -> Result<Option<CreateCardPayload>> {
-        let _ = input.attachments;
         let new = state::NewCard {
             pipe_id: input.pipe_id.0,
             title: input.title,
@@ -1659,6 +2100,7 @@ impl Mutation {
             assignee_ids: id_list(input.assignee_ids),
             label_ids: id_list(input.label_ids),
             parent_ids: id_list(input.parent_ids),
+            attachments: input.attachments.map(|a| a.into_iter().flatten().collect()),
             fields: field_writes(input.fields_attributes),
         };
         let card = mutate(ctx, |cat, rules, store, user| {

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextValidation};
@@ -27,6 +27,7 @@ use crate::conn::ConnHandle;
 use crate::faults::{FaultEngine, Faults, RateLimiter, RequestFault, Stats};
 use crate::schema::{Caller, Mutation, PipefySchema, Query};
 use crate::state::{Catalog, Rules, StateSnapshot, Store};
+use crate::uploads::{self, UploadInfo, Uploads};
 use crate::validation::{self, TypeTable};
 
 /// Page size caps per listing.
@@ -56,6 +57,9 @@ pub(crate) struct Inner {
     limiter: Mutex<RateLimiter>,
     issued: Mutex<HashMap<String, IssuedToken>>,
     token_counter: AtomicU64,
+    uploads: Mutex<Uploads>,
+    /// `http://host:port` once bound (upload URLs are minted on it).
+    base_url: OnceLock<String>,
 }
 
 /// Locks a mutex; a panic elsewhere while holding it must not take the emulator down.
@@ -74,6 +78,7 @@ impl Inner {
         limiter: RateLimiter,
         max_aliases: Option<usize>,
         retry_after_secs: Option<u64>,
+        uploads: Uploads,
     ) -> Inner {
         Inner {
             cat,
@@ -88,7 +93,20 @@ impl Inner {
             limiter: Mutex::new(limiter),
             issued: Mutex::new(HashMap::new()),
             token_counter: AtomicU64::new(1),
+            uploads: Mutex::new(uploads),
+            base_url: OnceLock::new(),
         }
+    }
+
+    pub fn uploads(&self) -> MutexGuard<'_, Uploads> {
+        lock(&self.uploads)
+    }
+    pub fn set_base_url(&self, url: String) {
+        let _ = self.base_url.set(url);
+    }
+    /// `http://host:port` (empty before the server is bound).
+    pub fn base_url(&self) -> &str {
+        self.base_url.get().map(String::as_str).unwrap_or_default()
     }
 
     pub fn store(&self) -> MutexGuard<'_, Store> {
@@ -125,6 +143,7 @@ impl Inner {
     /// Faults and issued tokens are kept.
     pub fn reset(&self) {
         *self.store() = self.initial.clone();
+        self.uploads().clear();
         self.reset_stats();
         lock(&self.limiter).clear();
     }
@@ -246,6 +265,8 @@ pub(crate) fn router(app: App) -> Router {
             get(get_faults_handler).post(set_faults_handler),
         )
         .route("/_emulator/expire-tokens", post(expire_tokens_handler))
+        .route("/_emulator/uploads", get(uploads_list_handler))
+        .route("/orgs/{*rest}", get(download_handler).put(upload_handler))
         .with_state(app)
 }
 
@@ -260,6 +281,85 @@ async fn stats_handler(State(app): State<App>) -> AxJson<Stats> {
 async fn stats_reset_handler(State(app): State<App>) -> AxJson<Json> {
     app.inner.reset_stats();
     AxJson(json!({"ok": true}))
+}
+
+async fn uploads_list_handler(State(app): State<App>) -> AxJson<Vec<UploadInfo>> {
+    AxJson(app.inner.uploads().list())
+}
+
+fn s3_error(e: &uploads::S3Error, key: &str) -> Response {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/xml"),
+        )],
+        e.xml(key),
+    )
+        .into_response()
+}
+
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == name).then(|| uploads::decode_path(v))
+    })
+}
+
+/// `PUT /orgs/...`: the presigned upload (S3 stand-in).
+async fn upload_handler(
+    State(app): State<App>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    let key = uploads::decode_path(uri.path());
+    let max = app.inner.uploads().max_bytes;
+    let limit = usize::try_from(max.saturating_add(1)).unwrap_or(usize::MAX);
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => {
+            let e = uploads::S3Error {
+                status: 400,
+                code: "EntityTooLarge",
+                message: "Your proposed upload exceeds the maximum allowed size".into(),
+            };
+            return s3_error(&e, &key);
+        }
+    };
+    let text = |h: header::HeaderName| headers.get(h).and_then(|v| v.to_str().ok());
+    let sig = query_param(uri.query(), "X-Amz-Signature");
+    let res = app.inner.uploads().put(
+        &key,
+        sig.as_deref(),
+        text(header::CONTENT_LENGTH),
+        text(header::CONTENT_TYPE),
+        &bytes,
+    );
+    match res {
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::ETAG, HeaderValue::from_static("\"emulator\""))],
+        )
+            .into_response(),
+        Err(e) => s3_error(&e, &key),
+    }
+}
+
+/// `GET /orgs/...`: the bytes of an uploaded path (the download URL).
+async fn download_handler(State(app): State<App>, uri: axum::http::Uri) -> Response {
+    let key = uploads::decode_path(uri.path());
+    let got = app.inner.uploads().get(&key);
+    match got {
+        Ok((bytes, ct)) => {
+            let ct = ct
+                .and_then(|c| HeaderValue::from_str(&c).ok())
+                .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+            (StatusCode::OK, [(header::CONTENT_TYPE, ct)], bytes).into_response()
+        }
+        Err(e) => s3_error(&e, &key),
+    }
 }
 
 async fn reset_handler(State(app): State<App>) -> AxJson<Json> {
@@ -543,7 +643,7 @@ async fn graphql_handler(
         return too_many(&inner);
     }
     let Ok(body) = serde_json::from_slice::<Json>(&body) else {
-        // API.md §4.2: a body that is not JSON gets a plain-text 500 page.
+        // docs/pipefy-api.md §8: a body that is not JSON gets a plain-text 500 page.
         return plain(
             StatusCode::INTERNAL_SERVER_ERROR,
             "500 Internal Server Error",
@@ -847,7 +947,7 @@ async fn other_validation_errors(
         .collect()
 }
 
-/// Gives every error an `extensions.code` and `correlation_id` (API.md §4.1), rewrites
+/// Gives every error an `extensions.code` and `correlation_id` (docs/pipefy-api.md §7), rewrites
 /// validation messages into graphql-ruby's wording (Pipefy runs graphql-ruby), puts `null`
 /// where a field failed (async-graphql leaves the key out; the spec and Pipefy answer
 /// `"alias": null`), and drops `data` for request-level errors (parse/validation).

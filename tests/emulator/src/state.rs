@@ -47,6 +47,13 @@ pub struct Card {
     /// Set while the card is in a `done` phase.
     #[serde(default)]
     pub finished_at: Option<String>,
+    /// User id of the creator (`Card.createdBy`); none for fixture cards that name none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    /// Storage paths given to `createCard(attachments:)` (the card's own attachments,
+    /// apart from attachment fields).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<String>,
 }
 
 impl Card {
@@ -162,7 +169,7 @@ impl StateSnapshot {
     }
 }
 
-/// Which error a nonexistent pipe/card/table/record id gives (API.md §4.1 quirk).
+/// Which error a nonexistent pipe/card/table/record id gives (docs/pipefy-api.md §7 quirk).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum MissingIdCode {
@@ -504,6 +511,7 @@ pub(crate) struct NewCard {
     pub assignee_ids: Option<Vec<String>>,
     pub label_ids: Option<Vec<String>>,
     pub parent_ids: Option<Vec<String>>,
+    pub attachments: Option<Vec<String>>,
     pub fields: Vec<FieldWrite>,
 }
 
@@ -546,23 +554,80 @@ impl NodeRef<'_> {
     }
 }
 
-/// A filter of `records(where:)`.
+/// A filter of `records(where:)`, values as text (docs/pipefy-api.md §5).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Filter {
     pub field: Option<String>,
     pub attribute: Option<String>,
     pub eq: Option<String>,
     pub neq: Option<String>,
+    pub lt: Option<String>,
+    pub lte: Option<String>,
+    pub gt: Option<String>,
+    pub gte: Option<String>,
     pub in_: Option<Vec<String>>,
     pub nin: Option<Vec<String>>,
-    pub contains: Option<String>,
-    pub ncontains: Option<String>,
+    /// Every item must be contained (`contains` takes a list).
+    pub contains: Option<Vec<String>>,
+    /// No item may be contained.
+    pub ncontains: Option<Vec<String>>,
+    /// `{min, max}`, inclusive.
+    pub between: Option<(String, String)>,
+    pub nbetween: Option<(String, String)>,
     pub and: Vec<Filter>,
     pub or: Vec<Filter>,
-    /// Operators the emulator does not implement (named in the error).
-    pub unsupported: Vec<&'static str>,
     /// `(slug, type)` of `field`, set by validation.
     pub resolved: Option<(String, FieldType)>,
+}
+
+/// What a filter or an ordering looks at in one card or record.
+pub(crate) struct NodeView<'a> {
+    pub id: &'a str,
+    pub title: &'a str,
+    pub phase: Option<&'a str>,
+    pub fields: &'a BTreeMap<String, Json>,
+    pub labels: &'a [String],
+    pub assignees: &'a [String],
+    pub created_at: &'a str,
+    pub updated_at: &'a str,
+    pub due_date: Option<&'a str>,
+}
+
+impl<'a> NodeRef<'a> {
+    fn view(&self) -> NodeView<'a> {
+        match *self {
+            NodeRef::Card(c) => NodeView {
+                id: &c.id,
+                title: &c.title,
+                phase: Some(&c.phase_id),
+                fields: &c.fields,
+                labels: &c.labels,
+                assignees: &c.assignees,
+                created_at: &c.created_at,
+                updated_at: &c.updated_at,
+                due_date: c.due_date.as_deref(),
+            },
+            NodeRef::Record(r) => NodeView {
+                id: &r.id,
+                title: &r.title,
+                phase: None,
+                fields: &r.fields,
+                labels: &r.labels,
+                assignees: &r.assignees,
+                created_at: &r.created_at,
+                updated_at: &r.updated_at,
+                due_date: r.due_date.as_deref(),
+            },
+        }
+    }
+}
+
+/// One key of `records(orderBy:)`: a resolved field slug or an attribute name.
+#[derive(Clone, Debug)]
+pub(crate) struct Order {
+    pub field: Option<String>,
+    pub attribute: Option<String>,
+    pub descending: bool,
 }
 
 /// A page of a connection.
@@ -1156,6 +1221,10 @@ impl Store {
         for p in &parents {
             self.card_access(cat, rules, p, user, false)?;
         }
+        let attachments = values::dedup(input.attachments.unwrap_or_default());
+        for a in &attachments {
+            values::check_attachment_path(a).map_err(ApiError::InvalidInput)?;
+        }
         let mut fields = BTreeMap::new();
         self.apply_writes(cat, rules, repo, &mut fields, &input.fields)?;
         if let Some(f) = Self::required_missing(&fields, pipe.start_form_fields.iter()) {
@@ -1182,6 +1251,8 @@ impl Store {
             created_at: ts.clone(),
             updated_at: ts.clone(),
             finished_at: done.then_some(ts),
+            created_by: Some(user.to_string()),
+            attachments,
         };
         self.cards.insert(id, card.clone());
         Ok(card)
@@ -1699,6 +1770,40 @@ impl Store {
             .count()
     }
 
+    /// `Phase.cards(first, after)`: the phase's cards in creation order.
+    pub fn list_phase_cards(
+        &self,
+        phase_id: &str,
+        first: Option<i32>,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<Page<Card>, ApiError> {
+        let all = self
+            .cards
+            .iter()
+            .filter(|(_, c)| c.phase_id == phase_id)
+            .map(|(k, c)| (*k, c))
+            .collect();
+        page(all, first, after, max, Card::clone)
+    }
+
+    /// `Table.table_records(first, after)`: the table's records in creation order.
+    pub fn list_table_records(
+        &self,
+        table_id: &str,
+        first: Option<i32>,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<Page<Record>, ApiError> {
+        let all = self
+            .records
+            .iter()
+            .filter(|(_, r)| r.table_id == table_id)
+            .map(|(k, r)| (*k, r))
+            .collect();
+        page(all, first, after, max, Record::clone)
+    }
+
     /// `cards(pipe_id, search, first, after)`.
     #[allow(clippy::too_many_arguments)]
     pub fn list_cards(
@@ -1844,7 +1949,8 @@ impl Store {
         page(all, first, after, max, Record::clone)
     }
 
-    /// `records(repoId, phaseId, searchTerm, where, first, after)` over a pipe or table.
+    /// `records(repoId, phaseId, searchTerm, where, orderBy, first, after)` over a pipe or
+    /// table. With `orderBy`, cursors are positions in the ordered list.
     #[allow(clippy::too_many_arguments)]
     pub fn search_records(
         &self,
@@ -1855,6 +1961,7 @@ impl Store {
         phase_id: Option<&str>,
         term: Option<&str>,
         filter: Option<&Filter>,
+        order: &[Order],
         first: Option<i32>,
         after: Option<&str>,
         max: usize,
@@ -1867,78 +1974,103 @@ impl Store {
         if let Some(f) = filter.as_mut() {
             Self::check_filter(cat, repo_id, f)?;
         }
+        let mut order = order.to_vec();
+        for o in &mut order {
+            if let Some(field) = o.field.clone() {
+                o.field = Some(Self::resolve_filter_field(cat, repo_id, &field)?.0);
+            }
+        }
         let term = term.map(str::to_lowercase).filter(|t| !t.is_empty());
-        let matches_node =
-            |id: &str, title: &str, phase: Option<&str>, fields: &BTreeMap<String, Json>| -> bool {
-                if phase_id.is_some_and(|p| phase != Some(p)) {
+        let matches_node = |n: &NodeView<'_>| -> bool {
+            if phase_id.is_some_and(|p| n.phase != Some(p)) {
+                return false;
+            }
+            if let Some(t) = &term {
+                let hit = n.title.to_lowercase().contains(t.as_str())
+                    || n.fields
+                        .values()
+                        .any(|v| values::json_text(v).to_lowercase().contains(t.as_str()));
+                if !hit {
                     return false;
                 }
-                if let Some(t) = &term {
-                    let hit = title.to_lowercase().contains(t.as_str())
-                        || fields
-                            .values()
-                            .any(|v| values::json_text(v).to_lowercase().contains(t.as_str()));
-                    if !hit {
-                        return false;
-                    }
-                }
-                filter
-                    .as_ref()
-                    .is_none_or(|f| eval_filter(f, id, title, phase, fields))
-            };
-        let all: Vec<(u64, NodeRef<'_>)> = match repo {
+            }
+            filter.as_ref().is_none_or(|f| eval_filter(f, n))
+        };
+        let mut all: Vec<(u64, NodeRef<'_>)> = match repo {
             Repo::Pipe(_) => self
                 .cards
                 .iter()
                 .filter(|(_, c)| c.pipe_id == repo_id)
-                .filter(|(_, c)| matches_node(&c.id, &c.title, Some(&c.phase_id), &c.fields))
                 .map(|(k, c)| (*k, NodeRef::Card(c)))
+                .filter(|(_, n)| matches_node(&n.view()))
                 .collect(),
             Repo::Table(_) => self
                 .records
                 .iter()
                 .filter(|(_, r)| r.table_id == repo_id)
-                .filter(|(_, r)| matches_node(&r.id, &r.title, None, &r.fields))
                 .map(|(k, r)| (*k, NodeRef::Record(r)))
+                .filter(|(_, n)| matches_node(&n.view()))
                 .collect(),
         };
+        if !order.is_empty() {
+            all.sort_by(|(ka, a), (kb, b)| {
+                let (va, vb) = (a.view(), b.view());
+                order
+                    .iter()
+                    .map(|o| {
+                        let c = compare_text(&order_key(o, &va), &order_key(o, &vb));
+                        if o.descending {
+                            c.reverse()
+                        } else {
+                            c
+                        }
+                    })
+                    .find(|c| c.is_ne())
+                    .unwrap_or_else(|| ka.cmp(kb))
+            });
+            all = all
+                .into_iter()
+                .enumerate()
+                .map(|(i, (_, n))| (i as u64 + 1, n))
+                .collect();
+        }
         page(all, first, after, max, NodeRef::into_node)
+    }
+
+    /// A filter's `field` to `(slug, type)`. Pipefy wants the field's uuid: a slug or a
+    /// non-canonical uuid gets its generic internal error (docs/pipefy-api.md §5).
+    fn resolve_filter_field(
+        cat: &Catalog,
+        repo_id: &str,
+        field: &str,
+    ) -> Result<(String, FieldType), ApiError> {
+        if !values::is_canonical_uuid(field) {
+            return Err(ApiError::Internal);
+        }
+        match cat.field_by_uuid(field) {
+            Some((r, slug)) if r == repo_id => {
+                let ft = cat
+                    .field(r, slug)
+                    .map(|fi| fi.def.field_type)
+                    .ok_or(ApiError::Internal)?;
+                Ok((slug.to_string(), ft))
+            }
+            _ => Err(ApiError::InvalidInput(format!(
+                "Field not found with uuid: {field}"
+            ))),
+        }
     }
 
     /// Validates a filter and resolves its field uuid to `(slug, type)` once.
     fn check_filter(cat: &Catalog, repo_id: &str, f: &mut Filter) -> Result<(), ApiError> {
-        if let Some(op) = f.unsupported.first() {
-            return Err(ApiError::InvalidInput(format!(
-                "The emulator does not implement the \"{op}\" filter operator"
-            )));
-        }
         if let Some(field) = &f.field {
-            if !values::is_canonical_uuid(field) {
-                if values::looks_like_uuid(field) {
-                    // API.md §2.8: a non-canonical uuid gives a generic internal error.
-                    return Err(ApiError::Internal);
-                }
-                return Err(ApiError::InvalidInput(format!(
-                    "Invalid filter field {field:?}: expected a field uuid"
-                )));
-            }
-            match cat.field_by_uuid(field) {
-                Some((r, slug)) if r == repo_id => {
-                    let ft = cat
-                        .field(r, slug)
-                        .map(|fi| fi.def.field_type)
-                        .ok_or(ApiError::Internal)?;
-                    f.resolved = Some((slug.to_string(), ft));
-                }
-                _ => {
-                    return Err(ApiError::InvalidInput(format!(
-                        "Field not found with uuid: {field}"
-                    )))
-                }
-            }
+            f.resolved = Some(Self::resolve_filter_field(cat, repo_id, field)?);
         }
         if let Some(a) = &f.attribute {
-            if !matches!(a.as_str(), "ID" | "TITLE" | "CURRENT_PHASE") {
+            if matches!(
+                a.as_str(),
+                "CREATOR" | "CREATOR_EMAIL" | "INDEX" | "EMAIL_READ"
+            ) {
                 return Err(ApiError::InvalidInput(format!(
                     "The emulator does not implement filtering on attribute {a}"
                 )));
@@ -1951,36 +2083,74 @@ impl Store {
     }
 }
 
-fn eval_filter(
-    f: &Filter,
-    id: &str,
-    title: &str,
-    phase: Option<&str>,
-    fields: &BTreeMap<String, Json>,
-) -> bool {
-    // The value being compared: a field's stored value, or an attribute as text.
-    let test = |pred: &dyn Fn(&str) -> bool| -> bool {
-        if let Some((slug, _)) = &f.resolved {
-            fields.get(slug).is_some_and(|v| pred_on_value(v, pred))
-        } else if let Some(a) = &f.attribute {
-            match a.as_str() {
-                "ID" => pred(id),
-                "TITLE" => pred(title),
-                "CURRENT_PHASE" => phase.is_some_and(pred),
-                _ => false,
-            }
-        } else {
-            true
+/// The texts an attribute stands for in one node (lists for labels and assignees).
+fn attribute_values(a: &str, n: &NodeView<'_>) -> Vec<String> {
+    match a {
+        "ID" => vec![n.id.to_string()],
+        "TITLE" => vec![n.title.to_string()],
+        "CURRENT_PHASE" => n.phase.map(str::to_string).into_iter().collect(),
+        "LABELS" => n.labels.to_vec(),
+        "ASSIGNEES" => n.assignees.to_vec(),
+        "CREATED_AT" => vec![n.created_at.to_string()],
+        "UPDATED_AT" => vec![n.updated_at.to_string()],
+        "DUE_DATE" => n.due_date.map(str::to_string).into_iter().collect(),
+        // FINISHED_AT: the emulator has no finished records in `records`' terms.
+        _ => Vec::new(),
+    }
+}
+
+fn order_key(o: &Order, n: &NodeView<'_>) -> String {
+    if let Some(slug) = &o.field {
+        return n
+            .fields
+            .get(slug)
+            .map(values::json_text)
+            .unwrap_or_default();
+    }
+    o.attribute
+        .as_deref()
+        .map(|a| attribute_values(a, n).join(","))
+        .unwrap_or_default()
+}
+
+/// Numbers compare as numbers, everything else (ISO dates included) as text.
+fn compare_text(a: &str, b: &str) -> std::cmp::Ordering {
+    match (a.trim().parse::<f64>(), b.trim().parse::<f64>()) {
+        (Ok(x), Ok(y)) => x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal),
+        _ => a.cmp(b),
+    }
+}
+
+fn eval_filter(f: &Filter, n: &NodeView<'_>) -> bool {
+    // The texts being compared: a field's stored value (list items one by one), or an
+    // attribute's values.
+    let texts: Vec<String> = if let Some((slug, _)) = &f.resolved {
+        match n.fields.get(slug) {
+            Some(Json::Array(a)) => a.iter().map(values::json_text).collect(),
+            Some(v) => vec![values::json_text(v)],
+            None => Vec::new(),
         }
+    } else if let Some(a) = &f.attribute {
+        attribute_values(a, n)
+    } else {
+        Vec::new()
     };
     // Equality: typed comparison on fields (dates, numbers, lists), text on attributes.
     let equals = |want: &str| -> bool {
         match &f.resolved {
-            Some((slug, ft)) => fields
+            Some((slug, ft)) => n
+                .fields
                 .get(slug)
                 .is_some_and(|v| values::matches(*ft, v, want)),
-            None => test(&|x| x == want),
+            None => texts.iter().any(|x| x == want),
         }
+    };
+    let contains = |want: &str| -> bool {
+        let want = want.to_lowercase();
+        texts.iter().any(|x| x.to_lowercase().contains(&want))
+    };
+    let cmp_any = |want: &str, ok: &dyn Fn(std::cmp::Ordering) -> bool| -> bool {
+        texts.iter().any(|x| ok(compare_text(x, want)))
     };
     let mut ok = true;
     if f.resolved.is_some() || f.attribute.is_some() {
@@ -1990,40 +2160,49 @@ fn eval_filter(
         if let Some(v) = &f.neq {
             ok &= !equals(v);
         }
+        if let Some(v) = &f.lt {
+            ok &= cmp_any(v, &|c| c.is_lt());
+        }
+        if let Some(v) = &f.lte {
+            ok &= cmp_any(v, &|c| c.is_le());
+        }
+        if let Some(v) = &f.gt {
+            ok &= cmp_any(v, &|c| c.is_gt());
+        }
+        if let Some(v) = &f.gte {
+            ok &= cmp_any(v, &|c| c.is_ge());
+        }
+        if let Some((lo, hi)) = &f.between {
+            ok &= texts
+                .iter()
+                .any(|x| compare_text(x, lo).is_ge() && compare_text(x, hi).is_le());
+        }
+        if let Some((lo, hi)) = &f.nbetween {
+            ok &= !texts
+                .iter()
+                .any(|x| compare_text(x, lo).is_ge() && compare_text(x, hi).is_le());
+        }
+        // `in` matches any of the values, `contains` all of them.
         if let Some(vs) = &f.in_ {
             ok &= vs.iter().any(|v| equals(v));
         }
         if let Some(vs) = &f.nin {
             ok &= !vs.iter().any(|v| equals(v));
         }
-        if let Some(v) = &f.contains {
-            let v = v.to_lowercase();
-            ok &= test(&|x| x.to_lowercase().contains(&v));
+        if let Some(vs) = &f.contains {
+            ok &= vs.iter().all(|v| contains(v));
         }
-        if let Some(v) = &f.ncontains {
-            let v = v.to_lowercase();
-            ok &= !test(&|x| x.to_lowercase().contains(&v));
+        if let Some(vs) = &f.ncontains {
+            ok &= !vs.iter().any(|v| contains(v));
         }
     }
     if !f.and.is_empty() {
-        ok &= f
-            .and
-            .iter()
-            .all(|s| eval_filter(s, id, title, phase, fields));
+        ok &= f.and.iter().all(|s| eval_filter(s, n));
     }
     if !f.or.is_empty() {
-        ok &=
-            f.or.iter()
-                .any(|s| eval_filter(s, id, title, phase, fields));
+        ok &= f.or.iter().any(|s| eval_filter(s, n));
     }
     ok
-}
-
-fn pred_on_value(v: &Json, pred: &dyn Fn(&str) -> bool) -> bool {
-    match v {
-        Json::Array(a) => a.iter().any(|x| pred(&values::json_text(x))),
-        other => pred(&values::json_text(other)),
-    }
 }
 
 /// `CardSearch`, decoded.

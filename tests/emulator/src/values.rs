@@ -1,5 +1,5 @@
-//! Field types, write-side value validation/normalisation (API.md §3.2) and read-side
-//! formatting (API.md §3.3).
+//! Field types, write-side value validation/normalisation (docs/pipefy-api.md §6) and read-side
+//! formatting (docs/pipefy-api.md §6).
 //!
 //! Stored (canonical) values, as seen in [`crate::StateSnapshot`]:
 //! text-like, select/radio: JSON string; number/currency: JSON number; date: `"YYYY-MM-DD"`;
@@ -11,7 +11,7 @@ use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeZon
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-/// Pipefy field type ids (lower-case; API.md §3.1).
+/// Pipefy field type ids (lower-case; docs/pipefy-api.md §6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FieldType {
@@ -111,7 +111,7 @@ impl FieldType {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ValueFormat {
-    /// As recorded from a pt-BR organisation (API.md §3.3): dates `dd/mm/yyyy`, datetimes
+    /// As recorded from a pt-BR organisation (docs/pipefy-api.md §6): dates `dd/mm/yyyy`, datetimes
     /// `dd/mm/yyyy HH:MM`, currency `350,21`.
     #[default]
     PtBr,
@@ -139,7 +139,7 @@ pub fn looks_like_uuid(s: &str) -> bool {
 }
 
 /// Splits a client's list input into strings. Accepts real JSON arrays, numbers, and the
-/// `"[a, b]"` / `"[\"a\",\"b\"]"` string form older clients send (API.md §3.2).
+/// `"[a, b]"` / `"[\"a\",\"b\"]"` string form older clients send (docs/pipefy-api.md §6).
 pub fn flatten_list_input(raw: &[Json]) -> Vec<String> {
     let mut out = Vec::new();
     for v in raw {
@@ -296,6 +296,17 @@ pub fn check_list_items(
         if let Some(url) = items.iter().find(|i| i.starts_with("http")) {
             return Err(bad(label, format!("takes upload paths, not URLs: {url:?}")));
         }
+    }
+    Ok(())
+}
+
+/// Checks one attachment storage path: an upload path, not a (signed) URL.
+pub fn check_attachment_path(path: &str) -> Result<(), String> {
+    if path.starts_with("http") {
+        return Err(format!("attachments take upload paths, not URLs: {path:?}"));
+    }
+    if path.trim().is_empty() {
+        return Err("attachments take upload paths, got an empty one".to_string());
     }
     Ok(())
 }

@@ -324,7 +324,7 @@ async fn permissions_follow_membership_and_role() {
         )
         .await;
     assert_eq!(code(&body), "PERMISSION_DENIED");
-    // A plain member reads but cannot write (API writes need an admin, API.md §1.2).
+    // A plain member reads but cannot write (API writes need an admin, docs/pipefy-api.md §2).
     let body = e
         .gql_as(
             "bruno-token",

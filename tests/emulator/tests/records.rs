@@ -311,7 +311,8 @@ async fn records_lookup_by_field_uuid() {
     for i in 0..3 {
         e.create_customer(&format!("K-{i}"), json!({"signup_date": "2024-05-0{}".replace("{}", &(i + 1).to_string()), "seats": i * 10})).await;
     }
-    let q = "query($repo: ID!, $f: String!, $v: String!) { records(repoId: $repo, where: {field: $f, eq: $v}, first: 1) { totalCount pageInfo { hasNextPage } edges { node { id title currentPhase { id } fields { name value field { id uuid } } } } } }";
+    // `eq` takes any scalar (docs/pipefy-api.md §5), so its variable is UndefinedInput.
+    let q = "query($repo: ID!, $f: String!, $v: UndefinedInput!) { records(repoId: $repo, where: {field: $f, eq: $v}, first: 1) { totalCount pageInfo { hasNextPage } edges { node { id title currentPhase { id } fields { name value field { id uuid } } } } } }";
     let d = e
         .data(
             q,
@@ -363,11 +364,12 @@ async fn records_lookup_by_field_uuid() {
         .await;
     assert_eq!(d["records"]["totalCount"], 2);
     assert_eq!(d["records"]["pageInfo"]["hasNextPage"], true);
-    // A slug in `field` is rejected; a non-canonical uuid is a generic internal error.
+    // A slug in `field`, like a non-canonical uuid, is Pipefy's generic internal error.
     let body = e
         .gql(q, json!({"repo": "301", "f": "external_id", "v": "K-1"}))
         .await;
-    assert_eq!(code(&body), "INVALID_INPUT");
+    assert_eq!(code(&body), "INTERNAL_SERVER_ERROR");
+    assert_eq!(message(&body), "Something went wrong");
     let body = e
         .gql(
             q,
@@ -390,11 +392,119 @@ async fn records_lookup_by_field_uuid() {
     assert_eq!(d["records"]["edges"][0]["node"]["id"], "bR4nT8wZ");
     let body = e
         .gql(
-            "{ records(repoId: 301, where: {attribute: TITLE, gt: \"a\"}) { totalCount } }",
+            "{ records(repoId: 301, where: {attribute: CREATOR, eq: \"a\"}) { totalCount } }",
             json!({}),
         )
         .await;
     assert_eq!(code(&body), "INVALID_INPUT");
+}
+
+#[tokio::test]
+async fn records_filters_take_pipefys_types_and_order_by_is_honoured() {
+    let e = emu().await;
+    for i in 0..4 {
+        e.create_customer(&format!("T-{i}"), json!({"seats": i * 10}))
+            .await;
+    }
+    let seats = uuid_of("301", "seats");
+    let ext = uuid_of("301", "external_id");
+    let q = "query($w: FilterSet, $o: [OrderBy!]) { records(repoId: 301, where: $w, orderBy: $o) { totalCount edges { node { title } } } }";
+    let titles = |d: &serde_json::Value| -> Vec<String> {
+        d["records"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["node"]["title"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // Scalars of any JSON type for comparisons, a {min, max} range for between.
+    let d = e
+        .data(q, json!({"w": {"field": seats, "gte": 10, "lt": 30}}))
+        .await;
+    assert_eq!(titles(&d), ["T-1", "T-2"]);
+    let d = e
+        .data(
+            q,
+            json!({"w": {"field": seats, "between": {"min": 0, "max": 10}}}),
+        )
+        .await;
+    assert_eq!(titles(&d), ["T-0", "T-1"]);
+    let d = e
+        .data(q, json!({"w": {"and": [{"field": seats, "nbetween": {"min": 0, "max": 10}}, {"attribute": "TITLE", "contains": ["T-"]}]}}))
+        .await;
+    assert_eq!(titles(&d), ["T-2", "T-3"]);
+    // in/nin/contains take lists; in matches any, contains all.
+    let d = e
+        .data(q, json!({"w": {"field": ext, "in": ["T-0", "T-3"]}}))
+        .await;
+    assert_eq!(titles(&d), ["T-0", "T-3"]);
+    let d = e
+        .data(
+            q,
+            json!({"w": {"attribute": "TITLE", "contains": ["T-", "3"]}}),
+        )
+        .await;
+    assert_eq!(titles(&d), ["T-3"]);
+    let d = e
+        .data(q, json!({"w": {"and": [{"field": ext, "in": ["T-0", "T-1", "T-2", "T-3"]}, {"attribute": "TITLE", "nin": ["T-0"], "ncontains": ["2"]}]}}))
+        .await;
+    assert_eq!(titles(&d), ["T-1", "T-3"]);
+    // A plain string where Pipefy wants a range is a variable error, not a match.
+    let body = e
+        .gql(q, json!({"w": {"field": seats, "between": "0..10"}}))
+        .await;
+    assert!(body.get("data").is_none(), "{body}");
+    // orderBy: by a field uuid, descending; by an attribute, ascending.
+    let d = e
+        .data(
+            q,
+            json!({"w": {"attribute": "TITLE", "contains": ["T-"], "ncontains": ["CUST"]}, "o": [{"field": seats, "direction": "DESC"}]}),
+        )
+        .await;
+    assert_eq!(titles(&d), ["T-3", "T-2", "T-1", "T-0"]);
+    let d = e
+        .data(
+            q,
+            json!({"w": {"field": ext, "in": ["T-2", "T-1"]}, "o": [{"attribute": "TITLE"}]}),
+        )
+        .await;
+    assert_eq!(titles(&d), ["T-1", "T-2"]);
+    // A slug as orderBy field: the generic internal error too.
+    let body = e.gql(q, json!({"o": [{"field": "seats"}]})).await;
+    assert_eq!(code(&body), "INTERNAL_SERVER_ERROR");
+}
+
+#[tokio::test]
+async fn records_filter_on_labels_and_assignees() {
+    let e = emu().await;
+    let id = e.create_customer("L-1", json!({})).await;
+    e.create_customer("L-2", json!({})).await;
+    e.data(
+        "mutation($i: UpdateCardInput!) { updateCard(input: $i) { card { id } } }",
+        json!({"i": {"id": id, "label_ids": ["310001"], "assignee_ids": ["1002"]}}),
+    )
+    .await;
+    let q = "query($w: FilterSet) { records(repoId: 301, where: $w) { edges { node { id } } } }";
+    let ext = uuid_of("301", "external_id");
+    let mine = |w: serde_json::Value| json!({"and": [{"field": ext, "in": ["L-1", "L-2"]}, w]});
+    for w in [
+        json!({"attribute": "LABELS", "in": ["310001"]}),
+        json!({"attribute": "ASSIGNEES", "eq": "1002"}),
+        json!({"and": [{"attribute": "LABELS", "contains": ["310001"]}, {"attribute": "ASSIGNEES", "in": ["1002", "1003"]}]}),
+    ] {
+        let d = e.data(q, json!({"w": mine(w.clone())})).await;
+        assert_eq!(d["records"]["edges"], json!([{"node": {"id": id}}]), "{w}");
+    }
+    let d = e
+        .data(
+            q,
+            json!({"w": mine(json!({"attribute": "LABELS", "nin": ["310001"]}))}),
+        )
+        .await;
+    assert_eq!(d["records"]["edges"].as_array().map(Vec::len), Some(1));
+    assert!(!d["records"]["edges"]
+        .to_string()
+        .contains(&format!("\"{id}\"")));
 }
 
 #[tokio::test]

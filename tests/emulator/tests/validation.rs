@@ -588,11 +588,11 @@ async fn the_clients_documents_pass_validation() {
     let field_sel = "id internal_id uuid label type required options";
     let card_sel = "id title done due_date current_phase { id name } labels { id name } assignees { id name email } fields { name value field { id } }";
     let reads = format!(
-        "query Batch($v0: ID!, $v1: ID!, $v2: ID!, $v3: FilterSet!, $v4: ID!, $v5: String!, $v6: String!, $v7: String!, $v8: String!, $v9: String!, $v10: ID!, $v11: Int, $v12: String, $v13: ID!) {{\n\
+        "query Batch($v0: ID!, $v1: ID!, $v2: ID!, $v3: FilterSet!, $v4: ID!, $v5: FindCards!, $v7: String!, $v8: String!, $v9: String!, $v10: ID!, $v11: Int, $v12: String, $v13: ID!) {{\n\
   op0: pipe(id: $v0) {{ id name startFormPhaseId start_form_fields {{ {field_sel} }} phases {{ id name done fields {{ {field_sel} }} cards_can_be_moved_to_phases {{ id }} }} labels {{ id name }} members {{ user {{ id name email }} }} }}\n\
   op1: table(id: $v1) {{ id name table_fields {{ id internal_id label type required options }} }}\n\
   op2: records(repoId: $v2, where: $v3, first: 2) {{ edges {{ node {{ id }} }} }}\n\
-  op3: findCards(pipeId: $v4, search: {{fieldId: $v5, fieldValue: $v6}}, first: 2) {{ edges {{ node {{ id }} }} }}\n\
+  op3: findCards(pipeId: $v4, search: $v5, first: 2) {{ edges {{ node {{ id }} }} }}\n\
   op4: findRecords(tableId: $v7, search: {{fieldId: $v8, fieldValue: $v9}}, first: 2) {{ edges {{ node {{ id }} }} }}\n\
   op5: cards(pipe_id: $v10, first: $v11, after: $v12, search: {{include_done: true}}) {{ pageInfo {{ hasNextPage endCursor }} edges {{ node {{ {card_sel} }} }} }}\n\
   op6: card(id: $v13) {{ {card_sel} }}\n}}"
@@ -600,7 +600,7 @@ async fn the_clients_documents_pass_validation() {
     let vars = json!({
         "v0": "301", "v1": "tbl_accounts", "v2": "301",
         "v3": {"field": uuid_of("301", "external_id"), "eq": "CUST-0001"},
-        "v4": "302", "v5": "project_code", "v6": "P-100",
+        "v4": "302", "v5": {"fieldId": "project_code", "fieldValue": "P-100"},
         "v7": "tbl_accounts", "v8": "code", "v9": "ACME",
         "v10": "302", "v11": 50, "v12": null, "v13": "900004",
     });
@@ -614,7 +614,7 @@ async fn the_clients_documents_pass_validation() {
   op0: createCard(input: $v0) { card { id } }\n\
   op1: updateCard(input: $v1) { card { id } }\n\
   op2: updateCardField(input: $v2) { success card { id } }\n\
-  op3: updateFieldsValues(input: $v3) { success userErrors { field message } updatedNode { ... on Card { id } ... on TableRecord { id } } }\n\
+  op3: updateFieldsValues(input: $v3) { success userErrors { field message } updatedNode { ... on Card { id } } }\n\
   op4: moveCardToPhase(input: $v4) { card { id current_phase { id } } }\n\
   op5: createTableRecord(input: $v5) { table_record { id } }\n\
   op6: updateTableRecord(input: $v6) { table_record { id } }\n\
