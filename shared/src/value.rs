@@ -78,6 +78,39 @@ impl Value {
             obj @ serde_json::Value::Object(_) => Value::Str(obj.to_string()),
         }
     }
+
+    /// The value as JSON, for the failed-rows file: what a reader of that file needs to
+    /// reproduce the row. A non-finite float (which JSON cannot hold) is kept as its text
+    /// (`"NaN"`, `"inf"`) rather than lost as null; other non-JSON types as their text form.
+    pub fn to_json(&self) -> serde_json::Value {
+        self.json(false)
+    }
+
+    /// Like [`Value::to_json`], for the members of a nested Parquet struct or map: a string
+    /// holding a JSON object is an inner struct the reader already encoded, and goes back in
+    /// as that object rather than as a quoted string.
+    pub fn to_nested_json(&self) -> serde_json::Value {
+        self.json(true)
+    }
+
+    fn json(&self, nested: bool) -> serde_json::Value {
+        match self {
+            Value::Null => serde_json::Value::Null,
+            Value::Bool(b) => serde_json::Value::Bool(*b),
+            Value::Int(i) => serde_json::Value::from(*i),
+            Value::Float(f) => serde_json::Number::from_f64(*f)
+                .map(serde_json::Value::Number)
+                .unwrap_or_else(|| serde_json::Value::String(f.to_string())),
+            Value::Str(s) if nested => match serde_json::from_str::<serde_json::Value>(s) {
+                Ok(obj @ serde_json::Value::Object(_)) => obj,
+                _ => serde_json::Value::String(s.clone()),
+            },
+            Value::List(items) => {
+                serde_json::Value::Array(items.iter().map(|v| v.json(nested)).collect())
+            }
+            other => serde_json::Value::String(other.to_string()),
+        }
+    }
 }
 
 /// The text form used by templates and text fields.
@@ -103,5 +136,26 @@ impl fmt::Display for Value {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_json_form_for_failed_rows_and_nested_parquet_values() {
+        // JSON has no NaN: both forms keep its text rather than turning it into null.
+        for v in [Value::Float(f64::NAN), Value::Float(f64::INFINITY)] {
+            assert_eq!(v.to_json(), v.to_nested_json());
+            assert!(v.to_json().is_string(), "{:?}", v.to_json());
+        }
+        assert_eq!(Value::Float(1.5).to_json(), serde_json::json!(1.5));
+        // A string holding an object is an inner struct only inside a nested value.
+        let inner = Value::List(vec![Value::Str(r#"{"a":1}"#.into()), Value::Int(2)]);
+        assert_eq!(inner.to_nested_json(), serde_json::json!([{"a": 1}, 2]));
+        assert_eq!(inner.to_json(), serde_json::json!([r#"{"a":1}"#, 2]));
+        let date = Value::Date(NaiveDate::from_ymd_opt(2026, 1, 2).unwrap_or_default());
+        assert_eq!(date.to_json(), serde_json::json!("2026-01-02"));
     }
 }

@@ -13,7 +13,6 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use pipefy_sync::config::{load_destination_file, Destination};
 use pipefy_sync::engine::{sync, Progress, RunContext, RunRequest, RunScope};
-use pipefy_sync::lambda::{check_token_hosts, client_config, credentials_provider};
 use pipefy_sync::mapping::{Mapper, Schema};
 use pipefy_sync::pipefy::{AllowedHosts, PipefyClient};
 use pipefy_sync::report::{Counts, RowResult, RunStatus, RunSummary};
@@ -266,11 +265,13 @@ async fn check_live(dest: &Destination) -> Result<(), String> {
 }
 
 async fn pipefy_client(dest: &Destination) -> Result<PipefyClient, String> {
-    check_token_hosts(dest, &AllowedHosts::from_env()).map_err(|e| e.to_string())?;
     let sdk = pipefy_sync::aws::load_sdk_config().await;
-    let provider = credentials_provider(dest, &pipefy_sync::aws::secrets_client(&sdk))
-        .map_err(|e| e.to_string())?;
-    PipefyClient::new(client_config(dest), provider).map_err(|e| e.to_string())
+    pipefy_sync::aws::pipefy_client(
+        dest,
+        &AllowedHosts::from_env(),
+        &pipefy_sync::aws::secrets_client(&sdk),
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// A folder or `s3://bucket/prefix` as a store and a key prefix.

@@ -195,7 +195,7 @@ pub struct FieldMapping {
 #[serde(rename_all = "snake_case")]
 pub enum ValueSource {
     Column(String),
-    Constant(serde_yaml::Value),
+    Constant(serde_norway::Value),
     /// `"{first_name} {last_name}"`: `{col}` is replaced by the column's text; `{{` is a brace.
     Template(String),
 }
@@ -212,14 +212,14 @@ struct FieldMappingFull {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     column: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    constant: Option<serde_yaml::Value>,
+    constant: Option<serde_norway::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     template: Option<String>,
     // YAML writes a transform as `{parse_date: {format: ...}}` or a bare `trim`.
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",
-        with = "serde_yaml::with::singleton_map_recursive"
+        with = "serde_norway::with::singleton_map_recursive"
     )]
     transforms: Vec<Transform>,
     #[serde(default)]
@@ -359,12 +359,12 @@ pub struct ConnectConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
-    /// Requests allowed per window per token (Pipefy: 500 per 30 s, unofficial; API.md §4.3).
+    /// Requests allowed per window per token (Pipefy: 500 per 30 s, unofficial; docs/pipefy-api.md §9).
     #[serde(default = "default_requests_per_window")]
     pub requests_per_window: u32,
     #[serde(default = "default_window_seconds")]
     pub window_seconds: u32,
-    /// Aliased mutations per HTTP request (API.md §4.5: conservative 20).
+    /// Aliased mutations per HTTP request (docs/pipefy-api.md §9: conservative 20).
     #[serde(default = "default_mutations_per_request")]
     pub mutations_per_request: u32,
     /// HTTP requests in flight at once.
@@ -457,7 +457,7 @@ pub struct SyncOptions {
     #[serde(default = "default_true")]
     pub lookup_unknown_keys: bool,
     /// Seconds to wait before looking a key up after an ambiguous create (Pipefy's search
-    /// may lag a write; API.md does not say by how much).
+    /// may lag a write; docs/pipefy-api.md, Unverified: no source says by how much).
     #[serde(default = "default_ambiguous_settle_seconds")]
     pub ambiguous_settle_seconds: f64,
     /// Notify when failed rows of a run exceed this count.

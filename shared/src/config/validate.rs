@@ -24,7 +24,7 @@ pub fn parse_destination(file: &str, text: &str) -> Result<Destination, ConfigEr
         path,
         message,
     };
-    let de = serde_yaml::Deserializer::from_str(text);
+    let de = serde_norway::Deserializer::from_str(text);
     let dest: Destination = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let message = e.inner().to_string();

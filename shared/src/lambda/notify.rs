@@ -6,13 +6,24 @@
 //! Whether a destination is currently failing is kept in `state/<destination>/notify.json`,
 //! so "recovered" is said once, on the first good run after a bad one.
 
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::aws::{secret_string, SecretReadError};
 use crate::report::{RunStatus, RunSummary};
-use crate::store::WriteCondition;
+use crate::store::{ObjectStore, WriteCondition};
 
+use super::catalog::Catalog;
+use super::deps::Deps;
+use super::error::{HandlerError, NotifyError};
 use super::events::InvocationRecord;
-use super::{storage_error, Deps, HandlerError};
+
+/// Where notifications go.
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    /// Posts one message; an error means it was not delivered.
+    async fn post(&self, text: &str) -> Result<(), HandlerError>;
+}
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct NotifyState {
@@ -81,24 +92,16 @@ fn classify(record: &InvocationRecord) -> (String, Option<RunSummary>, Option<St
     }
 }
 
-pub async fn handle(
-    deps: &Deps,
-    payload: serde_json::Value,
-) -> Result<serde_json::Value, HandlerError> {
-    let record: InvocationRecord = serde_json::from_value(payload).map_err(|e| {
-        HandlerError::InvalidEvent(format!("not a Lambda asynchronous invocation record: {e}"))
-    })?;
-    let (destination, summary, failure) = classify(&record);
-    let state_key = format!("{}{destination}/notify.json", deps.settings.state_prefix);
-    let previous: NotifyState = match deps.system_store.get_bytes(&state_key).await {
-        Ok((_, bytes)) => serde_json::from_slice(&bytes).unwrap_or_default(),
-        Err(_) => NotifyState::default(),
-    };
-    let threshold = match deps.catalog.get(&destination).await {
-        Ok(d) => d.sync.failed_rows_alert_threshold,
-        Err(_) => 0,
-    };
-    let (event, message, failing) = match (&failure, &summary) {
+/// What a run's outcome means for its destination: the event name, the message (none
+/// for `ok`), and whether the destination is failing after it.
+fn decide(
+    destination: &str,
+    failure: Option<&str>,
+    summary: Option<&RunSummary>,
+    threshold: u64,
+    was_failing: bool,
+) -> (&'static str, Option<String>, bool) {
+    match (failure, summary) {
         (Some(f), _) => (
             "failed",
             Some(format!(":red_circle: pipefy-sync: destination `{destination}` failed: {f}")),
@@ -134,26 +137,60 @@ pub async fn handle(
             )),
             true,
         ),
-        (None, _) if previous.failing => (
+        (None, _) if was_failing => (
             "recovered",
             Some(format!(":large_green_circle: pipefy-sync: destination `{destination}` recovered")),
             false,
         ),
         (None, _) => ("ok", None, false),
+    }
+}
+
+/// One invocation record: the destination's failing state in `store` under
+/// `<state_prefix><destination>/notify.json`, and a message to `notifier` (when there is one)
+/// if the record says something worth saying.
+pub async fn handle(
+    catalog: &dyn Catalog,
+    store: &dyn ObjectStore,
+    notifier: Option<&dyn Notifier>,
+    state_prefix: &str,
+    payload: serde_json::Value,
+) -> Result<serde_json::Value, HandlerError> {
+    let record: InvocationRecord = serde_json::from_value(payload).map_err(|e| {
+        HandlerError::InvalidEvent(format!("not a Lambda asynchronous invocation record: {e}"))
+    })?;
+    let (destination, summary, failure) = classify(&record);
+    let state_key = format!("{state_prefix}{destination}/notify.json");
+    // A missing or unreadable state is "not failing": at worst one "recovered" is not said.
+    let previous: NotifyState = match store.get_bytes(&state_key).await {
+        Ok((_, bytes)) => serde_json::from_slice(&bytes).unwrap_or_default(),
+        Err(_) => NotifyState::default(),
     };
+    // An unknown or invalid destination alerts on any failed row.
+    let threshold = match catalog.get(&destination).await {
+        Ok(d) => d.sync.failed_rows_alert_threshold,
+        Err(_) => 0,
+    };
+    let (event, message, failing) = decide(
+        &destination,
+        failure.as_deref(),
+        summary.as_ref(),
+        threshold,
+        previous.failing,
+    );
     if failing != previous.failing {
         let body =
             bytes::Bytes::from(serde_json::to_vec(&NotifyState { failing }).unwrap_or_default());
-        deps.system_store
+        store
             .put_bytes(&state_key, body, WriteCondition::None)
             .await
-            .map_err(|e| storage_error("saving notify state", e))?;
+            .map_err(|e| HandlerError::storage("saving notify state", e))?;
     }
     let mut posted = false;
     if let Some(text) = &message {
         tracing::warn!(destination = %destination, event, message = %text, "notification");
-        if let Some(secret_id) = &deps.settings.slack_webhook_secret {
-            post_to_slack(deps, secret_id, text).await?;
+        if let Some(notifier) = notifier {
+            notifier.post(text).await?;
             posted = true;
         }
     } else {
@@ -168,44 +205,253 @@ pub async fn handle(
     .map_err(|e| HandlerError::Setup(e.to_string()))
 }
 
-async fn post_to_slack(deps: &Deps, secret_id: &str, text: &str) -> Result<(), HandlerError> {
-    let out = deps
-        .secrets
-        .get_secret_value()
-        .secret_id(secret_id)
-        .send()
-        .await
-        .map_err(|e| {
-            HandlerError::Secret(format!(
-                "webhook secret '{secret_id}': {}",
-                e.as_service_error()
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|| "Secrets Manager could not be reached".into())
-            ))
-        })?;
-    // The webhook URL is a credential: it is never logged or put in an error.
-    let url = out
-        .secret_string()
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .ok_or_else(|| HandlerError::Secret(format!("webhook secret '{secret_id}' is empty")))?;
-    let response = reqwest::Client::new()
-        .post(url)
-        .timeout(std::time::Duration::from_secs(10))
-        .json(&serde_json::json!({ "text": text }))
-        .send()
-        .await
-        .map_err(|e| {
-            HandlerError::Pipefy(format!(
-                "posting to the Slack webhook failed: {}",
-                e.without_url()
-            ))
-        })?;
-    if !response.status().is_success() {
-        return Err(HandlerError::Pipefy(format!(
-            "the Slack webhook answered HTTP {}",
-            response.status().as_u16()
-        )));
+/// Posts to the Slack incoming webhook whose URL is the secret `secret_id`.
+pub struct SlackNotifier {
+    secrets: aws_sdk_secretsmanager::Client,
+    secret_id: String,
+}
+
+impl Deps {
+    /// The Slack notifier, when `PIPEFY_SYNC_SLACK_WEBHOOK_SECRET` names a webhook.
+    pub fn slack_notifier(&self) -> Option<SlackNotifier> {
+        self.settings
+            .slack_webhook_secret
+            .as_ref()
+            .map(|secret_id| SlackNotifier {
+                secrets: self.secrets.clone(),
+                secret_id: secret_id.clone(),
+            })
     }
-    Ok(())
+}
+
+#[async_trait]
+impl Notifier for SlackNotifier {
+    async fn post(&self, text: &str) -> Result<(), HandlerError> {
+        let secret_id = &self.secret_id;
+        let url = secret_string(&self.secrets, secret_id)
+            .await
+            .map_err(|e| match e {
+                SecretReadError::Unavailable(detail) => {
+                    HandlerError::Secret(format!("webhook secret '{secret_id}': {detail}"))
+                }
+                SecretReadError::NoString => {
+                    HandlerError::Secret(format!("webhook secret '{secret_id}' is empty"))
+                }
+            })?;
+        // The webhook URL is a credential: it is never logged or put in an error.
+        let url = url.trim();
+        if url.is_empty() {
+            return Err(HandlerError::Secret(format!(
+                "webhook secret '{secret_id}' is empty"
+            )));
+        }
+        let response = reqwest::Client::new()
+            .post(url)
+            .timeout(std::time::Duration::from_secs(10))
+            .json(&serde_json::json!({ "text": text }))
+            .send()
+            .await
+            .map_err(|e| NotifyError::Unreachable(e.without_url().to_string()))?;
+        if !response.status().is_success() {
+            return Err(NotifyError::Rejected(response.status().as_u16()).into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::lambda::fakes::{destination, summary, FakeCatalog, FakeNotifier};
+    use crate::store::memory::MemoryStore;
+
+    fn success(summary: &RunSummary) -> serde_json::Value {
+        json!({
+            "requestContext": {"condition": "Success", "approximateInvokeCount": 1},
+            "requestPayload": {"destination": summary.destination},
+            "responseContext": {"statusCode": 200},
+            "responsePayload": summary,
+        })
+    }
+
+    fn failure(destination: &str) -> serde_json::Value {
+        json!({
+            "requestContext": {"condition": "RetriesExhausted", "approximateInvokeCount": 3},
+            "requestPayload": {"destination": destination},
+            "responseContext": {"statusCode": 200, "functionError": "Unhandled"},
+            "responsePayload": {"errorType": "PipefyUnauthorized", "errorMessage": "token rejected"},
+        })
+    }
+
+    struct World {
+        catalog: FakeCatalog,
+        store: MemoryStore,
+        slack: FakeNotifier,
+    }
+
+    impl World {
+        fn new() -> World {
+            World {
+                catalog: FakeCatalog::of([destination(
+                    "customers",
+                    "customers",
+                    "sync: { failed_rows_alert_threshold: 2 }",
+                )]),
+                store: MemoryStore::new(),
+                slack: FakeNotifier::default(),
+            }
+        }
+
+        async fn notify(&self, record: serde_json::Value) -> Result<(String, bool), HandlerError> {
+            let out = handle(
+                &self.catalog,
+                &self.store,
+                Some(&self.slack),
+                "state/",
+                record,
+            )
+            .await?;
+            Ok((
+                out["event"].as_str().unwrap_or_default().to_string(),
+                out["posted"].as_bool().unwrap_or_default(),
+            ))
+        }
+
+        async fn failing(&self, destination: &str) -> Option<bool> {
+            let (_, bytes) = self
+                .store
+                .get_bytes(&format!("state/{destination}/notify.json"))
+                .await
+                .ok()?;
+            serde_json::from_slice::<NotifyState>(&bytes)
+                .ok()
+                .map(|s| s.failing)
+        }
+    }
+
+    #[tokio::test]
+    async fn failure_then_quiet_then_recovered_once() {
+        let w = World::new();
+        let ok = summary("customers", "schedule", RunStatus::Completed);
+        assert_eq!(w.notify(success(&ok)).await.unwrap(), ("ok".into(), false));
+        assert_eq!(
+            w.failing("customers").await,
+            None,
+            "nothing to remember yet"
+        );
+
+        assert_eq!(
+            w.notify(failure("customers")).await.unwrap(),
+            ("failed".into(), true)
+        );
+        assert_eq!(w.failing("customers").await, Some(true));
+        let posts = w.slack.posts();
+        assert!(
+            posts[0].contains("`customers` failed: PipefyUnauthorized: token rejected (condition RetriesExhausted, 3 attempt(s))"),
+            "{posts:?}"
+        );
+
+        assert_eq!(
+            w.notify(success(&ok)).await.unwrap(),
+            ("recovered".into(), true)
+        );
+        assert_eq!(w.failing("customers").await, Some(false));
+        assert_eq!(w.notify(success(&ok)).await.unwrap(), ("ok".into(), false));
+        assert_eq!(w.slack.posts().len(), 2, "recovered is said once");
+    }
+
+    #[tokio::test]
+    async fn warnings_for_lease_lost_removal_skipped_and_failed_rows() {
+        let w = World::new();
+        let lost = summary("customers", "schedule", RunStatus::LeaseLost);
+        assert_eq!(w.notify(success(&lost)).await.unwrap().0, "lease_lost");
+
+        let mut skipped = summary("customers", "schedule", RunStatus::Completed);
+        skipped.removal_skipped = Some("REMOVAL_GUARD: 90% of the keys".into());
+        assert_eq!(
+            w.notify(success(&skipped)).await.unwrap().0,
+            "removal_skipped"
+        );
+
+        let mut rows = summary("customers", "schedule", RunStatus::Completed);
+        rows.counts.read = 10;
+        rows.counts.failed = 2;
+        assert_eq!(
+            w.notify(success(&rows)).await.unwrap().0,
+            "recovered",
+            "at the threshold is not over it"
+        );
+        rows.counts.skipped_by_preflight = 1;
+        assert_eq!(w.notify(success(&rows)).await.unwrap().0, "failed_rows");
+        let posts = w.slack.posts();
+        assert!(
+            posts[3].contains("3 of 10 rows failed (threshold 2)"),
+            "{posts:?}"
+        );
+        assert!(
+            posts[1].contains("removed no cards: REMOVAL_GUARD"),
+            "{posts:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn upload_results_and_unknown_destinations() {
+        let w = World::new();
+        // sync-upload answers {"runs": [...]}: the first run's summary is the one judged.
+        let mut rows = summary("other", "upload", RunStatus::Completed);
+        rows.counts.failed = 1;
+        let record = json!({
+            "requestContext": {"condition": "Success"},
+            "requestPayload": {"Records": []},
+            "responsePayload": {"runs": [rows], "ignored": []},
+        });
+        // `other` is not in the catalog: any failed row alerts.
+        assert_eq!(w.notify(record).await.unwrap().0, "failed_rows");
+        assert_eq!(w.failing("other").await, Some(true));
+        let failed_upload = json!({
+            "requestContext": {"condition": "EventAgeExceeded"},
+            "requestPayload": {"Records": []},
+            "responsePayload": {},
+        });
+        assert_eq!(w.notify(failed_upload).await.unwrap().0, "failed");
+        assert_eq!(w.failing("(upload)").await, Some(true));
+    }
+
+    #[tokio::test]
+    async fn without_a_webhook_nothing_is_posted_but_the_state_is_kept() {
+        let w = World::new();
+        let out = handle(&w.catalog, &w.store, None, "state/", failure("customers"))
+            .await
+            .unwrap();
+        assert_eq!(out["event"], "failed");
+        assert_eq!(out["posted"], false);
+        assert!(out["message"].as_str().is_some());
+        assert_eq!(w.failing("customers").await, Some(true));
+    }
+
+    #[tokio::test]
+    async fn a_slack_outage_is_a_notify_error() {
+        let w = World {
+            slack: FakeNotifier {
+                down: true,
+                ..FakeNotifier::default()
+            },
+            ..World::new()
+        };
+        let err = w.notify(failure("customers")).await.unwrap_err();
+        assert_eq!(err.error_type(), "NotifyFailed");
+        // The failing state is saved before the post is tried.
+        assert_eq!(w.failing("customers").await, Some(true));
+    }
+
+    #[tokio::test]
+    async fn a_record_that_is_not_an_invocation_record_is_invalid() {
+        let w = World::new();
+        assert!(matches!(
+            w.notify(json!({"destination": "customers"})).await,
+            Err(HandlerError::InvalidEvent(_))
+        ));
+    }
 }

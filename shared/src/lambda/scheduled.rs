@@ -3,17 +3,24 @@
 
 use std::time::Instant;
 
-use crate::engine::{sync, RunRequest};
+use crate::engine::RunRequest;
 use crate::report::RunStatus;
 
+use super::catalog::Catalog;
+use super::deps::Runner;
+use super::error::HandlerError;
 use super::events::ScheduledEvent;
-use super::{metrics, Deps, HandlerError};
+use super::metrics;
+use super::settings::Settings;
 
 /// How long a run waits for the lease before handing its work to the holder.
-const LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+pub(super) const LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// One scheduled, manual or continued run of the destination the payload names.
 pub async fn handle(
-    deps: &Deps,
+    catalog: &dyn Catalog,
+    runner: &dyn Runner,
+    settings: &Settings,
     payload: serde_json::Value,
     deadline_ms: u64,
 ) -> Result<serde_json::Value, HandlerError> {
@@ -29,32 +36,125 @@ pub async fn handle(
     }
     let scope = event.scope().map_err(HandlerError::InvalidEvent)?;
     let started = Instant::now();
-    let dest = deps.catalog.get(&event.destination).await?;
-    let ctx = deps.run_context(&dest).await?;
+    let dest = catalog.get(&event.destination).await?;
     let req = RunRequest {
         trigger: event.trigger().to_string(),
         scope,
         dry_run: event.dry_run,
         full_resync: event.full_resync,
         continue_run: event.continue_run.clone(),
-        deadline: Some(deps.settings.run_deadline(deadline_ms)),
+        deadline: Some(settings.run_deadline(deadline_ms)),
         lease_wait: LEASE_WAIT,
         report_unchanged: false,
         allow_mass_removal: event.allow_mass_removal,
     };
     tracing::info!(destination = %dest.name, trigger = %req.trigger, dry_run = req.dry_run, "run starting");
-    let summary = sync(&ctx, &dest, req).await.map_err(|e| {
-        let e = HandlerError::from(e);
+    let summary = runner.run(&dest, req).await.map_err(|e| {
         tracing::error!(destination = %dest.name, error_type = e.error_type(), error = %e, "run failed");
         e
     })?;
     if summary.status != RunStatus::Deferred {
         metrics::emit(
-            &deps.settings.metrics_namespace,
+            &settings.metrics_namespace,
             &summary,
             started.elapsed().as_millis() as u64,
         );
     }
     tracing::info!(destination = %dest.name, run_id = %summary.run_id, status = ?summary.status, counts = ?summary.counts, "run finished");
     serde_json::to_value(&summary).map_err(|e| HandlerError::Setup(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::lambda::fakes::{destination, files, FakeCatalog, FakeRunner};
+    use crate::lambda::settings::tests::settings;
+
+    async fn run(
+        catalog: &FakeCatalog,
+        runner: &FakeRunner,
+        payload: serde_json::Value,
+    ) -> Result<serde_json::Value, HandlerError> {
+        handle(catalog, runner, &settings(), payload, 0).await
+    }
+
+    #[tokio::test]
+    async fn a_scheduled_payload_runs_its_destination() {
+        let catalog = FakeCatalog::of([destination("customers", "customers", "")]);
+        let runner = FakeRunner::default();
+        let out = run(
+            &catalog,
+            &runner,
+            json!({"destination": "customers", "scheduled_time": "2026-01-01T06:00:00Z", "dry_run": true, "files": ["refined/customers/a.csv"]}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(out["status"], "completed");
+        assert_eq!(out["trigger"], "schedule");
+        let runs = runner.runs();
+        assert_eq!(runs.len(), 1);
+        let (name, req) = &runs[0];
+        assert_eq!(name, "customers");
+        assert!(req.dry_run && !req.full_resync && req.continue_run.is_none());
+        assert_eq!(
+            files(req),
+            Some(vec!["refined/customers/a.csv".to_string()])
+        );
+        assert_eq!(req.lease_wait, LEASE_WAIT);
+        assert!(req.deadline.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_continuation_continues_its_run() {
+        let catalog = FakeCatalog::of([destination("customers", "customers", "")]);
+        let runner = FakeRunner::default();
+        let payload = crate::lambda::hand_off::continuation_payload("customers", "run-9")
+            .map(|b| serde_json::from_slice::<serde_json::Value>(&b).unwrap())
+            .unwrap();
+        run(&catalog, &runner, payload).await.unwrap();
+        let (_, req) = &runner.runs()[0];
+        assert_eq!(req.trigger, "hand-off");
+        assert_eq!(req.continue_run.as_deref(), Some("run-9"));
+        assert_eq!(files(req), None, "a continuation keeps the run's own scope");
+    }
+
+    #[tokio::test]
+    async fn malformed_payloads_are_invalid_events_and_run_nothing() {
+        let catalog = FakeCatalog::of([destination("customers", "customers", "")]);
+        let runner = FakeRunner::default();
+        for bad in [
+            json!({"destination": "customers", "dryrun": true}),
+            json!({"destination": "  "}),
+            json!({"destination": "customers", "files": []}),
+            json!({"destination": "customers", "files": [""]}),
+            json!("customers"),
+        ] {
+            match run(&catalog, &runner, bad.clone()).await {
+                Err(e @ HandlerError::InvalidEvent(_)) => {
+                    assert_eq!(e.error_type(), "InvalidEvent")
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            run(&catalog, &runner, json!({"destination": "nobody"})).await,
+            Err(HandlerError::UnknownDestination { .. })
+        ));
+        assert!(runner.runs().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failed_run_is_the_invocation_s_error() {
+        let catalog = FakeCatalog::of([destination("customers", "customers", "")]);
+        let runner = FakeRunner {
+            failing: vec!["customers".into()],
+            ..FakeRunner::default()
+        };
+        let err = run(&catalog, &runner, json!({"destination": "customers"}))
+            .await
+            .unwrap_err();
+        assert_eq!(err.error_type(), "PipefyError");
+    }
 }

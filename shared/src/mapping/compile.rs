@@ -114,11 +114,11 @@ fn type_name(t: &FieldType) -> Cow<'static, str> {
     }
 }
 
-fn yaml_value(y: &serde_yaml::Value) -> Result<Value, String> {
+fn yaml_value(y: &serde_norway::Value) -> Result<Value, String> {
     Ok(match y {
-        serde_yaml::Value::Null => Value::Null,
-        serde_yaml::Value::Bool(b) => Value::Bool(*b),
-        serde_yaml::Value::Number(n) => {
+        serde_norway::Value::Null => Value::Null,
+        serde_norway::Value::Bool(b) => Value::Bool(*b),
+        serde_norway::Value::Number(n) => {
             if let Some(i) = n.as_i64() {
                 Value::Int(i)
             } else if n.is_u64() {
@@ -127,16 +127,16 @@ fn yaml_value(y: &serde_yaml::Value) -> Result<Value, String> {
                 Value::Float(n.as_f64().unwrap_or(f64::NAN))
             }
         }
-        serde_yaml::Value::String(s) => Value::Str(s.clone()),
-        serde_yaml::Value::Sequence(items) => {
+        serde_norway::Value::String(s) => Value::Str(s.clone()),
+        serde_norway::Value::Sequence(items) => {
             Value::List(items.iter().map(yaml_value).collect::<Result<_, _>>()?)
         }
-        serde_yaml::Value::Mapping(_) => {
+        serde_norway::Value::Mapping(_) => {
             return Err(
                 "a constant must be a string, number, boolean or list, not a mapping".to_string(),
             )
         }
-        serde_yaml::Value::Tagged(t) => yaml_value(&t.value)?,
+        serde_norway::Value::Tagged(t) => yaml_value(&t.value)?,
     })
 }
 

@@ -1,4 +1,4 @@
-//! Conversion of a (transformed) value to what Pipefy accepts for the target (API.md §3.2).
+//! Conversion of a (transformed) value to what Pipefy accepts for the target (docs/pipefy-api.md §6).
 
 use std::borrow::Cow;
 use std::sync::Arc;

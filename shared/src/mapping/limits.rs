@@ -1,6 +1,6 @@
 //! Size limits checked before anything is sent.
 //!
-//! Pipefy does not document how long a text value or how long a list may be (API.md §7), so
+//! Pipefy does not document how long a text value or how long a list may be (docs/pipefy-api.md, Unverified), so
 //! these are conservative values kept in this one place and listed in docs/mapping.md: a value
 //! beyond them fails here as `TOO_LARGE`, naming the field, instead of as an opaque Pipefy
 //! error half-way through a batch.

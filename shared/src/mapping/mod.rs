@@ -1,8 +1,8 @@
-//! Mapping: a source [`Row`] becomes a [`MappedRow`] of values Pipefy accepts (API.md §3.2),
+//! Mapping: a source [`Row`] becomes a [`MappedRow`] of values Pipefy accepts (docs/pipefy-api.md §6),
 //! checked against the pipe's or table's schema before anything is sent (preflight).
 //! User reference: docs/mapping.md.
 //!
-//! OWNER: mapping helper. Contract used by the engine:
+//! What the engine relies on:
 //! - `Mapper::new(&Destination, &Schema) -> Result<Mapper, Vec<ConfigIssue>>`: compiles the
 //!   mapping and checks it against the schema once per run (unknown field ids, unwritable
 //!   field types, required start-form fields not mapped for create operations, constant

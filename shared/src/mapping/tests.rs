@@ -155,7 +155,7 @@ fn dest(operation: &str, extra: &str, mapping: &str) -> Destination {
     let text = format!(
         "name: test\n{target}\noperation: {operation}\nsource: {{layer: refined, table: t}}\ntoken: {{env: PIPEFY_TOKEN}}\n{extra}\nmapping:\n{indented}"
     );
-    match serde_yaml::from_str(&text) {
+    match serde_norway::from_str(&text) {
         Ok(d) => d,
         Err(e) => panic!("test destination does not parse: {e}\n{text}"),
     }

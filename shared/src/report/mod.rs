@@ -18,7 +18,6 @@ use serde::{Deserialize, Serialize};
 use crate::failure::RowFailure;
 use crate::source::{Provenance, Row};
 use crate::store::{ObjectStore, StoreError, WriteCondition};
-use crate::value::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Counts {
@@ -172,21 +171,6 @@ pub struct RunSummary {
     pub removal_skipped: Option<String>,
 }
 
-/// Converts a source value back to JSON for the failed-rows file, keeping what a reader
-/// of that file would need to reproduce the row.
-pub fn value_to_json(v: &Value) -> serde_json::Value {
-    match v {
-        Value::Null => serde_json::Value::Null,
-        Value::Bool(b) => serde_json::Value::Bool(*b),
-        Value::Int(i) => serde_json::Value::from(*i),
-        Value::Float(f) => serde_json::Number::from_f64(*f)
-            .map(serde_json::Value::Number)
-            .unwrap_or_else(|| serde_json::Value::String(f.to_string())),
-        Value::List(items) => serde_json::Value::Array(items.iter().map(value_to_json).collect()),
-        other => serde_json::Value::String(other.to_string()),
-    }
-}
-
 /// Column names the failed-rows file adds; they start with `_` so a replay ignores them
 /// (no mapping refers to them) and they cannot clash with ordinary columns.
 pub const FAILED_COLUMNS: [&str; 5] = [
@@ -206,7 +190,7 @@ pub fn failed_row_json(
     let mut obj = serde_json::Map::new();
     if let Some(row) = row {
         for (name, value) in &row.values {
-            obj.insert(name.to_string(), value_to_json(value));
+            obj.insert(name.to_string(), value.to_json());
         }
     }
     let code = serde_json::to_value(failure.code).unwrap_or(serde_json::Value::Null);

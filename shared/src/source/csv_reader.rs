@@ -65,15 +65,7 @@ impl<R: BufRead> CsvRows<R> {
 
     fn fatal(&mut self, message: String) -> Option<Result<Row, RowError>> {
         self.done = true;
-        Some(Err(RowError {
-            provenance: Provenance {
-                file: self.file.clone(),
-                line: 0,
-            },
-            column: None,
-            message,
-            raw: None,
-        }))
+        Some(Err(RowError::whole_file(self.file.clone(), message)))
     }
 
     fn record_raw(&self) -> String {

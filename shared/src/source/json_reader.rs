@@ -99,15 +99,7 @@ fn parse_object(
 }
 
 fn fatal(file: &Arc<str>, message: String) -> RowError {
-    RowError {
-        provenance: Provenance {
-            file: file.clone(),
-            line: 0,
-        },
-        column: None,
-        message,
-        raw: None,
-    }
+    RowError::whole_file(file.clone(), message)
 }
 
 pub(crate) struct JsonLinesRows<R> {

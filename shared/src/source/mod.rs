@@ -1,8 +1,9 @@
 //! Table sources: every data file under `s3://bucket/<layer>/<table>/` (or a local folder),
 //! read as a stream of rows, a row at a time, with bounded memory.
 //!
-//! OWNER: sources helper. Interface contract (used by the engine and the mapping):
-//! - [`Row`] and [`Provenance`] below are fixed; add fields only with care.
+//! What the engine and the mapping rely on:
+//! - [`Row`] and [`Provenance`] below: the shape every reader produces, and the failed-rows
+//!   file and checkpoints refer to.
 //! - `list_table_files(store, &SourceConfig) -> Vec<ObjectMeta>` lists data files, skipping
 //!   markers (`_SUCCESS`, `_delta_log/`, hidden `.x`/`_x` files, temporary files).
 //! - `open_rows(store, &ObjectMeta, &SourceConfig, start_after_line) -> RowStream`: an async
@@ -81,4 +82,17 @@ pub struct RowError {
     pub message: String,
     /// The raw text of the record when it could be recovered (used by the failed-rows replay file).
     pub raw: Option<String>,
+}
+
+impl RowError {
+    /// An error about the file as a whole (line 0: it cannot be opened, decoded or read on),
+    /// with no column and no raw record.
+    pub fn whole_file(file: Arc<str>, message: impl Into<String>) -> RowError {
+        RowError {
+            provenance: Provenance { file, line: 0 },
+            column: None,
+            message: message.into(),
+            raw: None,
+        }
+    }
 }

@@ -58,15 +58,7 @@ impl ParquetRows {
 
     pub(crate) fn failed(name: Arc<str>, message: String) -> Self {
         ParquetRows {
-            failed: Some(RowError {
-                provenance: Provenance {
-                    file: name.clone(),
-                    line: 0,
-                },
-                column: None,
-                message,
-                raw: None,
-            }),
+            failed: Some(RowError::whole_file(name.clone(), message)),
             file: name,
             reader: None,
             columns: Vec::new(),
@@ -122,18 +114,13 @@ impl Iterator for ParquetRows {
                 }
                 Some(Err(e)) => {
                     self.reader = None;
-                    return Some(Err(RowError {
-                        provenance: Provenance {
-                            file: self.file.clone(),
-                            line: 0,
-                        },
-                        column: None,
-                        message: format!(
+                    return Some(Err(RowError::whole_file(
+                        self.file.clone(),
+                        format!(
                             "cannot read the Parquet file after row {}: {e}",
                             self.next_line - 1
                         ),
-                        raw: None,
-                    }));
+                    )));
                 }
                 Some(Ok(batch)) => self.rows = self.convert_batch(&batch).into_iter(),
             }
@@ -282,25 +269,6 @@ fn per_row_lists(array: &dyn Array, column: &str, value: impl Fn(usize) -> Array
             }
         })
         .collect()
-}
-
-/// JSON for nested values (structs, maps), which Pipefy only takes as text.
-fn to_json(v: &Value) -> serde_json::Value {
-    match v {
-        Value::Null => serde_json::Value::Null,
-        Value::Bool(b) => serde_json::Value::Bool(*b),
-        Value::Int(i) => serde_json::Value::from(*i),
-        Value::Float(f) => serde_json::Number::from_f64(*f)
-            .map(serde_json::Value::Number)
-            .unwrap_or(serde_json::Value::Null),
-        Value::Str(s) => match serde_json::from_str::<serde_json::Value>(s) {
-            // Nested structs arrive as JSON text already; keep them as objects.
-            Ok(obj @ serde_json::Value::Object(_)) => obj,
-            _ => serde_json::Value::String(s.clone()),
-        },
-        Value::List(items) => serde_json::Value::Array(items.iter().map(to_json).collect()),
-        other => serde_json::Value::String(other.to_string()),
-    }
 }
 
 static UNSUPPORTED_WARNED: std::sync::Once = std::sync::Once::new();
@@ -467,7 +435,9 @@ fn column_values(array: &dyn Array, column: &str) -> Vec<Value> {
                         .map(|(f, c)| {
                             (
                                 f.name().clone(),
-                                c.get(i).map(to_json).unwrap_or(serde_json::Value::Null),
+                                c.get(i)
+                                    .map(Value::to_nested_json)
+                                    .unwrap_or(serde_json::Value::Null),
                             )
                         })
                         .collect();
@@ -492,7 +462,7 @@ fn column_values(array: &dyn Array, column: &str) -> Vec<Value> {
                                 keys.get(j).map(|k| k.to_string()).unwrap_or_default(),
                                 values
                                     .get(j)
-                                    .map(to_json)
+                                    .map(Value::to_nested_json)
                                     .unwrap_or(serde_json::Value::Null),
                             )
                         })

@@ -10,7 +10,7 @@ use super::csv_reader::CsvRows;
 use super::json_reader::{starts_with_array, JsonArrayRows, JsonLinesRows};
 use super::lines::BUF_SIZE;
 use super::parquet_reader::ParquetRows;
-use super::{Provenance, Row, RowError};
+use super::{Row, RowError};
 use crate::config::{Compression, CsvOptions, FileFormat};
 
 type TextReader = Box<dyn BufRead + Send>;
@@ -32,12 +32,7 @@ impl RowIter {
     /// A file that cannot be read at all: one error with line 0, then the end.
     pub fn failed(file: Arc<str>, message: impl Into<String>) -> RowIter {
         RowIter {
-            inner: Inner::Failed(Some(RowError {
-                provenance: Provenance { file, line: 0 },
-                column: None,
-                message: message.into(),
-                raw: None,
-            })),
+            inner: Inner::Failed(Some(RowError::whole_file(file, message))),
         }
     }
 }

@@ -164,11 +164,6 @@ impl Ledger {
         self.overlay.insert(key, None);
     }
 
-    /// The overlay as a list, for a delta segment.
-    pub fn overlay_len(&self) -> usize {
-        self.overlay.len()
-    }
-
     /// Every live entry, in key order (base merged with overlay).
     pub fn iter(&self) -> impl Iterator<Item = (u64, Entry)> + '_ {
         let mut overlay_keys: Vec<u64> = self.overlay.keys().copied().collect();

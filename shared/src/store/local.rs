@@ -1,4 +1,4 @@
-//! Local-folder object store, for CLI runs and tests. OWNER: sources helper.
+//! Local-folder object store, for CLI runs and tests.
 //!
 //! Keys are `/`-separated paths relative to the root. ETags are the quoted hex xxh3-128 of
 //! the content, so the conditional-write contract of [`ObjectStore`] holds exactly as on S3.
@@ -82,19 +82,37 @@ impl LocalStore {
                 message: format!("local store task failed: {e}"),
             })?
     }
+
+    /// Runs a write or delete of `key` under the process-wide write lock, given the metadata
+    /// of the object now there (`None`: absent), so that checking a condition and writing are
+    /// one step for every writer in the process.
+    async fn locked<T, F>(&self, key: &str, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Ctx, String, PathBuf, Option<ObjectMeta>) -> Result<T, StoreError>
+            + Send
+            + 'static,
+    {
+        let path = self.path_of(key)?;
+        let ctx = Ctx {
+            etags: self.etags.clone(),
+        };
+        let k = key.to_string();
+        self.blocking(key, move || {
+            let _guard = WRITE_LOCK.lock().map_err(|_| StoreError::Other {
+                key: k.clone(),
+                message: "local store lock poisoned".to_string(),
+            })?;
+            let current = ctx.meta_if_exists(&k, &path)?;
+            f(&ctx, k, path, current)
+        })
+        .await
+    }
 }
 
 /// The ETag of some bytes: quoted hex xxh3-128, the same for a write and a later read.
 pub fn content_etag(bytes: &[u8]) -> String {
     format!("\"{:032x}\"", xxhash_rust::xxh3::xxh3_128(bytes))
-}
-
-/// ETags compare without quotes and without a weak `W/` prefix, as HTTP does for If-Match.
-pub(crate) fn etag_eq(a: &str, b: &str) -> bool {
-    fn bare(s: &str) -> &str {
-        s.trim().trim_start_matches("W/").trim_matches('"')
-    }
-    bare(a) == bare(b)
 }
 
 fn io_error(key: &str, e: std::io::Error) -> StoreError {
@@ -323,28 +341,9 @@ impl ObjectStore for LocalStore {
         body: Bytes,
         condition: WriteCondition,
     ) -> Result<String, StoreError> {
-        let path = self.path_of(key)?;
-        let ctx = Ctx {
-            etags: self.etags.clone(),
-        };
-        let k = key.to_string();
-        self.blocking(key, move || {
-            let _guard = WRITE_LOCK.lock().map_err(|_| StoreError::Other {
-                key: k.clone(),
-                message: "local store lock poisoned".to_string(),
-            })?;
-            let current = ctx.meta_if_exists(&k, &path)?;
-            match (&condition, &current) {
-                (WriteCondition::IfAbsent, Some(_)) => {
-                    return Err(StoreError::PreconditionFailed(k));
-                }
-                (WriteCondition::IfMatch(_), None) => {
-                    return Err(StoreError::PreconditionFailed(k));
-                }
-                (WriteCondition::IfMatch(want), Some(m)) if !etag_eq(want, &m.etag) => {
-                    return Err(StoreError::PreconditionFailed(k));
-                }
-                _ => {}
+        self.locked(key, move |ctx, k, path, current| {
+            if !condition.holds(current.as_ref().map(|m| m.etag.as_str())) {
+                return Err(StoreError::PreconditionFailed(k));
             }
             let parent = path.parent().ok_or_else(|| StoreError::Other {
                 key: k.clone(),
@@ -369,26 +368,13 @@ impl ObjectStore for LocalStore {
     }
 
     async fn delete(&self, key: &str, condition: WriteCondition) -> Result<(), StoreError> {
-        let path = self.path_of(key)?;
-        let ctx = Ctx {
-            etags: self.etags.clone(),
-        };
-        let k = key.to_string();
-        self.blocking(key, move || {
-            let _guard = WRITE_LOCK.lock().map_err(|_| StoreError::Other {
-                key: k.clone(),
-                message: "local store lock poisoned".to_string(),
-            })?;
-            let Some(current) = ctx.meta_if_exists(&k, &path)? else {
+        self.locked(key, move |ctx, k, path, current| {
+            // Deleting what is not there succeeds, whatever the condition.
+            let Some(current) = current else {
                 return Ok(());
             };
-            match &condition {
-                WriteCondition::IfMatch(want) if !etag_eq(want, &current.etag) => {
-                    return Err(StoreError::PreconditionFailed(k));
-                }
-                // "Only if absent" cannot hold for a key that exists.
-                WriteCondition::IfAbsent => return Err(StoreError::PreconditionFailed(k)),
-                _ => {}
+            if !condition.holds(Some(&current.etag)) {
+                return Err(StoreError::PreconditionFailed(k));
             }
             ctx.forget(&path);
             match std::fs::remove_file(&path) {
@@ -451,6 +437,9 @@ mod tests {
             .map(|m| m.key)
             .collect();
         assert_eq!(keys, ["p/real.json"]);
-        assert!(etag_eq("W/\"abc\"", "abc") && !etag_eq("\"abc\"", "\"abd\""));
+        assert!(
+            super::super::etag_eq("W/\"abc\"", "abc")
+                && !super::super::etag_eq("\"abc\"", "\"abd\"")
+        );
     }
 }

@@ -30,20 +30,23 @@ impl MemoryStore {
         }
     }
 
+    /// Fails with [`StoreError::PreconditionFailed`] unless `condition` holds for `key`.
+    fn check(
+        objects: &BTreeMap<String, (Bytes, u64)>,
+        key: &str,
+        condition: &WriteCondition,
+    ) -> Result<(), StoreError> {
+        let current = objects.get(key).map(|(_, etag)| format!("\"{etag}\""));
+        if condition.holds(current.as_deref()) {
+            Ok(())
+        } else {
+            Err(StoreError::PreconditionFailed(key.to_string()))
+        }
+    }
+
     fn objects(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (Bytes, u64)>> {
         // A poisoned lock only means a test panicked while holding it; the map is still whole.
         self.objects.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn matches(current: Option<&(Bytes, u64)>, condition: &WriteCondition) -> bool {
-        match (condition, current) {
-            (WriteCondition::None, _) => true,
-            (WriteCondition::IfAbsent, current) => current.is_none(),
-            (WriteCondition::IfMatch(etag), Some((_, current))) => {
-                etag.trim_matches('"') == current.to_string()
-            }
-            (WriteCondition::IfMatch(_), None) => false,
-        }
     }
 }
 
@@ -88,9 +91,7 @@ impl ObjectStore for MemoryStore {
         condition: WriteCondition,
     ) -> Result<String, StoreError> {
         let mut objects = self.objects();
-        if !Self::matches(objects.get(key), &condition) {
-            return Err(StoreError::PreconditionFailed(key.to_string()));
-        }
+        Self::check(&objects, key, &condition)?;
         let etag = {
             let mut next = self.next_etag.lock().unwrap_or_else(|p| p.into_inner());
             *next += 1;
@@ -106,9 +107,7 @@ impl ObjectStore for MemoryStore {
         if objects.get(key).is_none() {
             return Ok(());
         }
-        if !Self::matches(objects.get(key), &condition) {
-            return Err(StoreError::PreconditionFailed(key.to_string()));
-        }
+        Self::check(&objects, key, &condition)?;
         objects.remove(key);
         Ok(())
     }

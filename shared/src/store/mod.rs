@@ -37,6 +37,28 @@ pub enum WriteCondition {
     IfMatch(String),
 }
 
+impl WriteCondition {
+    /// Whether a write under this condition may go ahead when the object now at the key has
+    /// the ETag `current` (`None`: the key is absent). The local and in-memory stores check
+    /// it as S3 does server-side.
+    pub fn holds(&self, current: Option<&str>) -> bool {
+        match (self, current) {
+            (WriteCondition::None, _) => true,
+            (WriteCondition::IfAbsent, current) => current.is_none(),
+            (WriteCondition::IfMatch(want), Some(etag)) => etag_eq(want, etag),
+            (WriteCondition::IfMatch(_), None) => false,
+        }
+    }
+}
+
+/// ETags compare without quotes and without a weak `W/` prefix, as HTTP does for If-Match.
+pub(crate) fn etag_eq(a: &str, b: &str) -> bool {
+    fn bare(s: &str) -> &str {
+        s.trim().trim_start_matches("W/").trim_matches('"')
+    }
+    bare(a) == bare(b)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("object not found: {0}")]

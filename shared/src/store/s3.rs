@@ -1,4 +1,4 @@
-//! S3 object store on aws-sdk-s3. OWNER: sources helper.
+//! S3 object store on aws-sdk-s3: sources, state, reports and config in Lambda.
 //!
 //! Conditional writes are S3's own: `If-None-Match: *` and `If-Match: <etag>` on PutObject and
 //! DeleteObject. A lost race comes back as 412 PreconditionFailed, or 409
@@ -11,7 +11,7 @@ use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 
-use super::local::etag_eq;
+use super::etag_eq;
 use super::{ObjectMeta, ObjectReader, ObjectStore, StoreError, WriteCondition};
 
 #[derive(Debug, Clone)]
@@ -70,6 +70,35 @@ impl S3Store {
             },
         }
     }
+
+    /// GetObject of `key`, with the metadata its response carries (the size from
+    /// Content-Length).
+    async fn get_object(
+        &self,
+        key: &str,
+    ) -> Result<
+        (
+            ObjectMeta,
+            aws_sdk_s3::operation::get_object::GetObjectOutput,
+        ),
+        StoreError,
+    > {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.map_err(key, e))?;
+        let meta = ObjectMeta {
+            key: key.to_string(),
+            size: size_of(out.content_length()),
+            etag: out.e_tag().unwrap_or_default().to_string(),
+            version_id: out.version_id().map(str::to_string),
+        };
+        Ok((meta, out))
+    }
 }
 
 fn size_of(len: Option<i64>) -> u64 {
@@ -127,34 +156,12 @@ impl ObjectStore for S3Store {
     }
 
     async fn get_stream(&self, key: &str) -> Result<(ObjectMeta, ObjectReader), StoreError> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| self.map_err(key, e))?;
-        let meta = ObjectMeta {
-            key: key.to_string(),
-            size: size_of(out.content_length()),
-            etag: out.e_tag().unwrap_or_default().to_string(),
-            version_id: out.version_id().map(str::to_string),
-        };
+        let (meta, out) = self.get_object(key).await?;
         Ok((meta, Box::pin(out.body.into_async_read())))
     }
 
     async fn get_bytes(&self, key: &str) -> Result<(ObjectMeta, Bytes), StoreError> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| self.map_err(key, e))?;
-        let etag = out.e_tag().unwrap_or_default().to_string();
-        let version_id = out.version_id().map(str::to_string);
+        let (meta, out) = self.get_object(key).await?;
         let body = out
             .body
             .collect()
@@ -166,10 +173,8 @@ impl ObjectStore for S3Store {
             .into_bytes();
         Ok((
             ObjectMeta {
-                key: key.to_string(),
                 size: body.len() as u64,
-                etag,
-                version_id,
+                ..meta
             },
             body,
         ))

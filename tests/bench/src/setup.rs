@@ -108,7 +108,7 @@ endpoint: {endpoint}
 /// The client the functions build for `dest` (same settings), with the fixture's token.
 pub fn client(dest: &Destination) -> Result<PipefyClient> {
     PipefyClient::new(
-        pipefy_sync::lambda::client_config(dest),
+        pipefy_sync::aws::client_config(dest),
         Arc::new(StaticCredentials(Credentials::PersonalToken(Secret::new(
             TOKEN,
         )))),
