@@ -38,4 +38,3 @@ pub use deps::{ClientCache, Deps, Runner};
 pub use error::{HandlerError, NotifyError};
 pub use serve::{init_logging, serve, Handler};
 pub use settings::{Settings, DEFAULT_TIME_BUDGET};
-
