@@ -158,69 +158,11 @@ impl WriteGate for LeaseKeeper {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::WriteCondition;
-    use crate::store::{MemoryStore, ObjectMeta, ObjectReader, ObjectStore, StoreError};
-    use async_trait::async_trait;
+    use crate::store::{MemoryStore, RefusingRenewals, WriteCondition};
     use bytes::Bytes;
-    use std::sync::atomic::AtomicUsize;
-
-    /// Refuses the first `fail` lease renewals (writes of lease.json with If-Match).
-    struct RefusingRenewals {
-        inner: MemoryStore,
-        fail: AtomicUsize,
-        refused: AtomicUsize,
-    }
-
-    #[async_trait]
-    impl ObjectStore for RefusingRenewals {
-        fn describe(&self) -> String {
-            self.inner.describe()
-        }
-        async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
-            self.inner.list(prefix).await
-        }
-        async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
-            self.inner.head(key).await
-        }
-        async fn get_stream(&self, key: &str) -> Result<(ObjectMeta, ObjectReader), StoreError> {
-            self.inner.get_stream(key).await
-        }
-        async fn get_bytes(&self, key: &str) -> Result<(ObjectMeta, Bytes), StoreError> {
-            self.inner.get_bytes(key).await
-        }
-        async fn put_bytes(
-            &self,
-            key: &str,
-            body: Bytes,
-            condition: WriteCondition,
-        ) -> Result<String, StoreError> {
-            let renewal =
-                key.ends_with("lease.json") && matches!(condition, WriteCondition::IfMatch(_));
-            if renewal
-                && self
-                    .fail
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                    .is_ok()
-            {
-                self.refused.fetch_add(1, Ordering::SeqCst);
-                return Err(StoreError::Other {
-                    key: key.into(),
-                    message: "refused by the test".into(),
-                });
-            }
-            self.inner.put_bytes(key, body, condition).await
-        }
-        async fn delete(&self, key: &str, condition: WriteCondition) -> Result<(), StoreError> {
-            self.inner.delete(key, condition).await
-        }
-    }
 
     async fn keeper(fail: usize) -> (Arc<LeaseKeeper>, Arc<RefusingRenewals>) {
-        let store = Arc::new(RefusingRenewals {
-            inner: MemoryStore::new(),
-            fail: AtomicUsize::new(fail),
-            refused: AtomicUsize::new(0),
-        });
+        let store = Arc::new(RefusingRenewals::new(Arc::new(MemoryStore::new()), fail));
         let state = StateStore::new(store.clone(), "state/", "dest");
         let keeper = LeaseKeeper::acquire(&state, "run-1", Duration::from_secs(8), Duration::ZERO)
             .await
@@ -238,7 +180,7 @@ mod tests {
             assert!(keeper.may_write());
         }
         assert!(!keeper.is_lost());
-        assert_eq!(store.refused.load(Ordering::SeqCst), 0);
+        assert_eq!(store.refused(), 0);
     }
 
     #[tokio::test(start_paused = true)]
@@ -250,7 +192,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(500)).await;
             assert!(keeper.may_write());
         }
-        assert_eq!(store.refused.load(Ordering::SeqCst), 3);
+        assert_eq!(store.refused(), 3);
         assert!(!keeper.is_lost());
     }
 
@@ -279,7 +221,7 @@ mod tests {
         // Another writer replaces the lease (a successor after expiry).
         let state = StateStore::new(store.clone(), "state/", "dest");
         store
-            .inner
+            .inner()
             .put_bytes(
                 "state/dest/lease.json",
                 Bytes::from_static(b"{}"),

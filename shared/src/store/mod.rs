@@ -8,10 +8,12 @@ use bytes::Bytes;
 
 pub mod local;
 pub mod memory;
+pub mod refusing;
 pub mod s3;
 
 pub use local::LocalStore;
 pub use memory::MemoryStore;
+pub use refusing::RefusingRenewals;
 pub use s3::S3Store;
 
 /// Metadata of one listed or fetched object.

@@ -3,20 +3,16 @@
 //! by dry runs, and a run that loses its lease stops sending while another takes over.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use pipefy_emulator::Faults;
 use pipefy_sync::config::Destination;
 use pipefy_sync::engine::{sync, HandOff, RunContext, RunRequest};
 use pipefy_sync::report::{RowAction, RunStatus, RunSummary};
 use pipefy_sync::source::formats::flate2;
-use pipefy_sync::store::{
-    LocalStore, ObjectMeta, ObjectReader, ObjectStore, StoreError, WriteCondition,
-};
+use pipefy_sync::store::{LocalStore, RefusingRenewals};
 use pipefy_sync_tests::sync::{assert_counts_add_up, field_text, Harness};
 
 const TABLE: &str = "refined/customers";
@@ -354,53 +350,6 @@ async fn removals_continue_across_hand_offs_and_see_every_file_read_before() {
     assert_eq!((again.counts.removed, again.removal_skipped), (0, None));
 }
 
-/// Passes everything to a local folder, but refuses lease renewals once `refuse` is set.
-struct RefusingRenewals {
-    inner: LocalStore,
-    refuse: AtomicBool,
-    refused: AtomicUsize,
-}
-
-#[async_trait]
-impl ObjectStore for RefusingRenewals {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
-        self.inner.list(prefix).await
-    }
-    async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
-        self.inner.head(key).await
-    }
-    async fn get_stream(&self, key: &str) -> Result<(ObjectMeta, ObjectReader), StoreError> {
-        self.inner.get_stream(key).await
-    }
-    async fn get_bytes(&self, key: &str) -> Result<(ObjectMeta, Bytes), StoreError> {
-        self.inner.get_bytes(key).await
-    }
-    async fn put_bytes(
-        &self,
-        key: &str,
-        body: Bytes,
-        condition: WriteCondition,
-    ) -> Result<String, StoreError> {
-        if key.ends_with("lease.json")
-            && matches!(condition, WriteCondition::IfMatch(_))
-            && self.refuse.load(Ordering::SeqCst)
-        {
-            self.refused.fetch_add(1, Ordering::SeqCst);
-            return Err(StoreError::Other {
-                key: key.into(),
-                message: "the test refuses lease renewals".into(),
-            });
-        }
-        self.inner.put_bytes(key, body, condition).await
-    }
-    async fn delete(&self, key: &str, condition: WriteCondition) -> Result<(), StoreError> {
-        self.inner.delete(key, condition).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_that_cannot_renew_its_lease_stops_sending_while_another_takes_over() {
     let h = Harness::new().await;
@@ -419,11 +368,10 @@ async fn a_run_that_cannot_renew_its_lease_stops_sending_while_another_takes_ove
     let mut d = d;
     d.sync.lease_seconds = 2;
     h.write_file(&format!("{TABLE}/a.csv"), csv(1..=ROWS));
-    let state = Arc::new(RefusingRenewals {
-        inner: LocalStore::new(h.state_root()),
-        refuse: AtomicBool::new(true),
-        refused: AtomicUsize::new(0),
-    });
+    let state = Arc::new(RefusingRenewals::new(
+        Arc::new(LocalStore::new(h.state_root())),
+        usize::MAX,
+    ));
     let base = h.context();
     let fenced_ctx = RunContext {
         state_store: state.clone(),
@@ -462,10 +410,7 @@ async fn a_run_that_cannot_renew_its_lease_stops_sending_while_another_takes_ove
         .expect("the first run ends with a status, not an error");
     assert_eq!(first.status, RunStatus::LeaseLost, "{first:#?}");
     assert!(first.error.is_some());
-    assert!(
-        state.refused.load(Ordering::SeqCst) > 0,
-        "renewals were refused"
-    );
+    assert!(state.refused() > 0, "renewals were refused");
     assert!(
         first.counts.created < ROWS as u64,
         "the first run stopped before the end: {first:#?}"
