@@ -391,6 +391,24 @@ async fn bad_setups_and_events_are_clear_errors_and_write_nothing() {
         "{message}"
     );
 
+    // A destination whose endpoint would send the token to another host: refused before any
+    // request carries it.
+    let elsewhere = destination(&emu, Some("tok-ALLOWLIST-9"), "").await;
+    let file = format!("config/destinations/{}.yaml", elsewhere.name);
+    let yaml = get(&env().system_bucket, &file).await.unwrap();
+    let yaml = yaml.replace(
+        &format!("endpoint: {}", emu.graphql_url()),
+        "endpoint: https://collector.example.net/graphql",
+    );
+    assert!(yaml.contains("collector.example.net"));
+    put(&env().system_bucket, &file, yaml).await;
+    let answer = invoke("sync-scheduled", json!({"destination": elsewhere.name})).await;
+    let (kind, message) = answer.error.clone().expect("a foreign endpoint fails");
+    assert_eq!(kind, "DestinationInvalid", "{}", answer.raw);
+    assert!(message.contains("collector.example.net"), "{message}");
+    assert!(!answer.raw.contains("tok-ALLOWLIST-9"), "{}", answer.raw);
+    assert!(!env().watch.logs().contains("tok-ALLOWLIST-9"));
+
     // An unknown destination / a missing destination file.
     let answer = invoke(
         "sync-scheduled",
