@@ -218,6 +218,14 @@ async fn one_window(shared: &Arc<RunShared>, items: Vec<WorkItem>) -> Vec<super:
     process(shared, w).await.unwrap().items
 }
 
+/// A new key's row planned against an empty ledger, then its window sent.
+async fn plan_and_send(shared: &Arc<RunShared>, row: Row) -> Vec<super::window::DoneItem> {
+    let ledger = Arc::new(Ledger::new());
+    let mut seen = SeenKeys::new(ledger.clone());
+    let (item, _) = planner(ledger).plan(shared, &file(), row, &mut seen);
+    one_window(shared, vec![item]).await
+}
+
 #[tokio::test]
 async fn a_row_that_does_not_map_still_counts_its_key_as_present() {
     let fake = Arc::new(FakePipefy::default());
@@ -255,15 +263,11 @@ async fn an_unconfirmed_create_found_by_its_key_is_recorded_and_not_sent_again()
             .finds("K1", vec![vec!["555"]]),
     );
     let s = shared("create_card", fake.clone(), None);
-    let ledger = Arc::new(Ledger::new());
-    let mut seen = SeenKeys::new(ledger.clone());
-    let (item, _) = planner(ledger).plan(
+    let done = plan_and_send(
         &s,
-        &file(),
         row(2, &[("cid", "K1"), ("name", "One"), ("seats", "1")]),
-        &mut seen,
-    );
-    let done = one_window(&s, vec![item]).await;
+    )
+    .await;
     assert_eq!(done[0].result.action, RowAction::Created);
     assert_eq!(done[0].result.id.as_deref(), Some("555"));
     assert_eq!(fake.sent().len(), 1, "the create was not sent twice");
@@ -281,15 +285,11 @@ async fn an_unconfirmed_create_surely_absent_is_sent_once_more() {
             .finds("K1", vec![vec![]]),
     );
     let s = shared("create_card", fake.clone(), None);
-    let ledger = Arc::new(Ledger::new());
-    let mut seen = SeenKeys::new(ledger.clone());
-    let (item, _) = planner(ledger).plan(
+    let done = plan_and_send(
         &s,
-        &file(),
         row(2, &[("cid", "K1"), ("name", "One"), ("seats", "1")]),
-        &mut seen,
-    );
-    let done = one_window(&s, vec![item]).await;
+    )
+    .await;
     assert_eq!(done[0].result.action, RowAction::Created);
     assert_eq!(done[0].result.id.as_deref(), Some("7"));
     assert_eq!(fake.sent().len(), 2);
@@ -300,15 +300,11 @@ async fn an_unconfirmed_create_surely_absent_is_sent_once_more() {
             .finds("K2", vec![vec!["1", "2"]]),
     );
     let s = shared("create_card", fake.clone(), None);
-    let ledger = Arc::new(Ledger::new());
-    let mut seen = SeenKeys::new(ledger.clone());
-    let (item, _) = planner(ledger).plan(
+    let done = plan_and_send(
         &s,
-        &file(),
         row(3, &[("cid", "K2"), ("name", "Two"), ("seats", "2")]),
-        &mut seen,
-    );
-    let done = one_window(&s, vec![item]).await;
+    )
+    .await;
     assert_eq!(done[0].result.action, RowAction::Failed);
     assert_eq!(done[0].result.error_code.as_deref(), Some("DUPLICATE_KEY"));
     assert_eq!(fake.sent().len(), 1);
