@@ -34,6 +34,8 @@ pub enum FailureCode {
     MoveRefused,
     /// Partial success is off and an earlier row failed: this row was never attempted.
     NotAttempted,
+    /// An update-only upsert (`upsert: {create: false}`): no card or record holds the key.
+    NotFound,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]

@@ -30,6 +30,9 @@ pub struct Destination {
     /// creates, where it makes creates exactly-once under faults and skips rows already synced.
     #[serde(default)]
     pub key: Option<KeyConfig>,
+    /// Upserts only: whether a key not found may be created and a key found updated.
+    #[serde(default)]
+    pub upsert: UpsertModes,
     pub source: SourceConfig,
     /// Pipefy target (attribute name or custom field slug) -> how its value is made.
     pub mapping: IndexMap<String, FieldMapping>,
@@ -189,6 +192,55 @@ pub struct FieldMapping {
     pub on_null: NullPolicy,
     /// For connector fields and `parent_ids`: resolve source values as keys in another pipe/table.
     pub connect: Option<ConnectConfig>,
+    /// When the target is written: always, only into an empty value, or only on create.
+    pub write: WritePolicy,
+    /// List targets: replace Pipefy's list, or add the row's items to it.
+    pub mode: ListMode,
+}
+
+/// When a mapped target is written (docs/mapping.md, "Write policy").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WritePolicy {
+    /// Whenever the value changed since the last write.
+    #[default]
+    Always,
+    /// Only while Pipefy's current value is empty (read before the update).
+    IfEmpty,
+    /// Only when the card or record is created; never updated.
+    OnCreate,
+}
+
+/// How a list target (labels, assignees, checklists, connections) is written on update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListMode {
+    /// Pipefy's list becomes the row's list.
+    #[default]
+    Replace,
+    /// The row's items are added; nothing already in Pipefy is removed.
+    Add,
+}
+
+/// What an upsert may do (`upsert:` in the destination).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpsertModes {
+    /// `false`: update-only; a key not in Pipefy is reported `NOT_FOUND`, never created.
+    #[serde(default = "default_true")]
+    pub create: bool,
+    /// `false`: create-only; a card or record that exists is left alone, reported `EXISTS`.
+    #[serde(default = "default_true")]
+    pub update: bool,
+}
+
+impl Default for UpsertModes {
+    fn default() -> Self {
+        UpsertModes {
+            create: true,
+            update: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -226,6 +278,10 @@ struct FieldMappingFull {
     on_null: NullPolicy,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     connect: Option<ConnectConfig>,
+    #[serde(default)]
+    write: WritePolicy,
+    #[serde(default)]
+    mode: ListMode,
 }
 
 // By hand rather than `untagged`, so a typo inside an entry ("colum: name") gets serde's
@@ -251,6 +307,8 @@ impl<'de> serde::de::Visitor<'de> for FieldMappingVisitor {
             transforms: Vec::new(),
             on_null: NullPolicy::default(),
             connect: None,
+            write: WritePolicy::default(),
+            mode: ListMode::default(),
         })
     }
 
@@ -280,6 +338,8 @@ impl<'de> serde::de::Visitor<'de> for FieldMappingVisitor {
             transforms: full.transforms,
             on_null: full.on_null,
             connect: full.connect,
+            write: full.write,
+            mode: full.mode,
         })
     }
 }
@@ -298,6 +358,8 @@ impl From<FieldMapping> for FieldMappingRepr {
             transforms: m.transforms,
             on_null: m.on_null,
             connect: m.connect,
+            write: m.write,
+            mode: m.mode,
         })
     }
 }

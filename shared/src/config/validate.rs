@@ -4,7 +4,10 @@
 
 use std::path::Path;
 
-use super::{target_of, Destination, Operation, RemovalAction, Target, ValueSource};
+use super::{
+    target_of, Destination, ListMode, Operation, RemovalAction, Target, UpsertModes, ValueSource,
+    WritePolicy,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -126,6 +129,22 @@ pub fn validate(d: &Destination) -> Result<(), Problem> {
             ));
         }
     }
+    let upserts = matches!(d.operation, Operation::UpsertCard | Operation::UpsertRecord);
+    if !upserts && d.upsert != UpsertModes::default() {
+        return Err(problem(
+            "upsert",
+            format!(
+                "applies to upsert_card and upsert_record, not {}",
+                d.operation.as_str()
+            ),
+        ));
+    }
+    if !d.upsert.create && !d.upsert.update {
+        return Err(problem(
+            "upsert",
+            "`create: false` with `update: false` would write nothing",
+        ));
+    }
     if d.mapping.is_empty() {
         return Err(problem(
             "mapping",
@@ -158,6 +177,29 @@ pub fn validate(d: &Destination) -> Result<(), Problem> {
                     "needs exactly one of pipe_id or table_id",
                 ));
             }
+        }
+        match (target.as_str(), m.write) {
+            ("id", WritePolicy::IfEmpty | WritePolicy::OnCreate) => {
+                return Err(problem(
+                    &format!("{path}.write"),
+                    "`id` names the card to update; it is not written",
+                ))
+            }
+            ("phase_id", WritePolicy::IfEmpty) => {
+                return Err(problem(
+                    &format!("{path}.write"),
+                    "a card always has a phase, so `if_empty` would never write it; use `on_create` to set the phase only when the card is created",
+                ))
+            }
+            _ => {}
+        }
+        if m.mode == ListMode::Add
+            && matches!(target.as_str(), "id" | "title" | "due_date" | "phase_id")
+        {
+            return Err(problem(
+                &format!("{path}.mode"),
+                "`mode: add` applies to list targets (labels, assignees, parents, checklist, connector, label and assignee fields)",
+            ));
         }
         if target == "parent_ids" && m.connect.as_ref().is_some_and(|c| c.table_id.is_some()) {
             return Err(problem(
@@ -392,6 +434,31 @@ trigger:
             ),
             ("pipe_id: \"301\"", "pipe_idd: \"301\"", "pipe_idd"),
             ("bucket: my-lake", "bucket: My_Lake", "source.bucket"),
+            (
+                "  title: name",
+                "  title: { column: name, mode: add }",
+                "mapping.title.mode",
+            ),
+            (
+                "  title: name",
+                "  title: { column: name, write: sometimes }",
+                "mapping.title",
+            ),
+            (
+                "  title: name",
+                "  title: name\n  phase_id: { column: stage, write: if_empty }",
+                "mapping.phase_id.write",
+            ),
+            (
+                "operation: upsert_card",
+                "operation: upsert_card\nupsert: { create: false, update: false }",
+                "upsert",
+            ),
+            (
+                "operation: upsert_card",
+                "operation: create_card\nupsert: { create: false }",
+                "upsert",
+            ),
         ];
         for (from, to, path) in cases {
             let yaml = GOOD.replace(from, to);

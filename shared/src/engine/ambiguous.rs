@@ -7,13 +7,13 @@ use crate::pipefy::FieldDef;
 use crate::report::RowAction;
 use crate::state::Intent;
 
-use super::connections::*;
-use super::lookups::*;
-use super::plan::*;
+use super::connections::ResolvedConnections;
+use super::lookups::lookup_keys;
+use super::plan::ItemKind;
 use super::requests::{create_op, OpRole, Repo};
-use super::send::*;
-use super::window::*;
-use super::*;
+use super::send::fold_results;
+use super::window::{duplicate_in_pipefy, failure_for, op_failure, Outcome, Slot};
+use super::{now_minutes, EngineError, PipefyApi, RunShared};
 
 /// What the leftover intents of a crashed run turned out to be.
 pub(super) struct SettledIntents {
@@ -51,10 +51,12 @@ pub(super) async fn resolve_leftover_intents(
                     recorded.push((
                         intent.key_hash,
                         crate::state::Entry {
-                            id: crate::state::RecordId::parse(id),
-                            value_hash: intent.value_hash,
-                            phase_hash: intent.phase_hash,
                             written_at_min: now_minutes(),
+                            ..crate::state::Entry::new(
+                                crate::state::RecordId::parse(id),
+                                intent.value_hash,
+                                intent.phase_hash,
+                            )
                         },
                     ));
                 }

@@ -8,9 +8,9 @@ use chrono::Utc;
 use crate::report::{failed_row_json, RowAction, RunStatus, RunSummary};
 use crate::state::Checkpoint;
 
-use super::runner::*;
-use super::window::*;
-use super::*;
+use super::runner::Runner;
+use super::window::WindowOutcome;
+use super::{now_minutes, removed, EngineError, HandOffError, CHECKPOINT_EVERY, REPORT_PART_BYTES};
 
 impl Runner<'_> {
     pub(super) async fn commit(&mut self, outcome: WindowOutcome) -> Result<(), EngineError> {
@@ -37,6 +37,7 @@ impl Runner<'_> {
                 RowAction::Created | RowAction::WouldCreate => counts.created += 1,
                 RowAction::Updated | RowAction::WouldUpdate => counts.updated += 1,
                 RowAction::Unchanged => counts.unchanged += 1,
+                RowAction::Exists => counts.exists += 1,
                 RowAction::Skipped => counts.skipped_by_preflight += 1,
                 RowAction::Failed => counts.failed += 1,
                 RowAction::NotAttempted => counts.not_attempted += 1,
@@ -154,16 +155,11 @@ impl Runner<'_> {
         self.report.write_summary(&summary).await?;
         if status == RunStatus::HandedOff {
             match &self.ctx.hand_off {
-                Some(h) => h
-                    .continue_run(&self.shared.dest.name, &self.cursor.run_id)
-                    .await
-                    .map_err(EngineError::HandOff)?,
-                None => {
-                    return Err(EngineError::HandOff(
-                        "the time budget ran out and this runner cannot invoke a continuation"
-                            .into(),
-                    ))
+                Some(h) => {
+                    h.continue_run(&self.shared.dest.name, &self.cursor.run_id)
+                        .await?
                 }
+                None => return Err(HandOffError::NoContinuation.into()),
             }
         }
         Ok(summary)

@@ -7,10 +7,10 @@ use crate::failure::FailureCode;
 use crate::mapping::{ConnectionRef, FieldValue, MappedRow};
 use crate::pipefy::{FieldDef, FieldType};
 
-use super::plan::*;
+use super::plan::ItemKind;
 use super::requests::ConnectionIds;
-use super::window::*;
-use super::*;
+use super::window::{failure_for, Outcome, Slot};
+use super::{EngineError, Repo, RunShared};
 
 /// Connection references resolved for one window.
 pub(super) struct ResolvedConnections(HashMap<(String, String, String), String>);

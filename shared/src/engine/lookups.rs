@@ -1,11 +1,13 @@
 //! Stage 3a, lookups: upserts of keys the ledger does not know are looked up in Pipefy, in
 //! one batch per window, and become updates or creates.
 
+use super::plan::{ItemKind, Plan};
+use super::window::{duplicate_in_pipefy, failure_for, op_failure, Outcome, Slot};
+use super::{EngineError, RunShared};
+use crate::config::WritePolicy;
+use crate::failure::FailureCode;
 use crate::pipefy::{ErrorClass, OpError};
-
-use super::plan::*;
-use super::window::*;
-use super::*;
+use crate::report::RowAction;
 
 /// Looks keys up in the destination's pipe/table. Per key: the ids found, or the error.
 pub(super) async fn lookup_keys(
@@ -64,7 +66,28 @@ pub(super) async fn resolve_lookups(
         };
         let key = slot.item.key.clone().unwrap_or_default();
         let new_plan = match result {
+            Ok(ids) if ids.is_empty() && !shared.dest.upsert.create => {
+                slot.outcome = Some(Outcome::Failed {
+                    failure: failure_for(
+                        &slot.item,
+                        FailureCode::NotFound,
+                        format!(
+                            "no {} holds key '{key}' and this destination only updates (upsert: {{create: false}})",
+                            super::noun(shared.dest.operation)
+                        ),
+                    ),
+                    clear_intent: false,
+                });
+                continue;
+            }
             Ok(ids) if ids.is_empty() => Plan::Create,
+            Ok(ids) if ids.len() == 1 && !shared.dest.upsert.update => {
+                slot.outcome = Some(Outcome::Written {
+                    action: RowAction::Exists,
+                    id: ids.into_iter().next().unwrap_or_default(),
+                });
+                continue;
+            }
             Ok(ids) if ids.len() == 1 => Plan::Update {
                 id: ids.into_iter().next().unwrap_or_default(),
                 move_phase: true,
@@ -85,12 +108,22 @@ pub(super) async fn resolve_lookups(
             }
         };
         if let ItemKind::Send { plan, mapped, .. } = &mut slot.item.kind {
-            // A found card only moves when the row names a phase.
+            // A found card only moves when the row names a phase, and is updated with every
+            // target but those written only on create.
             *plan = match new_plan {
-                Plan::Update { id, .. } => Plan::Update {
-                    id,
-                    move_phase: mapped.phase_id.is_some(),
-                },
+                Plan::Update { id, .. } => {
+                    shared.mapper.retain_targets(mapped, |i| {
+                        shared
+                            .mapper
+                            .targets()
+                            .get(i)
+                            .is_some_and(|t| t.write != WritePolicy::OnCreate)
+                    });
+                    Plan::Update {
+                        id,
+                        move_phase: mapped.phase_id.is_some(),
+                    }
+                }
                 other => other,
             };
         }

@@ -23,6 +23,7 @@
 mod ambiguous;
 mod commit;
 mod connections;
+mod current;
 mod lookups;
 mod pipefy_api;
 mod plan;
@@ -67,24 +68,34 @@ pub enum EngineError {
     State(#[from] StateError),
     #[error("storage: {0}")]
     Store(#[from] StoreError),
-    #[error("cannot continue run {run_id} of '{destination}': {reason}")]
-    Continuation {
-        destination: String,
-        run_id: String,
-        reason: String,
-    },
     #[error("could not hand the run over to a new invocation: {0}")]
-    HandOff(String),
+    HandOff(#[from] HandOffError),
     #[error("the destination '{0}' has no pipe_id or table_id")]
     NoTarget(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
 
+/// Why a run could not be handed over to a new invocation.
+#[derive(Debug, thiserror::Error)]
+pub enum HandOffError {
+    #[error("the time budget ran out and this runner cannot invoke a continuation")]
+    NoContinuation,
+    #[error("the continuation payload could not be built: {0}")]
+    Payload(#[from] serde_json::Error),
+    /// The invocation was not accepted (Lambda's answer, as it gave it).
+    #[error("invoking {function} for run {run_id}: {reason}")]
+    Invoke {
+        function: String,
+        run_id: String,
+        reason: String,
+    },
+}
+
 /// Continues a run in a new invocation (the Lambda invokes itself asynchronously).
 #[async_trait::async_trait]
 pub trait HandOff: Send + Sync {
-    async fn continue_run(&self, destination: &str, run_id: &str) -> Result<(), String>;
+    async fn continue_run(&self, destination: &str, run_id: &str) -> Result<(), HandOffError>;
 }
 
 /// Receives running counts (the CLI's progress bar).
@@ -170,12 +181,22 @@ pub(crate) struct RunShared {
     pub lease: Option<Arc<LeaseKeeper>>,
     /// What removed rows get, on a whole-table run of a destination that removes.
     pub removal: Option<RemovalOp>,
+    /// Cards or records read before updates (`write: if_empty`, `mode: add`).
+    pub current_reads: std::sync::atomic::AtomicU64,
 }
 
 impl RunShared {
     /// Whether this run may still write to Pipefy (its lease is safely held).
     pub fn may_write(&self) -> bool {
         self.lease.as_ref().is_none_or(|l| l.may_write())
+    }
+
+    /// Whether the custom field's target has `mode: add`.
+    pub fn adds_to(&self, field: &str) -> bool {
+        self.mapper.targets().iter().any(|t| {
+            t.mode == crate::config::ListMode::Add
+                && matches!(&t.place, crate::mapping::TargetPlace::Field(s) if &**s == field)
+        })
     }
 
     pub fn lease_lost(&self) -> bool {

@@ -14,6 +14,9 @@ use super::Repo;
 /// The ids found for each value of a lookup (or why that value could not be looked up).
 pub type LookupResults = Vec<Result<Vec<String>, OpError>>;
 
+/// Per id: the card or record (`None`: it does not exist), or why it could not be read.
+pub type CurrentResults = Vec<Result<Option<Card>, OpError>>;
+
 #[async_trait]
 pub trait PipefyApi: Send + Sync {
     /// The pipe's or table's fields, phases, labels and members.
@@ -33,6 +36,8 @@ pub trait PipefyApi: Send + Sync {
     ) -> Result<Vec<OpResult>, PipefyError>;
     /// A card as Pipefy holds it now (`None`: it does not exist).
     async fn card(&self, id: &str) -> Result<Option<Card>, PipefyError>;
+    /// The destination's cards or records by id, as Pipefy holds them now, batched.
+    async fn current(&self, repo: &Repo, ids: &[String]) -> Result<CurrentResults, PipefyError>;
     /// Requests, retries and throttles so far.
     fn stats(&self) -> ClientStats;
 }
@@ -68,6 +73,10 @@ impl PipefyApi for PipefyClient {
 
     async fn card(&self, id: &str) -> Result<Option<Card>, PipefyError> {
         PipefyClient::card(self, id).await
+    }
+
+    async fn current(&self, repo: &Repo, ids: &[String]) -> Result<CurrentResults, PipefyError> {
+        self.cards(ids, matches!(repo, Repo::Table(_))).await
     }
 
     fn stats(&self) -> ClientStats {

@@ -4,15 +4,16 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use crate::config::Operation;
+use crate::config::{Operation, WritePolicy};
 use crate::failure::{FailureCode, RowFailure};
-use crate::mapping::{canonical_hash, MappedRow};
+use crate::mapping::{canonical_hash, MappedRow, Target};
 use crate::report::{RowAction, RowResult};
 use crate::source::{Provenance, Row, RowError};
 use crate::state::{key_hash, phase_hash, Entry, Ledger, RecordId, SeenKeys};
 use crate::store::ObjectMeta;
 
-use super::*;
+use super::requests::sends_nothing;
+use super::RunShared;
 
 /// The id recorded for rows marked synced without sending (skip_initial_backfill): the card
 /// exists but its id is not known; an update looks the key up first.
@@ -45,9 +46,13 @@ pub(crate) enum ItemKind {
         record: Option<Entry>,
     },
     Send {
+        /// What the row sends: for an update of a key the ledger knows, only the targets
+        /// that changed.
         mapped: Box<MappedRow>,
         hash: u64,
         phase: u32,
+        /// The target fingerprints the ledger records once the row is written.
+        targets: Box<[(u64, u32)]>,
         plan: Plan,
     },
 }
@@ -143,6 +148,7 @@ impl WorkItem {
             mapped: Box::default(),
             hash: 0,
             phase: 0,
+            targets: Box::default(),
             plan: Plan::Remove { id },
         };
         WorkItem::new(super::removed::provenance(n), None, None, kind).identified(key_hash, false)
@@ -286,16 +292,18 @@ impl Planner {
         let hash = canonical_hash(&mapped);
         let phase = phase_hash(mapped.phase_id.as_deref());
         let known = self.ledger.get(khash);
-        let unchanged = |e: &Entry| e.value_hash == hash && e.phase_hash == phase;
+        let changes = TargetChanges::new(shared, &mapped, known.as_ref(), self.full_resync);
 
         if self.backfill_only {
             let record = Entry {
-                id: known
-                    .map(|e| e.id)
-                    .unwrap_or(RecordId::Text(UNKNOWN_ID.into())),
-                value_hash: hash,
-                phase_hash: phase,
-                written_at_min: 0,
+                targets: changes.recorded(),
+                ..Entry::new(
+                    known
+                        .map(|e| e.id)
+                        .unwrap_or(RecordId::Text(UNKNOWN_ID.into())),
+                    hash,
+                    phase,
+                )
             };
             return done(
                 row,
@@ -307,15 +315,28 @@ impl Planner {
                 Some(record),
             );
         }
+        let upsert = matches!(op, Operation::UpsertCard | Operation::UpsertRecord);
         let plan = match (op, &known) {
-            (_, Some(e)) if unchanged(e) && !self.full_resync => {
-                let id = e.id.to_string();
-                return done(row, key, khash, keyed, RowAction::Unchanged, Some(id), None);
+            (_, Some(e))
+                if !self.full_resync
+                    && e.value_hash == hash
+                    && e.phase_hash == phase
+                    && !changes.any() =>
+            {
+                // Unchanged. A key written before targets were fingerprinted gets its
+                // fingerprints now, without sending anything.
+                let record =
+                    (e.targets.is_empty() && !shared.mapper.targets().is_empty()).then(|| Entry {
+                        targets: changes.recorded(),
+                        ..e.clone()
+                    });
+                let id = Some(e.id.to_string());
+                return done(row, key, khash, keyed, RowAction::Unchanged, id, record);
             }
             // Create operations never update: a key already synced is left alone.
             (Operation::CreateCard | Operation::CreateRecord, Some(e)) => {
-                let id = e.id.to_string();
-                return done(row, key, khash, keyed, RowAction::Unchanged, Some(id), None);
+                let id = Some(e.id.to_string());
+                return done(row, key, khash, keyed, RowAction::Unchanged, id, None);
             }
             (Operation::CreateCard | Operation::CreateRecord, None) => Plan::Create,
             (Operation::UpdateCard, e) => Plan::Update {
@@ -323,29 +344,117 @@ impl Planner {
                 move_phase: mapped.phase_id.is_some()
                     && e.as_ref().is_none_or(|e| e.phase_hash != phase),
             },
-            (Operation::UpsertCard | Operation::UpsertRecord, Some(e))
-                if e.id != RecordId::Text(UNKNOWN_ID.into()) =>
-            {
+            (_, Some(e)) if upsert && e.id != RecordId::Text(UNKNOWN_ID.into()) => {
+                if !shared.dest.upsert.update {
+                    let id = Some(e.id.to_string());
+                    return done(row, key, khash, keyed, RowAction::Exists, id, None);
+                }
                 Plan::Update {
                     id: e.id.to_string(),
                     move_phase: mapped.phase_id.is_some() && e.phase_hash != phase,
                 }
             }
-            (Operation::UpsertCard | Operation::UpsertRecord, _) => {
-                if shared.dest.sync.lookup_unknown_keys || known.is_some() {
+            _ => {
+                let may_create = shared.dest.upsert.create && known.is_none();
+                if shared.dest.sync.lookup_unknown_keys || !may_create {
                     Plan::Lookup
                 } else {
                     Plan::Create
                 }
             }
         };
+        let targets = changes.recorded();
+        let mut mapped = mapped;
+        if let Plan::Update { id, move_phase } = &plan {
+            shared
+                .mapper
+                .retain_targets(&mut mapped, |i| changes.sends(i));
+            if !move_phase && sends_nothing(&shared.repo, &mapped) {
+                // Only targets that are not updated (or no target) changed: record the new
+                // values as seen, send nothing.
+                let record = known.map(|e| Entry {
+                    targets,
+                    ..Entry::new(e.id, hash, phase)
+                });
+                let id = Some(id.clone());
+                return done(row, key, khash, keyed, RowAction::Unchanged, id, record);
+            }
+        }
         let kind = ItemKind::Send {
             mapped: Box::new(mapped),
             hash,
             phase,
+            targets,
             plan,
         };
         WorkItem::new(row.provenance.clone(), Some(row), key, kind).identified(khash, keyed)
+    }
+}
+
+/// Which of a row's targets an update sends, from their fingerprints against the ledger's.
+pub(super) struct TargetChanges<'a> {
+    targets: &'a [Target],
+    /// The row's fingerprint per target (`None`: the row leaves it alone).
+    now: Vec<Option<u32>>,
+    /// The ledger's fingerprint per target.
+    before: Vec<Option<u32>>,
+    /// No fingerprints to compare with (a new key, a key written before targets were
+    /// fingerprinted, or a full resync): every target is sent.
+    all: bool,
+}
+
+impl<'a> TargetChanges<'a> {
+    pub(super) fn new(
+        shared: &'a RunShared,
+        mapped: &MappedRow,
+        known: Option<&Entry>,
+        full_resync: bool,
+    ) -> Self {
+        let targets = shared.mapper.targets();
+        let before = targets
+            .iter()
+            .map(|t| known.and_then(|e| e.fingerprint(t.slot)))
+            .collect();
+        TargetChanges {
+            targets,
+            now: shared.mapper.fingerprints(mapped),
+            before,
+            all: full_resync || known.is_none_or(|e| e.targets.is_empty()),
+        }
+    }
+
+    /// Whether the target at `i` changed since its last write.
+    fn changed(&self, i: usize) -> bool {
+        match (self.now.get(i).copied().flatten(), self.before.get(i)) {
+            (None, _) => false,
+            (Some(now), Some(before)) => self.all || Some(now) != *before,
+            (Some(_), None) => true,
+        }
+    }
+
+    /// Whether any target's fingerprint differs from the ledger's (a new or changed
+    /// mapping entry shows up here even when the row's values hash the same).
+    fn any(&self) -> bool {
+        !self.all && (0..self.targets.len()).any(|i| self.changed(i))
+    }
+
+    /// Whether an update sends the target at `i`: it changed, and it is not `on_create`.
+    fn sends(&self, i: usize) -> bool {
+        let on_create = self
+            .targets
+            .get(i)
+            .is_some_and(|t| t.write == WritePolicy::OnCreate);
+        !on_create && self.changed(i)
+    }
+
+    /// What the ledger records once the row is written: the row's fingerprint per target,
+    /// or the last one written where the row leaves the target alone.
+    fn recorded(&self) -> Box<[(u64, u32)]> {
+        self.targets
+            .iter()
+            .zip(self.now.iter().zip(&self.before))
+            .filter_map(|(t, (now, before))| now.or(*before).map(|f| (t.slot, f)))
+            .collect()
     }
 }
 

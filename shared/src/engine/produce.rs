@@ -9,10 +9,10 @@ use crate::source::open_rows;
 use crate::state::SeenKeys;
 use crate::store::ObjectMeta;
 
-use super::plan::*;
+use super::plan::{Planner, WorkItem};
 use super::removed::{RemovalDecision, RemovalInputs};
-use super::window::*;
-use super::*;
+use super::window::Window;
+use super::{removed, EngineError, RunContext, RunShared, MAX_WINDOW_ITEMS};
 
 pub(super) enum ProduceEnd {
     Done,

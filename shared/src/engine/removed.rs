@@ -131,12 +131,7 @@ mod tests {
         for i in 0..n {
             l.insert(
                 key_hash(&format!("k{i}")),
-                Entry {
-                    id: RecordId::Num(1000 + i),
-                    value_hash: i,
-                    phase_hash: 0,
-                    written_at_min: 0,
-                },
+                Entry::new(RecordId::Num(1000 + i), i, 0),
             );
         }
         l.compact();

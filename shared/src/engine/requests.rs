@@ -97,14 +97,31 @@ pub fn create_op(repo: &Repo, row: &MappedRow, conn: &dyn ConnectionIds) -> Muta
     }
 }
 
+/// Whether an update of `row` (without a phase move) would send nothing.
+pub fn sends_nothing(repo: &Repo, row: &MappedRow) -> bool {
+    let attributes = match repo {
+        Repo::Pipe(_) => {
+            row.title.is_some()
+                || row.due_date.is_some()
+                || row.assignee_ids.is_some()
+                || row.label_ids.is_some()
+        }
+        Repo::Table(_) => row.title.is_some() || row.due_date.is_some(),
+    };
+    !attributes && row.fields.is_empty()
+}
+
 /// The update mutations of a row whose card/record id is known. `move_phase`: the phase
-/// changed since the last write, so the card is moved (cards only).
+/// changed since the last write, so the card is moved (cards only). `adds(field)`: the
+/// field's target has `mode: add`, so its items are added (`ADD`) instead of replacing the
+/// list.
 pub fn update_ops(
     repo: &Repo,
     id: &str,
     row: &MappedRow,
     move_phase: bool,
     conn: &dyn ConnectionIds,
+    adds: &dyn Fn(&str) -> bool,
 ) -> Vec<(OpRole, Mutation)> {
     let mut ops = Vec::new();
     let title = set_text(&row.title);
@@ -144,14 +161,25 @@ pub fn update_ops(
             }
         }
     }
-    // Custom fields: REPLACE is idempotent, so a retried or repeated update is harmless.
+    // Custom fields: REPLACE and ADD are idempotent, so a retried or repeated update is
+    // harmless. A cleared list in add mode has nothing to add.
     let values: Vec<NodeFieldValue> = row
         .fields
         .iter()
-        .map(|f| NodeFieldValue {
-            field_id: f.field_id.clone(),
-            value: field_json(&f.value, conn),
-            operation: FieldOperation::Replace,
+        .filter_map(|f| {
+            let add = adds(&f.field_id);
+            if add && matches!(f.value, FieldValue::Clear) {
+                return None;
+            }
+            Some(NodeFieldValue {
+                field_id: f.field_id.clone(),
+                value: field_json(&f.value, conn),
+                operation: if add {
+                    FieldOperation::Add
+                } else {
+                    FieldOperation::Replace
+                },
+            })
         })
         .collect();
     for chunk in values.chunks(MAX_VALUES_PER_UPDATE) {
@@ -214,6 +242,7 @@ mod tests {
             &row_with_fields(61),
             true,
             &Ids,
+            &|_| false,
         );
         let names: Vec<&str> = ops.iter().map(|(_, m)| m.name()).collect();
         assert_eq!(
@@ -245,6 +274,7 @@ mod tests {
             &row_with_fields(1),
             false,
             &Ids,
+            &|_| false,
         );
         assert!(ops.iter().all(|(r, _)| *r != OpRole::Move));
     }

@@ -15,10 +15,14 @@ use crate::report::{Counts, ReportWriter, RunStatus, RunSummary};
 use crate::source::list_table_files;
 use crate::state::{PendingWork, RunCursor, RunScope, SeenKeys, StateStore};
 
-use super::ambiguous::*;
+use super::ambiguous::resolve_leftover_intents;
 use super::removed::RemovalOp;
-use super::runner::*;
-use super::*;
+use super::runner::Runner;
+use super::{
+    new_run_id, repo_of, AbortOnDrop, EngineError, PipefyApi, RunContext, RunRequest, RunShared,
+};
+use crate::state::LeaseKeeper;
+use crate::state::RunState;
 
 /// How long a lease lives without renewal (`sync.lease_seconds`): a crashed holder blocks the
 /// destination at most this long. It is renewed every quarter of that.
@@ -350,6 +354,7 @@ pub(super) async fn run_once(
         run_id: cursor.run_id.clone(),
         lease,
         removal,
+        current_reads: Default::default(),
     });
 
     let mut runner = Runner {
@@ -374,5 +379,9 @@ pub(super) async fn run_once(
     runner.cursor.counts.requests += stats.requests.saturating_sub(stats_at_start.requests);
     runner.cursor.counts.retries += stats.retries.saturating_sub(stats_at_start.retries);
     runner.cursor.counts.throttles += stats.throttles.saturating_sub(stats_at_start.throttles);
+    runner.cursor.counts.current_value_reads += runner
+        .shared
+        .current_reads
+        .load(std::sync::atomic::Ordering::SeqCst);
     runner.finish(status).await
 }

@@ -7,13 +7,14 @@ use std::time::Instant;
 
 use futures::StreamExt;
 
+use super::plan::Planner;
+use super::produce::{produce, ProduceEnd, Produced, Producer};
+use super::window::Window;
+use super::{
+    tokio_stream_from, window, AbortOnDrop, EngineError, RunContext, RunRequest, RunShared,
+};
 use crate::report::{ReportWriter, RowResult, RunStatus};
 use crate::state::{Ledger, RunCursor, SeenKeys};
-
-use super::plan::*;
-use super::produce::*;
-use super::window::*;
-use super::*;
 
 /// The mutable side of a run.
 pub(super) struct Runner<'a> {

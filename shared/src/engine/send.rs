@@ -9,13 +9,13 @@ use crate::pipefy::{ErrorClass, OpResult, NOT_SENT};
 use crate::report::RowAction;
 use crate::state::Intent;
 
-use super::ambiguous::*;
-use super::connections::*;
-use super::plan::*;
+use super::ambiguous::resolve_ambiguous;
+use super::connections::ResolvedConnections;
+use super::plan::{ItemKind, Plan, WorkItem};
 use super::removed::RemovalOp;
 use super::requests::{create_op, update_ops, OpRole};
-use super::window::*;
-use super::*;
+use super::window::{failure_for, op_failure, Outcome, Slot, LEASE_LOST};
+use super::{EngineError, RunShared};
 
 pub(super) fn is_create(slot: &Slot) -> bool {
     slot.outcome.is_none()
@@ -82,7 +82,8 @@ pub(super) async fn send(
                 owners.push((i, OpRole::Create));
             }
             Plan::Update { id, move_phase } => {
-                let row_ops = update_ops(&shared.repo, id, mapped, *move_phase, conns);
+                let adds = |field: &str| shared.adds_to(field);
+                let row_ops = update_ops(&shared.repo, id, mapped, *move_phase, conns, &adds);
                 if row_ops.is_empty() {
                     slot.outcome = Some(Outcome::Written {
                         action: RowAction::Updated,

@@ -110,6 +110,14 @@ impl PipefyApi for FakePipefy {
         Ok(None)
     }
 
+    async fn current(
+        &self,
+        _repo: &Repo,
+        ids: &[String],
+    ) -> Result<super::pipefy_api::CurrentResults, PipefyError> {
+        Ok(ids.iter().map(|_| Ok(None)).collect())
+    }
+
     fn stats(&self) -> ClientStats {
         ClientStats::default()
     }
@@ -172,6 +180,7 @@ fn shared(operation: &str, fake: Arc<FakePipefy>, removal: Option<RemovalOp>) ->
         run_id: "run-1".into(),
         lease: None,
         removal,
+        current_reads: Default::default(),
     })
 }
 
@@ -374,12 +383,7 @@ async fn an_unchanged_row_is_not_sent_and_a_changed_one_is_updated() {
     let mut ledger = Ledger::new();
     ledger.insert(
         key_hash("K1"),
-        Entry {
-            id: RecordId::Num(42),
-            value_hash: hash,
-            phase_hash: crate::state::phase_hash(None),
-            written_at_min: 0,
-        },
+        Entry::new(RecordId::Num(42), hash, crate::state::phase_hash(None)),
     );
     ledger.compact();
     let ledger = Arc::new(ledger);

@@ -10,11 +10,12 @@ use crate::report::{RowAction, RowResult};
 use crate::source::Row;
 use crate::state::{Entry, RecordId};
 
-use super::connections::*;
-use super::lookups::*;
-use super::plan::*;
-use super::send::*;
-use super::*;
+use super::connections::resolve_connections;
+use super::current::read_current;
+use super::lookups::resolve_lookups;
+use super::plan::{ItemKind, Plan, WorkItem};
+use super::send::{record_intents, send};
+use super::{EngineError, RunShared};
 
 /// Why a row of a run that lost its lease was not sent.
 pub(super) const LEASE_LOST: &str = "not sent: this run lost its lease on the destination; the run that holds it now syncs this row";
@@ -166,6 +167,9 @@ pub(crate) async fn process(
     resolve_lookups(shared, &mut slots).await?;
     let conns = resolve_connections(shared, &mut slots).await?;
     check_creates(shared, &mut slots);
+    if !shared.dry_run {
+        read_current(shared, &mut slots).await?;
+    }
 
     if shared.dry_run {
         for slot in slots.iter_mut().filter(|s| s.outcome.is_none()) {
@@ -223,7 +227,11 @@ pub(super) fn finish_slot(slot: Slot) -> DoneItem {
             intent_done: None,
         },
         ItemKind::Send {
-            hash, phase, plan, ..
+            hash,
+            phase,
+            targets,
+            plan,
+            ..
         } => {
             let was_create = matches!(plan, Plan::Create);
             let was_removal = matches!(plan, Plan::Remove { .. });
@@ -243,10 +251,8 @@ pub(super) fn finish_slot(slot: Slot) -> DoneItem {
                     ledger_write: Some((
                         item.key_hash,
                         (!was_removal).then(|| Entry {
-                            id: RecordId::parse(&id),
-                            value_hash: hash,
-                            phase_hash: phase,
-                            written_at_min: 0,
+                            targets,
+                            ..Entry::new(RecordId::parse(&id), hash, phase)
                         }),
                     )),
                     intent_done: was_create.then_some(item.key_hash),

@@ -121,7 +121,7 @@ impl From<EngineError> for HandlerError {
                 HandlerError::storage("state storage", source)
             }
             EngineError::Store(source) => HandlerError::storage("storage", source),
-            EngineError::State(_) | EngineError::Continuation { .. } => HandlerError::State(text),
+            EngineError::State(_) => HandlerError::State(text),
             EngineError::HandOff(_) => HandlerError::HandOff(text),
             EngineError::Internal(_) => HandlerError::Internal(text),
         }

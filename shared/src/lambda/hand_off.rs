@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 
-use crate::engine::HandOff;
+use crate::engine::{HandOff, HandOffError};
 
 use super::events::ScheduledEvent;
 
@@ -34,13 +34,13 @@ impl Invoker for aws_sdk_lambda::Client {
 }
 
 /// The payload that continues `run_id` of `destination`.
-pub fn continuation_payload(destination: &str, run_id: &str) -> Result<Vec<u8>, String> {
+pub fn continuation_payload(destination: &str, run_id: &str) -> Result<Vec<u8>, HandOffError> {
     let event = ScheduledEvent {
         destination: destination.to_string(),
         continue_run: Some(run_id.to_string()),
         ..Default::default()
     };
-    serde_json::to_vec(&event).map_err(|e| e.to_string())
+    Ok(serde_json::to_vec(&event)?)
 }
 
 /// Continues a run in a new asynchronous invocation of this function.
@@ -60,12 +60,16 @@ impl<I: Invoker> LambdaHandOff<I> {
 
 #[async_trait]
 impl<I: Invoker> HandOff for LambdaHandOff<I> {
-    async fn continue_run(&self, destination: &str, run_id: &str) -> Result<(), String> {
+    async fn continue_run(&self, destination: &str, run_id: &str) -> Result<(), HandOffError> {
         let payload = continuation_payload(destination, run_id)?;
         self.invoker
             .invoke_event(&self.function_name, payload)
             .await
-            .map_err(|e| format!("invoking {} for run {run_id}: {e}", self.function_name))?;
+            .map_err(|reason| HandOffError::Invoke {
+                function: self.function_name.clone(),
+                run_id: run_id.to_string(),
+                reason,
+            })?;
         tracing::info!(destination, run_id, function = %self.function_name, "run handed over to a new invocation");
         Ok(())
     }
@@ -124,6 +128,9 @@ mod tests {
             "f".into(),
         );
         let err = hand_off.continue_run("d", "run-1").await.unwrap_err();
-        assert_eq!(err, "invoking f for run run-1: TooManyRequestsException");
+        assert_eq!(
+            err.to_string(),
+            "invoking f for run run-1: TooManyRequestsException"
+        );
     }
 }

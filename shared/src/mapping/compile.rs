@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::{
-    target_of, ConnectConfig, Destination, FieldMapping, NullPolicy, Operation, RemovalAction,
-    Target, ValueSource,
+    target_of, ConnectConfig, Destination, FieldMapping, ListMode, NullPolicy, Operation,
+    RemovalAction, Target, ValueSource,
 };
 use crate::pipefy::schema::{FieldDef, FieldType};
 use crate::value::Value;
@@ -435,6 +435,13 @@ impl Compiler<'_, '_> {
             },
         };
         let (place, conv) = self.target(name, fm)?;
+        if fm.mode == ListMode::Add && !conv.is_list() {
+            self.issue(
+                format!("{path}.mode"),
+                "`mode: add` applies to list targets (labels, assignees, parents, checklist, connector, label and assignee fields); this target holds one value",
+            );
+            return None;
+        }
         if !steps_ok {
             return None;
         }
@@ -669,6 +676,14 @@ pub(super) fn compile(dest: &Destination, schema: &Schema) -> Result<Mapper, Vec
         );
     }
 
+    let targets = attrs
+        .iter()
+        .chain(fields.iter())
+        .filter_map(|s| {
+            let fm = dest.mapping.get(&*s.name)?;
+            super::Target::of(&s.name, &s.place, fm)
+        })
+        .collect();
     let key = c.key(&fields);
     let required = c.required(&fields, key.as_ref());
 
@@ -713,6 +728,7 @@ pub(super) fn compile(dest: &Destination, schema: &Schema) -> Result<Mapper, Vec
         key,
         attrs,
         fields,
+        targets,
         required,
         phases: c.view.phases,
         columns,

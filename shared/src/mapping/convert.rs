@@ -54,6 +54,33 @@ pub(crate) enum Conv {
     CardId,
 }
 
+impl Conv {
+    /// Whether the target holds a list that `mode: add` can add to.
+    pub(crate) fn is_list(&self) -> bool {
+        matches!(
+            self,
+            Conv::Checklist(_) | Conv::Labels(_) | Conv::Assignees(_) | Conv::Connect(_)
+        )
+    }
+}
+
+/// Each item of a list value resolved to its id or option, without repeats.
+fn unique_items(
+    v: &Value,
+    resolve: impl Fn(&str) -> Result<String, Problem>,
+) -> Result<Converted, Problem> {
+    let mut out = Vec::new();
+    each_item(v, |text| {
+        push_unique(&mut out, resolve(text)?);
+        Ok(())
+    })?;
+    Ok(Converted::List(out))
+}
+
+fn owned(s: &str) -> String {
+    s.to_string()
+}
+
 /// A converted value, before it is placed in the [`super::MappedRow`].
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Converted {
@@ -360,38 +387,15 @@ impl Conv {
                 };
                 Ok(Converted::Text(options.resolve(&s)?.to_string()))
             }
-            Conv::Checklist(options) => {
-                let mut out = Vec::new();
-                each_item(&v, |text| {
-                    push_unique(&mut out, options.resolve(text)?.to_string());
-                    Ok(())
-                })?;
-                Ok(Converted::List(out))
-            }
-            Conv::Labels(index) => {
-                let mut out = Vec::new();
-                each_item(&v, |text| {
-                    let id = match index {
-                        Some(ix) => ix.resolve(text)?,
-                        None => plain_id(text, "label")?,
-                    };
-                    push_unique(&mut out, id.to_string());
-                    Ok(())
-                })?;
-                Ok(Converted::List(out))
-            }
-            Conv::Assignees(index) => {
-                let mut out = Vec::new();
-                each_item(&v, |text| {
-                    let id = match index {
-                        Some(ix) => ix.resolve(text)?,
-                        None => plain_id(text, "user")?,
-                    };
-                    push_unique(&mut out, id.to_string());
-                    Ok(())
-                })?;
-                Ok(Converted::List(out))
-            }
+            Conv::Checklist(options) => unique_items(&v, |text| options.resolve(text).map(owned)),
+            Conv::Labels(index) => unique_items(&v, |text| match index {
+                Some(ix) => ix.resolve(text).map(owned),
+                None => plain_id(text, "label").map(owned),
+            }),
+            Conv::Assignees(index) => unique_items(&v, |text| match index {
+                Some(ix) => ix.resolve(text).map(owned),
+                None => plain_id(text, "user").map(owned),
+            }),
             Conv::Phase(index) => {
                 let s = scalar_text(&v)?;
                 Ok(Converted::Text(index.resolve(&s)?.to_string()))

@@ -134,7 +134,10 @@ impl Enc<'_> {
     }
     fn field(&mut self, f: &MappedField) {
         self.str(&f.field_id);
-        match &f.value {
+        self.value(&f.value);
+    }
+    fn value(&mut self, v: &FieldValue) {
+        match v {
             FieldValue::Clear => self.tag(0),
             FieldValue::Json(j) => {
                 self.tag(1);
@@ -151,22 +154,49 @@ impl Enc<'_> {
 /// xxh3 of the key, the card id and every value to be written, in a canonical order (fields
 /// by id). The provenance is left out: the same values hash the same from any file and line.
 pub fn canonical_hash(row: &MappedRow) -> u64 {
+    hashed(|e| encode_row(row, e))
+}
+
+/// xxh3 of what `encode` writes, built in the thread's reused buffer.
+fn hashed(encode: impl Fn(&mut Enc<'_>)) -> u64 {
+    let run = |buf: &mut Vec<u8>| {
+        let mut e = Enc(buf);
+        encode(&mut e);
+        xxh3_64(e.0)
+    };
     BUFFER.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buf) => {
             buf.clear();
-            let h = hash_with(row, &mut buf);
+            let h = run(&mut buf);
             if buf.capacity() > KEEP_BUFFER_BYTES {
                 *buf = Vec::new();
             }
             h
         }
         // Only reachable if hashing re-entered itself; a fresh buffer gives the same hash.
-        Err(_) => hash_with(row, &mut Vec::new()),
+        Err(_) => run(&mut Vec::new()),
     })
 }
 
-fn hash_with(row: &MappedRow, buf: &mut Vec<u8>) -> u64 {
-    let mut e = Enc(buf);
+/// Per-target hashes for field-level change detection (`super::targets`): each encodes one
+/// value the way [`canonical_hash`] encodes it inside a row.
+pub(super) fn text_hash(v: &Set<String>) -> u64 {
+    hashed(|e| e.set_str(Some(v)))
+}
+
+pub(super) fn list_hash(v: &Set<Vec<String>>) -> u64 {
+    hashed(|e| e.set_strs(Some(v)))
+}
+
+pub(super) fn refs_hash(refs: &[ConnectionRef]) -> u64 {
+    hashed(|e| e.refs(refs))
+}
+
+pub(super) fn field_value_hash(v: &FieldValue) -> u64 {
+    hashed(|e| e.value(v))
+}
+
+fn encode_row(row: &MappedRow, e: &mut Enc<'_>) {
     e.tag(ENCODING_VERSION);
     e.opt_str(row.key.as_deref());
     e.opt_str(row.id.as_deref());
@@ -196,5 +226,4 @@ fn hash_with(row: &MappedRow, buf: &mut Vec<u8>) -> u64 {
         order.sort_by(|a, b| a.field_id.cmp(&b.field_id));
         order.into_iter().for_each(|f| e.field(f));
     }
-    xxh3_64(e.0)
 }

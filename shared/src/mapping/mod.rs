@@ -40,12 +40,14 @@ mod formats;
 mod hash;
 pub mod limits;
 mod resolve;
+mod targets;
 mod template;
 #[cfg(test)]
 mod tests;
 mod transform;
 
 pub use hash::canonical_hash;
+pub use targets::{Target, TargetPlace};
 
 use convert::{Conv, Converted};
 use resolve::NamedIndex;
@@ -317,6 +319,8 @@ pub struct Mapper {
     attrs: Vec<Slot>,
     /// Custom fields, sorted by field id.
     fields: Vec<Slot>,
+    /// The targets of `attrs` and `fields`, for field-level change detection.
+    targets: Vec<Target>,
     required: Vec<Required>,
     phases: Option<Arc<NamedIndex>>,
     columns: Vec<String>,

@@ -1226,3 +1226,47 @@ fn hash_is_stable_across_releases() {
 }
 
 const STABLE_HASH: u64 = 0xd29564f5d4960d0f;
+
+// ---------- targets (field-level sync) ----------
+
+#[test]
+fn add_mode_on_a_single_value_field_is_a_config_issue() {
+    let d = card_dest("plan: { column: plan, mode: add }");
+    let found = issues(&d, Schema::Pipe(pipe()));
+    assert!(
+        found
+            .iter()
+            .any(|i| i.path == "mapping.plan.mode" && i.message.contains("list targets")),
+        "{found:?}"
+    );
+    let d = card_dest("tags: { column: tags, mode: add }\nfeatures: { column: f, mode: add }");
+    assert!(Mapper::new(&d, &Schema::Pipe(pipe())).is_ok());
+}
+
+#[test]
+fn a_changed_entry_is_a_new_slot_and_the_same_value_the_same_fingerprint() {
+    let a = mapper(&card_dest("notes: notes"));
+    let b = mapper(&card_dest("notes: { column: notes, transforms: [trim] }"));
+    let slot = |m: &Mapper, name: &str| {
+        m.targets()
+            .iter()
+            .find(|t| &*t.name == name)
+            .map(|t| t.slot)
+    };
+    assert_ne!(slot(&a, "notes"), slot(&b, "notes"));
+    assert_eq!(slot(&a, "customer_name"), slot(&b, "customer_name"));
+    let r1 = row(&[("notes", s("x"))]);
+    let r2 = row(&[("notes", s("y"))]);
+    let f1 = a.fingerprints(&a.map(&r1).unwrap());
+    let f2 = a.fingerprints(&a.map(&r2).unwrap());
+    assert_eq!(f1.len(), a.targets().len());
+    let changed: Vec<&str> = a
+        .targets()
+        .iter()
+        .zip(f1.iter().zip(&f2))
+        .filter(|(_, (x, y))| x != y)
+        .map(|(t, _)| &*t.name)
+        .collect();
+    assert_eq!(changed, ["notes"]);
+    assert!(f1.iter().flatten().all(|f| *f != 0));
+}

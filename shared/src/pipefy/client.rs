@@ -380,19 +380,39 @@ impl PipefyClient {
     /// come back as PERMISSION_DENIED, docs/pipefy-api.md §7; that stays an error because it may be
     /// a real permission problem.)
     pub async fn card(&self, id: &str) -> Result<Option<Card>, PipefyError> {
-        let mut results = self
-            .run_batch(DocKind::Query, &[CardQuery(id)], None)
-            .await?;
-        match results.pop() {
+        match self.cards(&[id.to_string()], false).await?.pop() {
             Some(Ok(card)) => Ok(card),
-            Some(Err(e)) if e.class == ErrorClass::Permanent && is_not_found(e.code.as_deref()) => {
-                Ok(None)
-            }
             Some(Err(e)) => Err(query_error(e)),
             None => Err(PipefyError::InvalidResponse(
                 "no result for the card query".into(),
             )),
         }
+    }
+
+    /// Cards (or, with `records`, table records read into the same shape) by id, many per
+    /// request; `None` for one Pipefy says does not exist.
+    pub async fn cards(
+        &self,
+        ids: &[String],
+        records: bool,
+    ) -> Result<Vec<Result<Option<Card>, OpError>>, PipefyError> {
+        let ops: Vec<CardQuery<'_>> = ids
+            .iter()
+            .map(|id| CardQuery {
+                id,
+                record: records,
+            })
+            .collect();
+        let results = self.run_batch(DocKind::Query, &ops, None).await?;
+        Ok(results
+            .into_iter()
+            .map(|r| match r {
+                Err(e) if e.class == ErrorClass::Permanent && is_not_found(e.code.as_deref()) => {
+                    Ok(None)
+                }
+                other => other,
+            })
+            .collect())
     }
 
     async fn query_one<O: BatchOp>(&self, op: O) -> Result<O::Output, PipefyError> {

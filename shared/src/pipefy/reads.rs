@@ -397,13 +397,24 @@ impl BatchOp for ListCardsQuery<'_> {
     }
 }
 
-pub(crate) struct CardQuery<'a>(pub &'a str);
+/// A card, or a table record read into the same shape (`record: true`).
+pub(crate) struct CardQuery<'a> {
+    pub id: &'a str,
+    pub record: bool,
+}
+
+/// A record's fields under the card's names: `record_fields` aliased `fields`.
+const RECORD_SELECTION: &str = "id title due_date labels { id name } assignees { id name email } fields: record_fields { name value field { id } }";
 
 impl BatchOp for CardQuery<'_> {
     type Output = Option<Card>;
     fn render(&self, vars: &mut Vars) -> String {
-        let id = vars.add("ID!", json!(self.0));
-        format!("card(id: {id}) {{ {CARD_SELECTION} }}")
+        let id = vars.add("ID!", json!(self.id));
+        if self.record {
+            format!("table_record(id: {id}) {{ {RECORD_SELECTION} }}")
+        } else {
+            format!("card(id: {id}) {{ {CARD_SELECTION} }}")
+        }
     }
     fn parse(&self, payload: &Value) -> Result<Option<Card>, Failure> {
         parse_card(payload).map(Some)

@@ -38,6 +38,12 @@ pub struct Counts {
     /// their key and recorded, instead of being sent again.
     #[serde(default)]
     pub recovered_creates: u64,
+    /// Create-only upserts: rows whose card or record exists, left alone (`EXISTS`).
+    #[serde(default)]
+    pub exists: u64,
+    /// Cards or records read before an update, for `write: if_empty` and `mode: add`.
+    #[serde(default)]
+    pub current_value_reads: u64,
     pub requests: u64,
     pub retries: u64,
     pub throttles: u64,
@@ -67,6 +73,9 @@ pub enum RowAction {
     Deleted,
     /// Dry run: the row left the table and its card or record would be moved or deleted.
     WouldRemove,
+    /// A create-only upsert (`upsert: {update: false}`): the card or record exists and is
+    /// left alone.
+    Exists,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

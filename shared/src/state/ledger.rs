@@ -1,19 +1,28 @@
 //! The ledger: for every row key ever synced, the Pipefy id it became, a hash of the values
-//! last written and when. It is what makes reruns cheap (unchanged rows are not sent) and
+//! last written, a fingerprint per mapped target, and when. It is what makes reruns cheap
+//! (unchanged rows are not sent, and of a changed row only its changed targets are) and
 //! creates exactly-once (a key with an id is never created again).
 //!
 //! Size matters at 10 M keys, so keys are 64-bit hashes (the key text itself is only kept
 //! for in-flight creates, in the manifest's intents) and the table is stored column-wise:
 //! sorted key hashes, value hashes, ids, phase hashes and write times in parallel vectors
-//! (28 bytes a key in memory). Writes made during a run go to a small overlay map and are
-//! merged in sorted order when a segment is saved.
+//! (28 bytes a key in memory), plus one 32-bit fingerprint per key and mapped target. Writes
+//! made during a run go to a small overlay map and are merged in sorted order when a segment
+//! is saved.
+//!
+//! A target is named by its slot: a 64-bit hash of the mapping entry (target name, source,
+//! transforms, write policy), so a changed entry is a new slot that no key has written yet.
+//! Fingerprint 0 means "nothing recorded"; real fingerprints are never 0.
 //!
 //! Segment encoding (little endian), zstd-compressed as a whole:
-//! magic `PSL1`, entry count (u64), string-id count (u64), then per column:
-//! key hashes as varint deltas (sorted), value hashes (u64 each), phase hashes (u32 each),
-//! written_at minutes since the Unix epoch as varints, ids as tagged varints (numeric ids,
-//! which Pipefy card ids are, are delta-encoded against the previous numeric id; other ids
-//! index a string table stored after the columns as length-prefixed UTF-8).
+//! magic `PSL2` (or `PSL1`, read as a segment without targets), entry count (u64),
+//! then per column: key hashes as varint deltas (sorted), value hashes (u64 each), phase
+//! hashes (u32 each), written_at minutes since the Unix epoch as varints, ids as tagged
+//! varints (numeric ids, which Pipefy card ids are, are delta-encoded against the previous
+//! numeric id; other ids index a string table stored after the columns as length-prefixed
+//! UTF-8); `PSL2` then has the slot count (varint), the slots (u64 each) and, slot by slot,
+//! every entry's fingerprint for it (u32 each; a column of one slot compresses well when its
+//! target is a constant).
 
 use std::collections::HashMap;
 
@@ -54,6 +63,37 @@ pub struct Entry {
     pub phase_hash: u32,
     /// Minutes since the Unix epoch of the last successful write.
     pub written_at_min: u32,
+    /// `(slot, fingerprint)` of each mapped target's value last written. Empty for keys
+    /// written before targets were fingerprinted (`PSL1`) and for creates recovered from
+    /// intents: for those only `value_hash` is known.
+    pub targets: Box<[(u64, u32)]>,
+}
+
+impl Entry {
+    /// An entry without target fingerprints.
+    pub fn new(id: RecordId, value_hash: u64, phase_hash: u32) -> Entry {
+        Entry {
+            id,
+            value_hash,
+            phase_hash,
+            written_at_min: 0,
+            targets: Box::default(),
+        }
+    }
+
+    /// A numeric-id entry whose value hash is its id (a test fixture).
+    #[cfg(test)]
+    pub(crate) fn numbered(id: u64) -> Entry {
+        Entry::new(RecordId::Num(id), id, 0)
+    }
+
+    /// The fingerprint recorded for `slot`, if any.
+    pub fn fingerprint(&self, slot: u64) -> Option<u32> {
+        self.targets
+            .iter()
+            .find(|(s, _)| *s == slot)
+            .map(|(_, f)| *f)
+    }
 }
 
 /// Hash of a row key (the text built from the key columns, or a row identity).
@@ -85,12 +125,17 @@ pub struct Ledger {
     /// Numeric id, or `TEXT_FLAG | index` into `texts`.
     ids: Vec<u64>,
     texts: Vec<Box<str>>,
+    /// The target slots of the base's fingerprint column.
+    slots: Vec<u64>,
+    /// `slots.len()` fingerprints per base key, key by key (0: none recorded).
+    fingerprints: Vec<u32>,
     /// Writes not yet merged into the base; `None` marks a removal.
     overlay: HashMap<u64, Option<Entry>>,
 }
 
 const TEXT_FLAG: u64 = 1 << 63;
-const MAGIC: &[u8; 4] = b"PSL1";
+const MAGIC_V1: &[u8; 4] = b"PSL1";
+const MAGIC: &[u8; 4] = b"PSL2";
 
 impl Ledger {
     pub fn new() -> Self {
@@ -141,12 +186,26 @@ impl Ledger {
         } else {
             RecordId::Num(raw)
         };
+        let width = self.slots.len();
+        let row = self.fingerprints.get(i * width..(i + 1) * width)?;
         Some(Entry {
             id,
             value_hash: *self.values.get(i)?,
             phase_hash: *self.phases.get(i)?,
             written_at_min: *self.times.get(i)?,
+            targets: self
+                .slots
+                .iter()
+                .zip(row)
+                .filter(|(_, f)| **f != 0)
+                .map(|(s, f)| (*s, *f))
+                .collect(),
         })
+    }
+
+    /// The target slots the base holds fingerprints for.
+    pub fn slots(&self) -> &[u64] {
+        &self.slots
     }
 
     pub fn get(&self, key: u64) -> Option<Entry> {
@@ -181,13 +240,21 @@ impl Ledger {
         if self.overlay.is_empty() {
             return;
         }
-        let mut merged = Ledger::default();
         let entries: Vec<(u64, Entry)> = self.iter().collect();
-        merged.reserve(entries.len());
+        *self = Ledger::from_sorted(entries);
+    }
+
+    /// A base from entries in key order; its slots are every slot the entries name.
+    fn from_sorted(entries: Vec<(u64, Entry)>) -> Ledger {
+        let mut l = Ledger {
+            slots: slots_of(entries.iter().map(|(_, e)| e)),
+            ..Ledger::default()
+        };
+        l.reserve(entries.len());
         for (k, e) in entries {
-            merged.push_sorted(k, e);
+            l.push_sorted(k, e);
         }
-        *self = merged;
+        l
     }
 
     fn reserve(&mut self, n: usize) {
@@ -196,10 +263,15 @@ impl Ledger {
         self.phases.reserve(n);
         self.times.reserve(n);
         self.ids.reserve(n);
+        self.fingerprints.reserve(n * self.slots.len());
     }
 
-    /// Appends an entry whose key is greater than every key in the base.
+    /// Appends an entry whose key is greater than every key in the base; its targets must
+    /// be among `self.slots`.
     fn push_sorted(&mut self, key: u64, e: Entry) {
+        for slot in &self.slots {
+            self.fingerprints.push(e.fingerprint(*slot).unwrap_or(0));
+        }
         self.keys.push(key);
         self.values.push(e.value_hash);
         self.phases.push(e.phase_hash);
@@ -244,11 +316,7 @@ impl Ledger {
             .iter()
             .filter(|(_, e)| !matches!(&e.id, RecordId::Text(t) if &**t == TOMBSTONE))
             .collect();
-        let mut clean = Ledger::default();
-        for (k, e) in entries {
-            clean.push_sorted(k, e);
-        }
-        *self = clean;
+        *self = Ledger::from_sorted(entries);
     }
 
     /// The whole ledger as one segment (a new base).
@@ -276,17 +344,25 @@ pub fn encode_delta(writes: Vec<(u64, Option<Entry>)>) -> Vec<u8> {
     let mut entries: Vec<(u64, Entry)> = latest
         .into_iter()
         .map(|(k, v)| {
-            let e = v.unwrap_or(Entry {
-                id: RecordId::Text(TOMBSTONE.into()),
-                value_hash: 0,
-                phase_hash: 0,
-                written_at_min: 0,
-            });
+            let e = v.unwrap_or_else(|| Entry::new(RecordId::Text(TOMBSTONE.into()), 0, 0));
             (k, e)
         })
         .collect();
     entries.sort_unstable_by_key(|(k, _)| *k);
     encode_entries(&entries)
+}
+
+/// Every slot the entries name, in the order first seen.
+fn slots_of<'a>(entries: impl Iterator<Item = &'a Entry>) -> Vec<u64> {
+    let mut slots: Vec<u64> = Vec::new();
+    for e in entries {
+        for (s, _) in e.targets.iter() {
+            if !slots.contains(s) {
+                slots.push(*s);
+            }
+        }
+    }
+    slots
 }
 
 /// The id text that marks a removal inside a delta segment.
@@ -344,23 +420,8 @@ struct Cursor<'a> {
 
 impl Cursor<'_> {
     fn varint(&mut self) -> Result<u64, LedgerError> {
-        let mut v: u64 = 0;
-        let mut shift = 0;
-        loop {
-            let b = *self
-                .buf
-                .get(self.pos)
-                .ok_or_else(|| LedgerError::Corrupt("truncated varint".into()))?;
-            self.pos += 1;
-            if shift >= 64 {
-                return Err(LedgerError::Corrupt("varint too long".into()));
-            }
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-            shift += 7;
-        }
+        u64::try_from(varint_u128(self)?)
+            .map_err(|_| LedgerError::Corrupt("varint too long".into()))
     }
     fn bytes(&mut self, n: usize) -> Result<&[u8], LedgerError> {
         let end = self
@@ -431,6 +492,16 @@ fn encode_entries(entries: &[(u64, Entry)]) -> Vec<u8> {
         put_varint(&mut out, t.len() as u64);
         out.extend_from_slice(t.as_bytes());
     }
+    let slots = slots_of(entries.iter().map(|(_, e)| e));
+    put_varint(&mut out, slots.len() as u64);
+    for slot in &slots {
+        out.extend_from_slice(&slot.to_le_bytes());
+    }
+    for slot in &slots {
+        for (_, e) in entries {
+            out.extend_from_slice(&e.fingerprint(*slot).unwrap_or(0).to_le_bytes());
+        }
+    }
     // Hashes do not compress, but the varint columns and texts do.
     zstd::bulk::compress(&out, 3).unwrap_or(out)
 }
@@ -467,9 +538,11 @@ fn decode_segment(compressed: &[u8]) -> Result<Ledger, LedgerError> {
     let raw = zstd::stream::decode_all(compressed)
         .map_err(|e| LedgerError::Corrupt(format!("zstd: {e}")))?;
     let mut c = Cursor { buf: &raw, pos: 0 };
-    if c.bytes(4)? != MAGIC {
-        return Err(LedgerError::Corrupt("bad magic".into()));
-    }
+    let has_targets = match c.bytes(4)? {
+        m if m == MAGIC => true,
+        m if m == MAGIC_V1 => false,
+        _ => return Err(LedgerError::Corrupt("bad magic".into())),
+    };
     let n = usize::try_from(c.u64()?).map_err(|_| LedgerError::Corrupt("count".into()))?;
     if n > raw.len() {
         return Err(LedgerError::Corrupt(
@@ -543,6 +616,28 @@ fn decode_segment(compressed: &[u8]) -> Result<Ledger, LedgerError> {
         }
     }
     l.texts = texts;
+    if has_targets {
+        let width =
+            usize::try_from(c.varint()?).map_err(|_| LedgerError::Corrupt("slots".into()))?;
+        if width > raw.len() / 8 {
+            return Err(LedgerError::Corrupt(
+                "slot count larger than segment".into(),
+            ));
+        }
+        for _ in 0..width {
+            l.slots.push(c.u64()?);
+        }
+        // Stored slot by slot, held key by key.
+        l.fingerprints = vec![0; n * width];
+        for j in 0..width {
+            for i in 0..n {
+                let f = c.u32()?;
+                if let Some(cell) = l.fingerprints.get_mut(i * width + j) {
+                    *cell = f;
+                }
+            }
+        }
+    }
     if l.keys.windows(2).any(|w| w[0] >= w[1]) {
         return Err(LedgerError::Corrupt("keys are not sorted".into()));
     }
@@ -555,11 +650,68 @@ mod tests {
 
     fn entry(id: &str, v: u64) -> Entry {
         Entry {
-            id: RecordId::parse(id),
-            value_hash: v,
-            phase_hash: phase_hash(Some("p1")),
             written_at_min: 29_000_000,
+            ..Entry::new(RecordId::parse(id), v, phase_hash(Some("p1")))
         }
+    }
+
+    fn with_targets(e: Entry, targets: &[(u64, u32)]) -> Entry {
+        Entry {
+            targets: targets.into(),
+            ..e
+        }
+    }
+
+    #[test]
+    fn target_fingerprints_round_trip_through_base_and_delta_segments() {
+        let mut l = Ledger::new();
+        l.insert(1, with_targets(entry("10", 1), &[(7, 70), (8, 80)]));
+        l.insert(2, entry("20", 2));
+        l.compact();
+        assert_eq!(l.slots(), [7, 8]);
+        assert_eq!(
+            l.get(1).map(|e| e.targets.to_vec()),
+            Some(vec![(7, 70), (8, 80)])
+        );
+        assert_eq!(l.get(2).map(|e| e.targets.len()), Some(0));
+
+        // A later run maps another target (slot 9) and drops slot 8.
+        l.insert(2, with_targets(entry("20", 3), &[(7, 71), (9, 90)]));
+        let delta = l.encode_overlay();
+        let mut back = Ledger::new();
+        back.apply_segment(&l.encode_full()).unwrap();
+        assert_eq!(back.get(2).unwrap().fingerprint(9), Some(90));
+        let mut layered = Ledger::new();
+        let mut base = Ledger::new();
+        base.insert(1, with_targets(entry("10", 1), &[(7, 70), (8, 80)]));
+        base.insert(2, entry("20", 2));
+        layered.apply_segment(&base.encode_full()).unwrap();
+        layered.apply_segment(&delta).unwrap();
+        assert_eq!(
+            layered.get(2).unwrap().targets.to_vec(),
+            vec![(7, 71), (9, 90)]
+        );
+        assert_eq!(layered.get(1).unwrap().fingerprint(8), Some(80));
+        layered.compact();
+        assert_eq!(layered.get(1).unwrap().fingerprint(9), None);
+        assert_eq!(layered.get(2).unwrap().fingerprint(9), Some(90));
+    }
+
+    /// A segment written before targets were fingerprinted, by the format's first version.
+    #[test]
+    fn a_first_version_segment_reads_as_entries_without_targets() {
+        let bytes = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/ledger-v1/upgrade/ledger/0000000000-b173243aa6924be191f713f7e0185dc9.bin"
+        ))
+        .unwrap();
+        let mut l = Ledger::new();
+        l.apply_segment(&bytes).unwrap();
+        assert_eq!(l.len(), 3);
+        assert!(l.slots().is_empty());
+        assert!(l
+            .iter()
+            .all(|(_, e)| e.targets.is_empty() && e.value_hash != 0));
     }
 
     #[test]

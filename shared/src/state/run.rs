@@ -198,17 +198,11 @@ impl RunState {
 mod tests {
     use super::*;
     use crate::source::Provenance;
-    use crate::state::RecordId;
     use crate::store::MemoryStore;
     use std::sync::Arc;
 
     fn entry(id: u64) -> Entry {
-        Entry {
-            id: RecordId::Num(id),
-            value_hash: id,
-            phase_hash: 0,
-            written_at_min: 0,
-        }
+        Entry::numbered(id)
     }
 
     fn intent(k: u64) -> Intent {

@@ -246,15 +246,10 @@ mod tests {
         assert!(!again.contains(key_hash("b")));
         assert!(again.decode_into(b"not zstd at all").is_err());
     }
-    use crate::state::{key_hash, Entry, RecordId};
+    use crate::state::{key_hash, Entry};
 
     fn entry(id: u64) -> Entry {
-        Entry {
-            id: RecordId::Num(id),
-            value_hash: id,
-            phase_hash: 0,
-            written_at_min: 0,
-        }
+        Entry::numbered(id)
     }
 
     fn ledger_of(keys: &[u64]) -> Arc<Ledger> {

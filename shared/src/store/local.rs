@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use xxhash_rust::xxh3::Xxh3;
 
-use super::{ObjectMeta, ObjectReader, ObjectStore, StoreError, WriteCondition};
+use super::{ObjectMeta, ObjectReader, ObjectStore, StoreError, StoreResult, WriteCondition};
 
 /// Prefix of the temporary files written before the atomic rename; never listed.
 const TEMP_PREFIX: &str = ".pipefy-sync-tmp-";
@@ -335,14 +335,9 @@ impl ObjectStore for LocalStore {
         .await
     }
 
-    async fn put_bytes(
-        &self,
-        key: &str,
-        body: Bytes,
-        condition: WriteCondition,
-    ) -> Result<String, StoreError> {
+    async fn put_bytes(&self, key: &str, body: Bytes, when: WriteCondition) -> StoreResult<String> {
         self.locked(key, move |ctx, k, path, current| {
-            if !condition.holds(current.as_ref().map(|m| m.etag.as_str())) {
+            if !when.holds(current.as_ref().map(|m| m.etag.as_str())) {
                 return Err(StoreError::PreconditionFailed(k));
             }
             let parent = path.parent().ok_or_else(|| StoreError::Other {
@@ -367,13 +362,13 @@ impl ObjectStore for LocalStore {
         .await
     }
 
-    async fn delete(&self, key: &str, condition: WriteCondition) -> Result<(), StoreError> {
+    async fn delete(&self, key: &str, when: WriteCondition) -> Result<(), StoreError> {
         self.locked(key, move |ctx, k, path, current| {
             // Deleting what is not there succeeds, whatever the condition.
             let Some(current) = current else {
                 return Ok(());
             };
-            if !condition.holds(Some(&current.etag)) {
+            if !when.holds(Some(&current.etag)) {
                 return Err(StoreError::PreconditionFailed(k));
             }
             ctx.forget(&path);

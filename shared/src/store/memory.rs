@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{ObjectMeta, ObjectReader, ObjectStore, StoreError, WriteCondition};
+use super::{ObjectMeta, ObjectReader, ObjectStore, StoreError, StoreResult, WriteCondition};
 
 #[derive(Default)]
 pub struct MemoryStore {
@@ -84,14 +84,9 @@ impl ObjectStore for MemoryStore {
             .ok_or_else(|| StoreError::NotFound(key.to_string()))
     }
 
-    async fn put_bytes(
-        &self,
-        key: &str,
-        body: Bytes,
-        condition: WriteCondition,
-    ) -> Result<String, StoreError> {
+    async fn put_bytes(&self, key: &str, body: Bytes, when: WriteCondition) -> StoreResult<String> {
         let mut objects = self.objects();
-        Self::check(&objects, key, &condition)?;
+        Self::check(&objects, key, &when)?;
         let etag = {
             let mut next = self.next_etag.lock().unwrap_or_else(|p| p.into_inner());
             *next += 1;
@@ -102,12 +97,12 @@ impl ObjectStore for MemoryStore {
         Ok(meta.etag)
     }
 
-    async fn delete(&self, key: &str, condition: WriteCondition) -> Result<(), StoreError> {
+    async fn delete(&self, key: &str, when: WriteCondition) -> Result<(), StoreError> {
         let mut objects = self.objects();
         if objects.get(key).is_none() {
             return Ok(());
         }
-        Self::check(&objects, key, &condition)?;
+        Self::check(&objects, key, &when)?;
         objects.remove(key);
         Ok(())
     }

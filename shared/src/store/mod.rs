@@ -76,6 +76,9 @@ pub enum StoreError {
 /// A readable byte stream of an object, for the streaming readers.
 pub type ObjectReader = std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>;
 
+/// What every store operation returns.
+pub type StoreResult<T> = Result<T, StoreError>;
+
 #[async_trait]
 pub trait ObjectStore: Send + Sync {
     /// Human-readable location prefix for messages, e.g. `s3://bucket` or `/data`.
@@ -92,13 +95,8 @@ pub trait ObjectStore: Send + Sync {
     async fn get_stream(&self, key: &str) -> Result<(ObjectMeta, ObjectReader), StoreError>;
     /// Whole small object (state, config, checkpoints).
     async fn get_bytes(&self, key: &str) -> Result<(ObjectMeta, Bytes), StoreError>;
-    /// Writes and returns the new ETag.
-    async fn put_bytes(
-        &self,
-        key: &str,
-        body: Bytes,
-        condition: WriteCondition,
-    ) -> Result<String, StoreError>;
+    /// Writes `body` if `when` holds and returns the new ETag.
+    async fn put_bytes(&self, key: &str, body: Bytes, when: WriteCondition) -> StoreResult<String>;
     /// Deletes; with `IfMatch` only if unchanged. Deleting a missing key is not an error.
     async fn delete(&self, key: &str, condition: WriteCondition) -> Result<(), StoreError>;
 }

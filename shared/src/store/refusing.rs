@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{ObjectMeta, ObjectReader, ObjectStore, StoreError, WriteCondition};
+use super::{ObjectMeta, ObjectReader, ObjectStore, StoreError, StoreResult, WriteCondition};
 
 /// Passes everything to `inner`, but refuses the next `refuse` renewals of a lease (writes of
 /// a `lease.json` with If-Match) with a storage error, as an unreachable S3 would.
@@ -56,14 +56,8 @@ impl ObjectStore for RefusingRenewals {
     async fn get_bytes(&self, key: &str) -> Result<(ObjectMeta, Bytes), StoreError> {
         self.inner.get_bytes(key).await
     }
-    async fn put_bytes(
-        &self,
-        key: &str,
-        body: Bytes,
-        condition: WriteCondition,
-    ) -> Result<String, StoreError> {
-        let renewal =
-            key.ends_with("lease.json") && matches!(condition, WriteCondition::IfMatch(_));
+    async fn put_bytes(&self, key: &str, body: Bytes, when: WriteCondition) -> StoreResult<String> {
+        let renewal = key.ends_with("lease.json") && matches!(when, WriteCondition::IfMatch(_));
         if renewal
             && self
                 .refuse
@@ -76,9 +70,9 @@ impl ObjectStore for RefusingRenewals {
                 message: "lease renewal refused on purpose".into(),
             });
         }
-        self.inner.put_bytes(key, body, condition).await
+        self.inner.put_bytes(key, body, when).await
     }
-    async fn delete(&self, key: &str, condition: WriteCondition) -> Result<(), StoreError> {
-        self.inner.delete(key, condition).await
+    async fn delete(&self, key: &str, when: WriteCondition) -> Result<(), StoreError> {
+        self.inner.delete(key, when).await
     }
 }

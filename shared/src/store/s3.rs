@@ -12,7 +12,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 
 use super::etag_eq;
-use super::{ObjectMeta, ObjectReader, ObjectStore, StoreError, WriteCondition};
+use super::{ObjectMeta, ObjectReader, ObjectStore, StoreError, StoreResult, WriteCondition};
 
 #[derive(Debug, Clone)]
 pub struct S3Store {
@@ -180,19 +180,14 @@ impl ObjectStore for S3Store {
         ))
     }
 
-    async fn put_bytes(
-        &self,
-        key: &str,
-        body: Bytes,
-        condition: WriteCondition,
-    ) -> Result<String, StoreError> {
+    async fn put_bytes(&self, key: &str, body: Bytes, when: WriteCondition) -> StoreResult<String> {
         let mut req = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .body(ByteStream::from(body));
-        req = match &condition {
+        req = match &when {
             WriteCondition::None => req,
             WriteCondition::IfAbsent => req.if_none_match("*"),
             WriteCondition::IfMatch(etag) => req.if_match(etag),
@@ -205,7 +200,7 @@ impl ObjectStore for S3Store {
             // If-Match on a key that is gone: the object the caller expected is not there,
             // which for the caller is the same lost race as a changed ETag.
             Err(e) => match self.map_err(key, e) {
-                StoreError::NotFound(k) if matches!(condition, WriteCondition::IfMatch(_)) => {
+                StoreError::NotFound(k) if matches!(when, WriteCondition::IfMatch(_)) => {
                     Err(StoreError::PreconditionFailed(k))
                 }
                 other => Err(other),
@@ -213,9 +208,9 @@ impl ObjectStore for S3Store {
         }
     }
 
-    async fn delete(&self, key: &str, condition: WriteCondition) -> Result<(), StoreError> {
+    async fn delete(&self, key: &str, when: WriteCondition) -> Result<(), StoreError> {
         let mut req = self.client.delete_object().bucket(&self.bucket).key(key);
-        match &condition {
+        match &when {
             WriteCondition::None => {}
             WriteCondition::IfAbsent => {
                 return match self.head(key).await {

@@ -67,9 +67,16 @@ pub async fn child(args: ChildArgs) -> Result<ChildOutput> {
     })
 }
 
+/// Mapped targets of the bench destination (`setup::destination`: 13 entries, less the
+/// phase): each key carries one fingerprint per target.
+const TARGETS: u64 = 12;
+/// Of those, the targets with few distinct values (plan, dates, tags, owner...).
+const LOW_CARDINALITY_TARGETS: u64 = 6;
+
 /// A ledger like a real destination's after `n` creates: keys are hashes of the generated
 /// customer ids, card ids were handed out in creation order (so they are scattered in key
-/// order, as in Pipefy), values hashes are random, two phases, written over a day.
+/// order, as in Pipefy), values hashes are random, two phases, written over a day, and a
+/// fingerprint per target: unique for half the targets, one of a few for the others.
 fn build(n: u64) -> Result<Ledger> {
     let base_min = u32::try_from(chrono::Utc::now().timestamp() / 60).unwrap_or(0);
     let phases = [phase_hash(Some("3011")), phase_hash(Some("3012"))];
@@ -78,10 +85,23 @@ fn build(n: u64) -> Result<Ledger> {
             (
                 key_hash(&gen::customer_id(i)),
                 Some(Entry {
-                    id: RecordId::Num(300_000_000 + i),
-                    value_hash: key_hash(&format!("values of row {i}")),
-                    phase_hash: phases[(i % 2) as usize],
                     written_at_min: base_min.saturating_sub((i % 1440) as u32),
+                    targets: (0..TARGETS)
+                        .map(|slot| {
+                            let value = if slot < LOW_CARDINALITY_TARGETS {
+                                i % 4
+                            } else {
+                                i
+                            };
+                            let f = key_hash(&format!("{slot}:{value}")) as u32 | 1;
+                            (key_hash(&format!("target {slot}")), f)
+                        })
+                        .collect(),
+                    ..Entry::new(
+                        RecordId::Num(300_000_000 + i),
+                        key_hash(&format!("values of row {i}")),
+                        phases[(i % 2) as usize],
+                    )
                 }),
             )
         })

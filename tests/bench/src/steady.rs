@@ -139,10 +139,18 @@ async fn seed_state(p: &Params, base: &gen::Table, work: &std::path::Path) -> Re
                 writes.push((
                     key_hash(&key),
                     Some(Entry {
-                        id: RecordId::Num(CARD_ID_BASE + index),
-                        value_hash: canonical_hash(&mapped),
-                        phase_hash: phase_hash(mapped.phase_id.as_deref()),
                         written_at_min: now_min,
+                        targets: mapper
+                            .targets()
+                            .iter()
+                            .zip(mapper.fingerprints(&mapped))
+                            .filter_map(|(t, f)| f.map(|f| (t.slot, f)))
+                            .collect(),
+                        ..Entry::new(
+                            RecordId::Num(CARD_ID_BASE + index),
+                            canonical_hash(&mapped),
+                            phase_hash(mapped.phase_id.as_deref()),
+                        )
                     }),
                 ));
                 index += 1;

@@ -146,6 +146,21 @@ impl Harness {
         self.emulator.snapshot()
     }
 
+    /// How many of mutation `name` the emulator executed (each alias counts once).
+    pub fn mutations(&self, name: &str) -> u64 {
+        self.emulator
+            .stats()
+            .mutations
+            .get(name)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Every mutation the emulator executed.
+    pub fn all_mutations(&self) -> u64 {
+        self.emulator.stats().mutations.values().sum()
+    }
+
     /// Cards of a pipe whose field `field` holds `value` (as text).
     pub fn cards_with(&self, pipe: &str, field: &str, value: &str) -> Vec<pipefy_emulator::Card> {
         self.snapshot()
@@ -191,8 +206,14 @@ pub fn assert_counts_add_up(s: &RunSummary) {
     let c = &s.counts;
     assert_eq!(
         c.read,
-        c.created + c.updated + c.unchanged + c.skipped_by_preflight + c.failed + c.not_attempted,
-        "read must equal created+updated+unchanged+skipped+failed+not_attempted: {c:#?}"
+        c.created
+            + c.updated
+            + c.unchanged
+            + c.exists
+            + c.skipped_by_preflight
+            + c.failed
+            + c.not_attempted,
+        "read must equal created+updated+unchanged+exists+skipped+failed+not_attempted: {c:#?}"
     );
 }
 

@@ -77,10 +77,6 @@ fn csv_row(overrides: &[(&str, &str)]) -> String {
         .join(",")
 }
 
-fn mutations(h: &Harness) -> u64 {
-    h.emulator.stats().mutations.values().sum()
-}
-
 fn cards_with_key(h: &Harness, key: &str) -> usize {
     h.cards_with("301", "external_id", key).len()
 }
@@ -175,7 +171,7 @@ async fn one_bad_value(
         h.emulator.stats().mutations.get("createCard").copied(),
         Some(1)
     );
-    assert_eq!(mutations(&h), 1, "{:?}", h.emulator.stats().mutations);
+    assert_eq!(h.all_mutations(), 1, "{:?}", h.emulator.stats().mutations);
     let f = assert_failed(
         &h,
         &s,
@@ -366,7 +362,7 @@ async fn a_blank_key() {
             needles: &["cid", "blank"],
         },
     );
-    assert_eq!(mutations(&h), 1);
+    assert_eq!(h.all_mutations(), 1);
 }
 
 #[tokio::test]
@@ -398,7 +394,7 @@ async fn a_key_part_holding_the_separator() {
             needles: &["B|1", "separator"],
         },
     );
-    assert_eq!(mutations(&h), 1);
+    assert_eq!(h.all_mutations(), 1);
 }
 
 #[tokio::test]
@@ -479,7 +475,7 @@ async fn a_csv_row_with_the_wrong_number_of_fields() {
         );
     }
     assert_eq!(cards_with_key(&h, "G1"), 1);
-    assert_eq!(mutations(&h), 1);
+    assert_eq!(h.all_mutations(), 1);
 }
 
 #[tokio::test]
@@ -502,7 +498,7 @@ async fn bad_quoting_in_a_csv_row() {
             needles: &["bad quoting in field 5", "'x'"],
         },
     );
-    assert_eq!(mutations(&h), 1);
+    assert_eq!(h.all_mutations(), 1);
 }
 
 #[tokio::test]
@@ -568,7 +564,7 @@ async fn non_utf8_bytes() {
         f["_raw"].as_str().is_some_and(|r| r.starts_with("B1,Jos")),
         "{f}"
     );
-    assert_eq!(mutations(&h), 1);
+    assert_eq!(h.all_mutations(), 1);
 }
 
 #[tokio::test]
@@ -613,7 +609,7 @@ async fn an_empty_file_is_skipped_by_a_table_run_and_reported_when_named() {
         },
     );
     assert_counts_add_up(&up);
-    assert_eq!(mutations(&h), 1);
+    assert_eq!(h.all_mutations(), 1);
 }
 
 #[tokio::test]
@@ -626,7 +622,7 @@ async fn a_header_only_file_has_no_rows_and_no_failures() {
     assert_eq!(s.counts.read, 0);
     assert_eq!(s.counts.failed_rows(), 0);
     assert!(h.failed_rows(&s).is_empty());
-    assert_eq!(mutations(&h), 0);
+    assert_eq!(h.all_mutations(), 0);
 }
 
 #[tokio::test]
@@ -721,7 +717,7 @@ async fn invalid_json_lines_and_non_object_elements() {
         1,
         "a null is a blank value (left alone)"
     );
-    assert_eq!(mutations(&h), 2);
+    assert_eq!(h.all_mutations(), 2);
 }
 
 #[tokio::test]
@@ -890,7 +886,7 @@ async fn a_template_referencing_a_missing_column() {
             needles: &["nickname"],
         },
     );
-    assert_eq!(mutations(&h), 0);
+    assert_eq!(h.all_mutations(), 0);
 }
 
 #[tokio::test]
@@ -950,7 +946,7 @@ async fn unknown_field_ids_fail_the_run_before_anything_is_sent() {
         msg.contains("mapping.plan") && msg.contains("Diamond"),
         "{msg}"
     );
-    assert_eq!(mutations(&h), 0);
+    assert_eq!(h.all_mutations(), 0);
     assert_eq!(
         h.emulator
             .stats()

@@ -35,14 +35,6 @@ fn upsert_dest(h: &Harness, name: &str, extra: &str, mapping: &str) -> Destinati
 
 const BASIC_MAPPING: &str = "  title: name\n  customer_name: name\n";
 
-fn mutations(h: &Harness, name: &str) -> u64 {
-    h.emulator.stats().mutations.get(name).copied().unwrap_or(0)
-}
-
-fn all_mutations(h: &Harness) -> u64 {
-    h.emulator.stats().mutations.values().sum()
-}
-
 fn card_by_key(h: &Harness, key: &str) -> pipefy_emulator::Card {
     let cards = h.cards_with("301", "external_id", key);
     assert_eq!(
@@ -91,8 +83,8 @@ async fn create_card_resolves_names_connections_and_parents_by_key() {
     );
     assert_counts_add_up(&s);
     // createCard with fields_attributes only: nothing is updated afterwards.
-    assert_eq!(mutations(&h, "createCard"), 2);
-    assert_eq!(all_mutations(&h), 2, "{:?}", h.emulator.stats().mutations);
+    assert_eq!(h.mutations("createCard"), 2);
+    assert_eq!(h.all_mutations(), 2, "{:?}", h.emulator.stats().mutations);
 
     let n1 = card_by_key(&h, "N1");
     assert_eq!(n1.title, "New One (Pro)");
@@ -140,7 +132,7 @@ async fn create_card_resolves_names_connections_and_parents_by_key() {
     let again = h.run(&dest).await;
     assert_eq!(again.counts.unchanged, 2, "{again:#?}");
     assert_eq!(again.counts.created + again.counts.updated, 0);
-    assert_eq!(mutations(&h, "createCard"), 2);
+    assert_eq!(h.mutations("createCard"), 2);
 }
 
 /// The demo fixture with `n` more (optional, short text) start-form fields in pipe 301:
@@ -209,18 +201,18 @@ async fn update_card_sends_one_update_card_and_field_values_in_chunks_of_thirty(
     // Per row: one updateCard for the attributes, 36 custom fields in chunks of 30 + 6.
     // The card that does not exist got the same shape of request and was refused.
     assert_eq!(
-        mutations(&h, "updateCard"),
+        h.mutations("updateCard"),
         2,
         "{:?}",
         h.emulator.stats().mutations
     );
     assert_eq!(
-        mutations(&h, "updateFieldsValues"),
+        h.mutations("updateFieldsValues"),
         4,
         "{:?}",
         h.emulator.stats().mutations
     );
-    assert_eq!(mutations(&h, "createCard"), 0);
+    assert_eq!(h.mutations("createCard"), 0);
 
     let results = h.results(&s);
     let ok = result_at(&results, FILE, 2);
@@ -263,7 +255,7 @@ async fn upsert_card_looks_keys_up_then_updates_or_creates() {
     let s = h.run(&dest).await;
     assert_counts_add_up(&s);
     assert_eq!((s.counts.created, s.counts.updated), (1, 1), "{s:#?}");
-    assert_eq!(mutations(&h, "createCard"), 1);
+    assert_eq!(h.mutations("createCard"), 1);
 
     let acme = card_by_key(&h, "CUST-0001");
     assert_eq!(acme.id, "900004");
@@ -305,7 +297,7 @@ async fn upsert_card_looks_keys_up_then_updates_or_creates() {
         field_text(card_by_key(&h, "CUST-0001").fields.get("seats")),
         "151"
     );
-    assert_eq!(mutations(&h, "createCard"), 1);
+    assert_eq!(h.mutations("createCard"), 1);
 }
 
 fn records_dest(h: &Harness, name: &str, operation: &str, extra: &str) -> Destination {
@@ -349,7 +341,7 @@ async fn create_record_writes_records_and_reports_what_the_table_refuses() {
         Some("PIPEFY_REJECTED"),
         "{acme:#?}"
     );
-    assert_eq!(mutations(&h, "createTableRecord"), 3);
+    assert_eq!(h.mutations("createTableRecord"), 3);
     let failed = h.failed_rows(&s);
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0]["code"], "ACME");
@@ -377,7 +369,7 @@ async fn upsert_record_updates_by_key_and_creates_the_rest() {
     assert_eq!(field_text(acme.fields.get("region")), "APAC");
     assert_eq!(snap.count_records_where("tbl_accounts", "code", "ACME"), 1);
     assert_eq!(snap.count_records_where("tbl_accounts", "code", "NEWB"), 1);
-    assert_eq!(mutations(&h, "createTableRecord"), 1);
+    assert_eq!(h.mutations("createTableRecord"), 1);
     let results = h.results(&s);
     assert_eq!(
         result_at(&results, ACCOUNTS, 2).id.as_deref(),
@@ -385,10 +377,10 @@ async fn upsert_record_updates_by_key_and_creates_the_rest() {
     );
 
     // Second run: unchanged, nothing sent.
-    let before = all_mutations(&h);
+    let before = h.all_mutations();
     let s2 = h.run(&dest).await;
     assert_eq!(s2.counts.unchanged, 2, "{s2:#?}");
-    assert_eq!(all_mutations(&h), before);
+    assert_eq!(h.all_mutations(), before);
 }
 
 #[tokio::test]
@@ -462,7 +454,7 @@ async fn preflight_rejects_rows_before_anything_is_sent() {
     assert_eq!((s.counts.read, s.counts.created), (5, 1), "{s:#?}");
     assert_eq!(s.counts.failed_rows(), 4, "{s:#?}");
     // Only the good row reached Pipefy.
-    assert_eq!(all_mutations(&h), 1, "{:?}", h.emulator.stats().mutations);
+    assert_eq!(h.all_mutations(), 1, "{:?}", h.emulator.stats().mutations);
     card_by_key(&h, "G1");
     for k in ["B1", "B2", "B3", "B4"] {
         no_card(&h, k);
@@ -525,7 +517,7 @@ async fn a_mapping_that_does_not_match_the_schema_stops_the_run_before_sending()
         "{msg}"
     );
     assert!(msg.contains("customer_name"), "{msg}");
-    assert_eq!(all_mutations(&h), 0);
+    assert_eq!(h.all_mutations(), 0);
     assert!(h.cards_with("301", "external_id", "G1").is_empty());
 }
 
@@ -742,7 +734,7 @@ async fn the_report_has_counts_rows_and_replayable_failed_rows() {
     replay.source.layer = "replay".into();
     replay.source.table = "customers-failed".into();
     replay.source.format = Some(pipefy_sync::config::FileFormat::Jsonl);
-    let before = mutations(&h, "createCard");
+    let before = h.mutations("createCard");
     let s2 = h.run(&replay).await;
     assert_eq!(s2.status, RunStatus::Completed, "{s2:#?}");
     assert_eq!(
@@ -750,7 +742,7 @@ async fn the_report_has_counts_rows_and_replayable_failed_rows() {
         (1, 1, 0),
         "{s2:#?}"
     );
-    assert_eq!(mutations(&h, "createCard"), before + 1);
+    assert_eq!(h.mutations("createCard"), before + 1);
     let r2card = card_by_key(&h, "R2");
     assert_eq!(field_text(r2card.fields.get("customer_name")), "Two");
     assert_eq!(field_text(r2card.fields.get("seats")), "4");
@@ -782,7 +774,7 @@ async fn removed_rows_are_moved_to_a_phase_on_a_whole_table_run() {
         "moved to Archived"
     );
     assert_eq!(card_by_key(&h, "M1").phase_id, "3011");
-    assert_eq!(mutations(&h, "moveCardToPhase"), 1);
+    assert_eq!(h.mutations("moveCardToPhase"), 1);
     let results = h.results(&s2);
     let moved: Vec<&RowResult> = results
         .iter()
@@ -794,7 +786,7 @@ async fn removed_rows_are_moved_to_a_phase_on_a_whole_table_run() {
     // The moved card is not moved again.
     let s3 = h.run(&dest).await;
     assert_eq!(s3.counts.removed, 0, "{s3:#?}");
-    assert_eq!(mutations(&h, "moveCardToPhase"), 1);
+    assert_eq!(h.mutations("moveCardToPhase"), 1);
 }
 
 #[tokio::test]
@@ -832,7 +824,7 @@ async fn removed_rows_are_deleted_only_on_whole_table_runs() {
         "{part:#?}"
     );
     assert!(h.snapshot().card(&d2.id).is_some());
-    assert_eq!(mutations(&h, "deleteCard"), 0);
+    assert_eq!(h.mutations("deleteCard"), 0);
 
     // A whole-table run: D2 is in no file any more.
     let whole = h.run(&dest).await;
@@ -844,7 +836,7 @@ async fn removed_rows_are_deleted_only_on_whole_table_runs() {
     assert!(h.snapshot().card(&d2.id).is_none(), "D2 deleted");
     card_by_key(&h, "D1");
     card_by_key(&h, "D3");
-    assert_eq!(mutations(&h, "deleteCard"), 1);
+    assert_eq!(h.mutations("deleteCard"), 1);
     let results = h.results(&whole);
     assert!(
         results
@@ -874,7 +866,7 @@ async fn removed_records_are_deleted() {
     assert_eq!(snap.count_records_where("tbl_accounts", "code", "R1"), 1);
     // The seeded records the destination never wrote are not touched.
     assert_eq!(snap.count_records_where("tbl_accounts", "code", "ACME"), 1);
-    assert_eq!(mutations(&h, "deleteTableRecord"), 1);
+    assert_eq!(h.mutations("deleteTableRecord"), 1);
 }
 
 #[tokio::test]
@@ -892,7 +884,7 @@ async fn a_phase_change_moves_the_card_and_a_refused_move_is_reported() {
     assert_eq!(card_by_key(&h, "P1").phase_id, "3011");
     assert_eq!(card_by_key(&h, "P2").phase_id, "3013");
     assert_eq!(
-        mutations(&h, "moveCardToPhase"),
+        h.mutations("moveCardToPhase"),
         0,
         "a create places the card in its phase"
     );
@@ -987,13 +979,13 @@ async fn skip_initial_backfill_records_first_then_updates_after_a_lookup() {
         (2, 0, 0),
         "{s:#?}"
     );
-    assert_eq!(all_mutations(&h), 0, "the first run sends nothing");
+    assert_eq!(h.all_mutations(), 0, "the first run sends nothing");
     no_card(&h, "BF-2");
 
     // Unchanged: still nothing.
     let s2 = h.run(&dest).await;
     assert_eq!(s2.counts.unchanged, 2, "{s2:#?}");
-    assert_eq!(all_mutations(&h), 0);
+    assert_eq!(h.all_mutations(), 0);
 
     // A change: the card id is not known, so it is looked up, then updated.
     h.write_file(
@@ -1015,7 +1007,7 @@ async fn skip_initial_backfill_records_first_then_updates_after_a_lookup() {
         field_text(h.snapshot().card("900004").unwrap().fields.get("seats")),
         "121"
     );
-    assert_eq!(mutations(&h, "createCard"), 0);
+    assert_eq!(h.mutations("createCard"), 0);
     no_card(&h, "BF-2");
 }
 
@@ -1027,7 +1019,7 @@ async fn full_resync_sends_unchanged_rows_again() {
     assert_eq!(h.run(&dest).await.counts.created, 2);
     let unchanged = h.run(&dest).await;
     assert_eq!(unchanged.counts.unchanged, 2);
-    let before = all_mutations(&h);
+    let before = h.all_mutations();
 
     // Someone edits a card in Pipefy; a full resync puts the table's values back.
     let f1 = card_by_key(&h, "F1");
@@ -1058,12 +1050,12 @@ async fn full_resync_sends_unchanged_rows_again() {
         (2, 0, 0),
         "{s:#?}"
     );
-    assert!(all_mutations(&h) > before + 1);
+    assert!(h.all_mutations() > before + 1);
     assert_eq!(
         field_text(card_by_key(&h, "F1").fields.get("customer_name")),
         "One"
     );
-    assert_eq!(mutations(&h, "createCard"), 2);
+    assert_eq!(h.mutations("createCard"), 2);
 }
 
 #[tokio::test]
@@ -1079,7 +1071,7 @@ async fn a_dry_run_sends_nothing_and_says_what_would_happen() {
     let s = h.run_with(&dest, dry.clone()).await;
     assert!(s.dry_run);
     assert_counts_add_up(&s);
-    assert_eq!(all_mutations(&h), 0);
+    assert_eq!(h.all_mutations(), 0);
     no_card(&h, "Y1");
     let results = h.results(&s);
     assert_eq!(result_at(&results, FILE, 2).action, RowAction::WouldCreate);
@@ -1093,10 +1085,10 @@ async fn a_dry_run_sends_nothing_and_says_what_would_happen() {
     // The dry run recorded nothing: the real run creates both.
     let real = h.run(&dest).await;
     assert_eq!(real.counts.created, 2, "{real:#?}");
-    let creates = mutations(&h, "createCard");
+    let creates = h.mutations("createCard");
 
     h.write_file(FILE, "cid,name\nY1,One changed\nY2,Two\nY3,\n");
-    let before = all_mutations(&h);
+    let before = h.all_mutations();
     let s2 = h
         .run_with(
             &dest,
@@ -1106,7 +1098,7 @@ async fn a_dry_run_sends_nothing_and_says_what_would_happen() {
             },
         )
         .await;
-    assert_eq!(all_mutations(&h), before);
+    assert_eq!(h.all_mutations(), before);
     let results = h.results(&s2);
     let y1 = result_at(&results, FILE, 2);
     assert_eq!(y1.action, RowAction::WouldUpdate);
@@ -1116,7 +1108,7 @@ async fn a_dry_run_sends_nothing_and_says_what_would_happen() {
         field_text(card_by_key(&h, "Y1").fields.get("customer_name")),
         "One"
     );
-    assert_eq!(mutations(&h, "createCard"), creates);
+    assert_eq!(h.mutations("createCard"), creates);
 
     // And the real run after it still sees the change.
     let s3 = h.run(&dest).await;
@@ -1164,7 +1156,7 @@ async fn a_big_dry_run_reports_every_row_once_in_parts_and_catches_duplicates() 
         2,
         "both duplicates are in the failed rows"
     );
-    assert_eq!(all_mutations(&h), 0);
+    assert_eq!(h.all_mutations(), 0);
     let parts = std::fs::read_dir(h.report_dir(&s).join("results"))
         .map(|d| d.count())
         .unwrap_or(0);

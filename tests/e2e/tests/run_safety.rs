@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use pipefy_emulator::Faults;
 use pipefy_sync::config::Destination;
-use pipefy_sync::engine::{sync, HandOff, RunContext, RunRequest};
+use pipefy_sync::engine::{sync, HandOff, HandOffError, RunContext, RunRequest};
 use pipefy_sync::report::{RowAction, RunStatus, RunSummary};
 use pipefy_sync::source::formats::flate2;
 use pipefy_sync::store::{LocalStore, RefusingRenewals};
@@ -50,10 +50,6 @@ fn cards(h: &Harness) -> Vec<String> {
     keys
 }
 
-fn mutations(h: &Harness, name: &str) -> u64 {
-    h.emulator.stats().mutations.get(name).copied().unwrap_or(0)
-}
-
 #[tokio::test]
 async fn a_bad_cell_and_a_broken_file_never_delete_a_card() {
     let h = Harness::new().await;
@@ -76,7 +72,7 @@ async fn a_bad_cell_and_a_broken_file_never_delete_a_card() {
     let whole = gzip(&csv(5..=6));
     h.write_file(&format!("{TABLE}/b.csv.gz"), &whole[..whole.len() / 2]);
     let second = h.run(&d).await;
-    assert_eq!(mutations(&h, "deleteCard"), 0, "{second:#?}");
+    assert_eq!(h.mutations("deleteCard"), 0, "{second:#?}");
     assert_eq!(second.counts.removed, 0);
     let why = second
         .removal_skipped
@@ -102,7 +98,7 @@ async fn a_bad_cell_and_a_broken_file_never_delete_a_card() {
     h.write_file(&format!("{TABLE}/b.csv.gz"), gzip(&csv(5..=6)));
     let third = h.run(&d).await;
     assert_eq!(third.removal_skipped, None, "{third:#?}");
-    assert_eq!(mutations(&h, "deleteCard"), 0);
+    assert_eq!(h.mutations("deleteCard"), 0);
     assert_eq!(cards(&h), ["K1", "K2", "K3", "K4", "K5", "K6"]);
 }
 
@@ -123,7 +119,7 @@ async fn a_row_whose_key_cannot_be_read_stops_the_removal_pass() {
         "cid,name,seats\nK1,Customer 1,1\nK2,Customer 2,2\n,Customer 3,3\n",
     );
     let s = h.run(&d).await;
-    assert_eq!(mutations(&h, "deleteCard"), 0, "{s:#?}");
+    assert_eq!(h.mutations("deleteCard"), 0, "{s:#?}");
     assert!(
         s.removal_skipped
             .as_deref()
@@ -148,7 +144,7 @@ async fn a_header_only_table_removes_nothing() {
     h.write_file(&format!("{TABLE}/a.csv"), "cid,name,seats\n");
     let s = h.run(&d).await;
     assert_eq!(s.counts.read, 0);
-    assert_eq!(mutations(&h, "deleteCard"), 0, "{s:#?}");
+    assert_eq!(h.mutations("deleteCard"), 0, "{s:#?}");
     assert!(
         s.removal_skipped
             .as_deref()
@@ -184,7 +180,7 @@ async fn losing_half_the_rows_trips_the_guard_and_the_override_passes() {
         .starts_with("REMOVAL_GUARD: 5 of the destination's 10 keys (50.0 %)"));
 
     let guarded = h.run(&d).await;
-    assert_eq!(mutations(&h, "deleteCard"), 0, "{guarded:#?}");
+    assert_eq!(h.mutations("deleteCard"), 0, "{guarded:#?}");
     let why = guarded.removal_skipped.as_deref().unwrap_or("");
     assert!(
         why.starts_with("REMOVAL_GUARD: 5 of the destination's 10 keys"),
@@ -215,7 +211,7 @@ async fn losing_half_the_rows_trips_the_guard_and_the_override_passes() {
         .collect();
     assert_eq!(would.len(), 5, "{would:#?}");
     assert_eq!(preview.counts.removed, 5);
-    assert_eq!(mutations(&h, "deleteCard"), 0, "a dry run writes nothing");
+    assert_eq!(h.mutations("deleteCard"), 0, "a dry run writes nothing");
 
     let allowed = h
         .run_with(
@@ -228,7 +224,7 @@ async fn losing_half_the_rows_trips_the_guard_and_the_override_passes() {
         .await;
     assert_eq!(allowed.removal_skipped, None, "{allowed:#?}");
     assert_eq!(allowed.counts.removed, 5);
-    assert_eq!(mutations(&h, "deleteCard"), 5);
+    assert_eq!(h.mutations("deleteCard"), 5);
     assert_eq!(cards(&h), ["K1", "K2", "K3", "K4", "K5"]);
     let mut removed_ids: Vec<String> = h
         .results(&allowed)
@@ -250,7 +246,7 @@ struct Continuations(Mutex<Vec<String>>);
 
 #[async_trait]
 impl HandOff for Continuations {
-    async fn continue_run(&self, _destination: &str, run_id: &str) -> Result<(), String> {
+    async fn continue_run(&self, _destination: &str, run_id: &str) -> Result<(), HandOffError> {
         self.0.lock().unwrap().push(run_id.to_string());
         Ok(())
     }
@@ -333,7 +329,7 @@ async fn removals_continue_across_hand_offs_and_see_every_file_read_before() {
         (6, 6, 6),
         "{s:#?}"
     );
-    assert_eq!(mutations(&h, "deleteCard"), 6);
+    assert_eq!(h.mutations("deleteCard"), 6);
     assert_eq!(cards(&h), ["K1", "K10", "K2", "K5", "K6", "K9"]);
     // One report for the whole run, every removal in it.
     let results = h.results(&s);
@@ -471,7 +467,7 @@ async fn a_deferred_upload_stays_scoped_to_its_files() {
         (2, 2, 0),
         "{s:#?}"
     );
-    assert_eq!(mutations(&h, "deleteCard"), 0);
+    assert_eq!(h.mutations("deleteCard"), 0);
     assert_eq!(
         cards(&h),
         ["K1", "K2", "K3"],

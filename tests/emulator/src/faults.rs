@@ -151,6 +151,9 @@ pub struct Stats {
     pub mutations: BTreeMap<String, u64>,
     /// Executed query root fields by name.
     pub queries: BTreeMap<String, u64>,
+    /// Field values received by `updateFieldsValues`, over all its calls: with
+    /// `mutations["updateFieldsValues"]` it tells how many values each call carried.
+    pub field_values_updated: u64,
     /// All 429 answers (rate limit and throttle bursts).
     pub status_429: u64,
     /// 429 answers from the per-token rate limiter.

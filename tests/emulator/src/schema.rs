@@ -2168,10 +2168,12 @@ impl Mutation {
             })
             .collect();
         let node_id = input.node_id.0;
+        let values = writes.len() as u64;
         let (errors, node) = mutate(ctx, |cat, rules, store, user| {
             store.update_fields_values(cat, rules, user, &node_id, writes)
         })
         .await?;
+        env(ctx)?.0.stats().field_values_updated += values;
         Ok(Some(UpdateFieldsValuesPayload {
             success: errors.is_empty(),
             user_errors: Some(

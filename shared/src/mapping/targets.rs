@@ -1,0 +1,121 @@
+//! Targets: the mapped attributes and custom fields of a destination, one per mapping entry,
+//! each named by a slot (a hash of the entry) and fingerprinted per row, so a rerun sends
+//! only the targets whose value changed since the last write (field-level sync).
+//!
+//! The card id, the phase (kept as its own hash in the ledger) and a key field the mapping
+//! does not map (its value is the key, which never changes for a key) are not targets.
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::config::{FieldMapping, ListMode, WritePolicy};
+
+use super::hash::{field_value_hash, list_hash, refs_hash, text_hash};
+use super::{FieldValue, MappedRow, Mapper, Place};
+
+/// Where a target writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetPlace {
+    Title,
+    DueDate,
+    Assignees,
+    Labels,
+    Parents,
+    /// A custom field, by slug.
+    Field(Box<str>),
+}
+
+/// One mapped target and how it is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The mapping key as written (`plan`, `title`).
+    pub name: Box<str>,
+    pub place: TargetPlace,
+    /// Names the target in the ledger: a hash of the mapping entry, so a changed entry
+    /// (source, transforms, policy) is a new slot that every row writes once.
+    pub slot: u64,
+    pub write: WritePolicy,
+    pub mode: ListMode,
+}
+
+impl Target {
+    pub(super) fn of(name: &str, place: &Place, fm: &FieldMapping) -> Option<Target> {
+        let place = match place {
+            Place::Id | Place::Phase => return None,
+            Place::Title => TargetPlace::Title,
+            Place::DueDate => TargetPlace::DueDate,
+            Place::Assignees => TargetPlace::Assignees,
+            Place::Labels => TargetPlace::Labels,
+            Place::Parents => TargetPlace::Parents,
+            Place::Field(slug) => TargetPlace::Field(slug.clone()),
+        };
+        // The entry's canonical JSON: the same entry hashes the same whatever its YAML spelling.
+        let definition = serde_json::to_vec(&(name, fm)).unwrap_or_default();
+        Some(Target {
+            name: name.into(),
+            place,
+            slot: xxh3_64(&definition),
+            write: fm.write,
+            mode: fm.mode,
+        })
+    }
+}
+
+/// A fingerprint that is never 0 (0 is the ledger's "nothing recorded").
+fn fingerprint(h: u64) -> u32 {
+    (h as u32) | 1
+}
+
+impl Mapper {
+    /// The destination's targets: attributes in a fixed order, then fields by slug.
+    pub fn targets(&self) -> &[Target] {
+        &self.targets
+    }
+
+    /// The fingerprint of each target's value in `row`, in the order of [`Mapper::targets`]:
+    /// `None` where the row leaves the target alone (a blank value with `on_null: leave`).
+    pub fn fingerprints(&self, row: &MappedRow) -> Vec<Option<u32>> {
+        self.targets
+            .iter()
+            .map(|t| {
+                let h = match &t.place {
+                    TargetPlace::Title => row.title.as_ref().map(text_hash),
+                    TargetPlace::DueDate => row.due_date.as_ref().map(text_hash),
+                    TargetPlace::Assignees => row.assignee_ids.as_ref().map(list_hash),
+                    TargetPlace::Labels => row.label_ids.as_ref().map(list_hash),
+                    TargetPlace::Parents => row.parent_ids.as_deref().map(refs_hash),
+                    TargetPlace::Field(slug) => field_of(row, slug).map(field_value_hash),
+                };
+                h.map(fingerprint)
+            })
+            .collect()
+    }
+
+    /// Leaves in `row` only the targets `keep` says yes to (by index in
+    /// [`Mapper::targets`]); the phase and the card id are not targets and stay. Fields that
+    /// are no target (the key field the mapping does not map) go: they never change.
+    pub fn retain_targets(&self, row: &mut MappedRow, keep: impl Fn(usize) -> bool) {
+        let mut kept_fields: Vec<&str> = Vec::new();
+        for (i, t) in self.targets.iter().enumerate() {
+            let kept = keep(i);
+            match (&t.place, kept) {
+                (TargetPlace::Field(slug), true) => kept_fields.push(slug),
+                (TargetPlace::Title, false) => row.title = None,
+                (TargetPlace::DueDate, false) => row.due_date = None,
+                (TargetPlace::Assignees, false) => row.assignee_ids = None,
+                (TargetPlace::Labels, false) => row.label_ids = None,
+                (TargetPlace::Parents, false) => row.parent_ids = None,
+                _ => {}
+            }
+        }
+        row.fields
+            .retain(|f| kept_fields.contains(&f.field_id.as_str()));
+    }
+}
+
+fn field_of<'r>(row: &'r MappedRow, slug: &str) -> Option<&'r FieldValue> {
+    row.fields
+        .binary_search_by(|f| f.field_id.as_str().cmp(slug))
+        .ok()
+        .and_then(|i| row.fields.get(i))
+        .map(|f| &f.value)
+}
