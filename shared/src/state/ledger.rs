@@ -215,6 +215,35 @@ impl Ledger {
         self.base_index(key).and_then(|i| self.base_entry(i))
     }
 
+    /// The id, value hash and phase hash of `key`, and whether it holds a fingerprint for
+    /// every one of `slots`: what a rerun needs to call a row unchanged, read without
+    /// building the key's target list.
+    pub fn summary(&self, key: u64, slots: &[u64]) -> Option<(RecordId, u64, u32, bool)> {
+        if let Some(v) = self.overlay.get(&key) {
+            let e = v.as_ref()?;
+            let covered = slots.iter().all(|s| e.fingerprint(*s).is_some());
+            return Some((e.id.clone(), e.value_hash, e.phase_hash, covered));
+        }
+        let i = self.base_index(key)?;
+        let raw = *self.ids.get(i)?;
+        let id = if raw & TEXT_FLAG != 0 {
+            let idx = usize::try_from(raw & !TEXT_FLAG).ok()?;
+            RecordId::Text(self.texts.get(idx)?.clone())
+        } else {
+            RecordId::Num(raw)
+        };
+        let width = self.slots.len();
+        let row = self.fingerprints.get(i * width..(i + 1) * width)?;
+        let covered = slots.iter().all(|s| {
+            self.slots
+                .iter()
+                .position(|b| b == s)
+                .and_then(|j| row.get(j))
+                .is_some_and(|f| *f != 0)
+        });
+        Some((id, *self.values.get(i)?, *self.phases.get(i)?, covered))
+    }
+
     pub fn insert(&mut self, key: u64, entry: Entry) {
         self.overlay.insert(key, Some(entry));
     }
