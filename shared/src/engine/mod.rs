@@ -145,7 +145,8 @@ pub(super) const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
 pub(super) const REPORT_PART_BYTES: usize = 4 << 20;
 
 /// Rows of a window that need no request (unchanged, failed preflight) before it is cut
-/// anyway, to bound memory and keep checkpoints moving.
+/// anyway, at the next whole request, to bound memory and keep checkpoints moving; at four
+/// times this it is cut whatever its requests.
 pub(super) const MAX_WINDOW_ITEMS: usize = 4096;
 
 /// A sortable, unique run id: `20261122T073000Z-1a2b3c4d`.

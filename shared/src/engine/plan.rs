@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::config::{Operation, WritePolicy};
 use crate::failure::{FailureCode, RowFailure};
 use crate::mapping::{canonical_hash, MappedRow, Target};
+use crate::pipefy::MAX_VALUES_PER_UPDATE;
 use crate::report::{RowAction, RowResult};
 use crate::source::{Provenance, Row, RowError};
 use crate::state::{key_hash, phase_hash, Entry, Ledger, RecordId, SeenKeys};
@@ -169,6 +170,25 @@ impl WorkItem {
         match self.kind {
             ItemKind::Send { .. } => WorkItem::not_sent(self.provenance, self.row, self.key, why),
             ItemKind::Done { .. } => self,
+        }
+    }
+
+    /// About how many mutations the item sends: what windows are cut by, so that their
+    /// requests go out full.
+    pub fn expected_mutations(&self) -> usize {
+        let ItemKind::Send { mapped, plan, .. } = &self.kind else {
+            return 0;
+        };
+        match plan {
+            Plan::Update { move_phase, .. } => {
+                let attributes = mapped.title.is_some()
+                    || mapped.due_date.is_some()
+                    || mapped.assignee_ids.is_some()
+                    || mapped.label_ids.is_some();
+                let fields = mapped.fields.len().div_ceil(MAX_VALUES_PER_UPDATE);
+                (usize::from(attributes) + fields + usize::from(*move_phase)).max(1)
+            }
+            Plan::Create | Plan::Lookup | Plan::Remove { .. } => 1,
         }
     }
 

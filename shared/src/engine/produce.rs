@@ -12,7 +12,7 @@ use crate::store::ObjectMeta;
 use super::plan::{Planner, WorkItem};
 use super::removed::{RemovalDecision, RemovalInputs};
 use super::window::Window;
-use super::{removed, EngineError, RunContext, RunShared, MAX_WINDOW_ITEMS};
+use super::{removed, EngineError, RunContext, RunShared};
 
 pub(super) enum ProduceEnd {
     Done,
@@ -39,6 +39,8 @@ pub(super) struct Producer {
     pub(super) start_line: u64,
     pub(super) deadline: Option<Instant>,
     pub(super) window_sends: usize,
+    /// Mutations per request (the destination's `limits.mutations_per_request`).
+    pub(super) per_request: usize,
     pub(super) planner: Planner,
     pub(super) seen: SeenKeys,
     pub(super) removal_blocked: Option<String>,
@@ -116,7 +118,7 @@ pub(super) async fn produce(mut p: Producer) -> Result<Produced, EngineError> {
                 // Partial success off: this window is the last one sent.
                 stop_sending = true;
             }
-            if win.sends >= p.window_sends || win.items.len() >= MAX_WINDOW_ITEMS || stop_here {
+            if win.is_full(p.window_sends, p.per_request) || stop_here {
                 let full = std::mem::replace(&mut win, Window::new(file_index));
                 if p.tx.send(full).await.is_err() {
                     return Ok(ended(p, ProduceEnd::Done));

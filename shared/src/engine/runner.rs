@@ -101,6 +101,7 @@ impl Runner<'_> {
             start_line: self.cursor.line,
             deadline: self.req.deadline,
             window_sends: self.window_sends(),
+            per_request: self.shared.dest.limits.mutations_per_request.max(1) as usize,
             planner: Planner::new(
                 self.ledger.clone(),
                 self.unresolvable.clone(),

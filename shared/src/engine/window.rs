@@ -15,7 +15,7 @@ use super::current::read_current;
 use super::lookups::resolve_lookups;
 use super::plan::{ItemKind, Plan, WorkItem};
 use super::send::{record_intents, send};
-use super::{EngineError, RunShared};
+use super::{EngineError, RunShared, MAX_WINDOW_ITEMS};
 
 /// Why a row of a run that lost its lease was not sent.
 pub(super) const LEASE_LOST: &str = "not sent: this run lost its lease on the destination; the run that holds it now syncs this row";
@@ -24,6 +24,8 @@ pub(crate) struct Window {
     pub items: Vec<WorkItem>,
     pub file_index: usize,
     pub sends: usize,
+    /// The mutations its sends are expected to need.
+    pub mutations: usize,
     pub end_of_file: bool,
 }
 
@@ -33,6 +35,7 @@ impl Window {
             items: Vec::new(),
             file_index,
             sends: 0,
+            mutations: 0,
             end_of_file: false,
         }
     }
@@ -40,8 +43,17 @@ impl Window {
     pub fn push(&mut self, item: WorkItem) {
         if matches!(item.kind, ItemKind::Send { .. }) {
             self.sends += 1;
+            self.mutations += item.expected_mutations();
         }
         self.items.push(item);
+    }
+
+    /// Whether the window is cut here: its mutations fill the requests in flight, or it
+    /// holds many rows that need none and its mutations fill whole requests (a rerun where
+    /// few rows changed would otherwise send a half-empty request per window), or it holds
+    /// so many rows that memory says so.
+    pub(super) fn is_full(&self, capacity: usize, per_request: usize) -> bool {
+        cut_here(self.items.len(), self.mutations, capacity, per_request)
     }
 
     pub(super) fn end_line(&self) -> u64 {
@@ -51,6 +63,15 @@ impl Window {
             .max()
             .unwrap_or(0)
     }
+}
+
+/// The rule of [`Window::is_full`] for a window of `items` rows expected to need
+/// `mutations`.
+fn cut_here(items: usize, mutations: usize, capacity: usize, per_request: usize) -> bool {
+    let whole_requests = mutations % per_request.max(1) == 0;
+    mutations >= capacity
+        || (items >= MAX_WINDOW_ITEMS && whole_requests)
+        || items >= MAX_WINDOW_ITEMS * 4
 }
 
 /// What committing a window does for one row.
@@ -310,5 +331,25 @@ pub(super) fn finish_slot(slot: Slot) -> DoneItem {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_are_cut_at_whole_requests() {
+        // The requests in flight are full.
+        assert!(cut_here(100, 100, 100, 20));
+        // Many rows that need nothing, and 41 mutations: a cut here would leave a request
+        // of one; the window waits for 60.
+        assert!(!cut_here(MAX_WINDOW_ITEMS, 41, 100, 20));
+        assert!(cut_here(MAX_WINDOW_ITEMS + 900, 60, 100, 20));
+        // A window of rows that all need nothing is cut like before.
+        assert!(cut_here(MAX_WINDOW_ITEMS, 0, 100, 20));
+        // Memory decides past four times the rows.
+        assert!(cut_here(MAX_WINDOW_ITEMS * 4, 41, 100, 20));
+        assert!(!cut_here(10, 5, 100, 20));
     }
 }

@@ -127,8 +127,9 @@ pub struct Ledger {
     texts: Vec<Box<str>>,
     /// The target slots of the base's fingerprint column.
     slots: Vec<u64>,
-    /// `slots.len()` fingerprints per base key, key by key (0: none recorded).
-    fingerprints: Vec<u32>,
+    /// Per slot, one fingerprint per base key (0: none recorded): column by column, as
+    /// segments store them, so loading and saving copy whole columns.
+    fingerprints: Vec<Vec<u32>>,
     /// Writes not yet merged into the base; `None` marks a removal.
     overlay: HashMap<u64, Option<Entry>>,
 }
@@ -186,8 +187,6 @@ impl Ledger {
         } else {
             RecordId::Num(raw)
         };
-        let width = self.slots.len();
-        let row = self.fingerprints.get(i * width..(i + 1) * width)?;
         Some(Entry {
             id,
             value_hash: *self.values.get(i)?,
@@ -196,9 +195,11 @@ impl Ledger {
             targets: self
                 .slots
                 .iter()
-                .zip(row)
-                .filter(|(_, f)| **f != 0)
-                .map(|(s, f)| (*s, *f))
+                .zip(&self.fingerprints)
+                .filter_map(|(s, column)| {
+                    let f = *column.get(i)?;
+                    (f != 0).then_some((*s, f))
+                })
                 .collect(),
         })
     }
@@ -232,13 +233,11 @@ impl Ledger {
         } else {
             RecordId::Num(raw)
         };
-        let width = self.slots.len();
-        let row = self.fingerprints.get(i * width..(i + 1) * width)?;
         let covered = slots.iter().all(|s| {
             self.slots
                 .iter()
                 .position(|b| b == s)
-                .and_then(|j| row.get(j))
+                .and_then(|j| self.fingerprints.get(j)?.get(i))
                 .is_some_and(|f| *f != 0)
         });
         Some((id, *self.values.get(i)?, *self.phases.get(i)?, covered))
@@ -292,14 +291,23 @@ impl Ledger {
         self.phases.reserve(n);
         self.times.reserve(n);
         self.ids.reserve(n);
-        self.fingerprints.reserve(n * self.slots.len());
+        self.fingerprints = self.slots.iter().map(|_| Vec::with_capacity(n)).collect();
     }
 
     /// Appends an entry whose key is greater than every key in the base; its targets must
     /// be among `self.slots`.
     fn push_sorted(&mut self, key: u64, e: Entry) {
-        for slot in &self.slots {
-            self.fingerprints.push(e.fingerprint(*slot).unwrap_or(0));
+        // Entries of one run list their targets in the ledger's slot order: copied as they
+        // are; others are looked up slot by slot.
+        let aligned = e.targets.len() == self.slots.len()
+            && e.targets.iter().zip(&self.slots).all(|((s, _), b)| s == b);
+        for (j, column) in self.fingerprints.iter_mut().enumerate() {
+            let f = if aligned {
+                e.targets.get(j).map(|(_, f)| *f)
+            } else {
+                self.slots.get(j).and_then(|s| e.fingerprint(*s))
+            };
+            column.push(f.unwrap_or(0));
         }
         self.keys.push(key);
         self.values.push(e.value_hash);
@@ -350,8 +358,10 @@ impl Ledger {
 
     /// The whole ledger as one segment (a new base).
     pub fn encode_full(&self) -> Vec<u8> {
-        let entries: Vec<(u64, Entry)> = self.iter().collect();
-        encode_entries(&entries)
+        if self.overlay.is_empty() {
+            return encode_columns(self);
+        }
+        encode_entries(self.iter().collect())
     }
 
     /// Only the overlay (this run's writes), with removals as tombstones. The overlay stays
@@ -378,18 +388,26 @@ pub fn encode_delta(writes: Vec<(u64, Option<Entry>)>) -> Vec<u8> {
         })
         .collect();
     entries.sort_unstable_by_key(|(k, _)| *k);
-    encode_entries(&entries)
+    encode_entries(entries)
 }
 
 /// Every slot the entries name, in the order first seen.
 fn slots_of<'a>(entries: impl Iterator<Item = &'a Entry>) -> Vec<u64> {
     let mut slots: Vec<u64> = Vec::new();
+    let mut last: &[(u64, u32)] = &[];
     for e in entries {
+        // Most entries name the same slots in the same order as the one before.
+        let same =
+            e.targets.len() == last.len() && e.targets.iter().zip(last).all(|(a, b)| a.0 == b.0);
+        if same {
+            continue;
+        }
         for (s, _) in e.targets.iter() {
             if !slots.contains(s) {
                 slots.push(*s);
             }
         }
+        last = &e.targets;
     }
     slots
 }
@@ -476,62 +494,64 @@ impl Cursor<'_> {
     }
 }
 
-fn encode_entries(entries: &[(u64, Entry)]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(entries.len() * 24 + 32);
+/// A segment of `entries` (in key order).
+fn encode_entries(entries: Vec<(u64, Entry)>) -> Vec<u8> {
+    encode_columns(&Ledger::from_sorted(entries))
+}
+
+/// A segment of the base's columns (the overlay is not written), written column by column.
+fn encode_columns(l: &Ledger) -> Vec<u8> {
+    let n = l.keys.len();
+    let mut out = Vec::with_capacity(n * (24 + 4 * l.slots.len()) + 32);
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
-    let mut texts: Vec<&str> = Vec::new();
+    out.extend_from_slice(&(n as u64).to_le_bytes());
     let mut prev = 0u64;
-    for (k, _) in entries {
+    for k in &l.keys {
         put_varint(&mut out, k.wrapping_sub(prev));
         prev = *k;
     }
-    for (_, e) in entries {
-        out.extend_from_slice(&e.value_hash.to_le_bytes());
+    for v in &l.values {
+        out.extend_from_slice(&v.to_le_bytes());
     }
-    for (_, e) in entries {
-        out.extend_from_slice(&e.phase_hash.to_le_bytes());
+    for p in &l.phases {
+        out.extend_from_slice(&p.to_le_bytes());
     }
-    for (_, e) in entries {
-        put_varint(&mut out, u64::from(e.written_at_min));
+    for t in &l.times {
+        put_varint(&mut out, u64::from(*t));
     }
     // Ids: tag bit 0 = numeric (zig-zag delta against the previous numeric id), 1 = text index.
     let mut prev_num: i128 = 0;
-    for (_, e) in entries {
-        match &e.id {
-            RecordId::Num(n) => {
-                let delta = i128::from(*n) - prev_num;
-                prev_num = i128::from(*n);
-                let zz = if delta >= 0 {
-                    (delta as u128) << 1
-                } else {
-                    (((-delta) as u128) << 1) - 1
-                };
-                // Deltas of u64 ids fit in 65 bits after zig-zag; store the tag in bit 0.
-                put_varint_u128(&mut out, zz << 1);
-            }
-            RecordId::Text(t) => {
-                texts.push(t);
-                put_varint_u128(&mut out, ((texts.len() as u128 - 1) << 1) | 1);
-            }
+    for raw in &l.ids {
+        if raw & TEXT_FLAG != 0 {
+            put_varint_u128(&mut out, (u128::from(raw & !TEXT_FLAG) << 1) | 1);
+        } else {
+            let delta = i128::from(*raw) - prev_num;
+            prev_num = i128::from(*raw);
+            let zz = if delta >= 0 {
+                (delta as u128) << 1
+            } else {
+                (((-delta) as u128) << 1) - 1
+            };
+            // Deltas of u64 ids fit in 65 bits after zig-zag; store the tag in bit 0.
+            put_varint_u128(&mut out, zz << 1);
         }
     }
-    put_varint(&mut out, texts.len() as u64);
-    for t in texts {
+    put_varint(&mut out, l.texts.len() as u64);
+    for t in &l.texts {
         put_varint(&mut out, t.len() as u64);
         out.extend_from_slice(t.as_bytes());
     }
-    let slots = slots_of(entries.iter().map(|(_, e)| e));
-    put_varint(&mut out, slots.len() as u64);
-    for slot in &slots {
+    put_varint(&mut out, l.slots.len() as u64);
+    for slot in &l.slots {
         out.extend_from_slice(&slot.to_le_bytes());
     }
-    for slot in &slots {
-        for (_, e) in entries {
-            out.extend_from_slice(&e.fingerprint(*slot).unwrap_or(0).to_le_bytes());
+    for column in &l.fingerprints {
+        for f in column {
+            out.extend_from_slice(&f.to_le_bytes());
         }
     }
-    // Hashes do not compress, but the varint columns and texts do.
+    // Hashes do not compress, but the varint columns, the texts and the fingerprint columns
+    // of targets with few distinct values do.
     zstd::bulk::compress(&out, 3).unwrap_or(out)
 }
 
@@ -656,15 +676,16 @@ fn decode_segment(compressed: &[u8]) -> Result<Ledger, LedgerError> {
         for _ in 0..width {
             l.slots.push(c.u64()?);
         }
-        // Stored slot by slot, held key by key.
-        l.fingerprints = vec![0; n * width];
-        for j in 0..width {
-            for i in 0..n {
-                let f = c.u32()?;
-                if let Some(cell) = l.fingerprints.get_mut(i * width + j) {
-                    *cell = f;
-                }
-            }
+        for _ in 0..width {
+            let bytes = c.bytes(n.checked_mul(4).ok_or_else(|| {
+                LedgerError::Corrupt("fingerprint column larger than segment".into())
+            })?)?;
+            l.fingerprints.push(
+                bytes
+                    .chunks_exact(4)
+                    .map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])))
+                    .collect(),
+            );
         }
     }
     if l.keys.windows(2).any(|w| w[0] >= w[1]) {
