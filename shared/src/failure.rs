@@ -36,6 +36,9 @@ pub enum FailureCode {
     NotAttempted,
     /// An update-only upsert (`upsert: {create: false}`): no card or record holds the key.
     NotFound,
+    /// The card or record the ledger knows for the row is no longer in Pipefy (deleted by a
+    /// person) and the operation may not create it again (`update_card`, update-only upserts).
+    DeletedInPipefy,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]

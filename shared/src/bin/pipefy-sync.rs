@@ -415,6 +415,7 @@ fn print_summary(s: &RunSummary) {
         ("created", c.created),
         ("updated", c.updated),
         ("unchanged", c.unchanged),
+        ("recreated", c.recreated),
         ("exists (left alone)", c.exists),
         ("skipped (preflight)", c.skipped_by_preflight),
         ("failed", c.failed),

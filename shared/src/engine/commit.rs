@@ -35,6 +35,10 @@ impl Runner<'_> {
             }
             match done.result.action {
                 RowAction::Created | RowAction::WouldCreate => counts.created += 1,
+                RowAction::Recreated => {
+                    counts.created += 1;
+                    counts.recreated += 1;
+                }
                 RowAction::Updated | RowAction::WouldUpdate => counts.updated += 1,
                 RowAction::Unchanged => counts.unchanged += 1,
                 RowAction::Exists => counts.exists += 1,

@@ -25,6 +25,7 @@ mod commit;
 mod connections;
 mod current;
 mod lookups;
+mod missing;
 mod pipefy_api;
 mod plan;
 mod produce;

@@ -122,6 +122,13 @@ pub(super) async fn send(
     resolve_ambiguous(shared, slots, ambiguous, conns).await
 }
 
+/// Whether Pipefy's answer to an update may mean the card or record is gone: a not-found
+/// code, or `PERMISSION_DENIED`, which Pipefy usually answers for an id that does not exist
+/// (docs/pipefy-api.md §7).
+fn is_missing(code: Option<&str>) -> bool {
+    is_not_found(code) || code == Some("PERMISSION_DENIED")
+}
+
 /// Sets the slot's outcome from its ops' results; `true` when it is an ambiguous create,
 /// left without an outcome for [`resolve_ambiguous`].
 pub(super) fn fold_results(
@@ -175,6 +182,9 @@ pub(super) fn fold_results(
         _ => created_id,
     };
     slot.outcome = Some(match (update_error, move_error, id) {
+        (Some(e), _, Some(id)) if is_missing(e.code.as_deref()) => Outcome::Missing {
+            failure: op_failure(&slot.item, &e, &format!("update {noun} {id}")),
+        },
         (Some(e), _, Some(id)) => Outcome::Failed {
             failure: op_failure(&slot.item, &e, &format!("update {noun} {id}")),
             clear_intent: false,

@@ -13,6 +13,7 @@ use crate::state::{Entry, RecordId};
 use super::connections::resolve_connections;
 use super::current::read_current;
 use super::lookups::resolve_lookups;
+use super::missing::resolve_missing;
 use super::plan::{ItemKind, Plan, WorkItem};
 use super::send::{record_intents, send};
 use super::{EngineError, RunShared, MAX_WINDOW_ITEMS};
@@ -98,6 +99,8 @@ pub(super) struct Slot {
     pub(super) item: WorkItem,
     /// Final outcome once known.
     pub(super) outcome: Option<Outcome>,
+    /// The row is sent again because its card or record was gone from Pipefy.
+    pub(super) recreate: bool,
 }
 
 pub(super) enum Outcome {
@@ -108,6 +111,11 @@ pub(super) enum Outcome {
     Failed {
         failure: RowFailure,
         clear_intent: bool,
+    },
+    /// An update Pipefy answered as if the card or record did not exist: settled by
+    /// [`super::missing::resolve_missing`].
+    Missing {
+        failure: RowFailure,
     },
     Planned(RowAction),
 }
@@ -182,6 +190,7 @@ pub(crate) async fn process(
         .map(|item| Slot {
             item,
             outcome: None,
+            recreate: false,
         })
         .collect();
 
@@ -205,6 +214,20 @@ pub(crate) async fn process(
     } else {
         record_intents(shared, &slots).await?;
         send(shared, &mut slots, &conns).await?;
+        if resolve_missing(shared, &mut slots).await? {
+            // Rows whose card was gone, planned again: one more pass, never a loop.
+            let conns = resolve_connections(shared, &mut slots).await?;
+            check_creates(shared, &mut slots);
+            record_intents(shared, &slots).await?;
+            send(shared, &mut slots, &conns).await?;
+            for slot in slots.iter_mut().filter(|s| s.recreate) {
+                if let Some(Outcome::Written { action, .. }) = &mut slot.outcome {
+                    if *action == RowAction::Created {
+                        *action = RowAction::Recreated;
+                    }
+                }
+            }
+        }
     }
     Ok(WindowOutcome {
         file_index,
@@ -291,6 +314,14 @@ pub(super) fn finish_slot(slot: Slot) -> DoneItem {
                     failure: None,
                     row: None,
                     raw: None,
+                    ledger_write: None,
+                    intent_done: None,
+                },
+                Some(Outcome::Missing { failure }) => DoneItem {
+                    result: RowResult::failed(&failure, item.key.clone(), RowAction::Failed),
+                    failure: Some(failure),
+                    row: item.row,
+                    raw: item.raw,
                     ledger_write: None,
                     intent_done: None,
                 },

@@ -41,6 +41,10 @@ pub struct Counts {
     /// Create-only upserts: rows whose card or record exists, left alone (`EXISTS`).
     #[serde(default)]
     pub exists: u64,
+    /// Rows whose card or record had been deleted in Pipefy and was created again (also
+    /// counted in `created`).
+    #[serde(default)]
+    pub recreated: u64,
     /// Cards or records read before an update, for `write: if_empty` and `mode: add`.
     #[serde(default)]
     pub current_value_reads: u64,
@@ -76,6 +80,8 @@ pub enum RowAction {
     /// A create-only upsert (`upsert: {update: false}`): the card or record exists and is
     /// left alone.
     Exists,
+    /// The card or record the ledger knew had been deleted in Pipefy: created again.
+    Recreated,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

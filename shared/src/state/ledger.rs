@@ -179,16 +179,19 @@ impl Ledger {
         self.keys.len()
     }
 
-    fn base_entry(&self, i: usize) -> Option<Entry> {
+    fn base_id(&self, i: usize) -> Option<RecordId> {
         let raw = *self.ids.get(i)?;
-        let id = if raw & TEXT_FLAG != 0 {
+        Some(if raw & TEXT_FLAG != 0 {
             let idx = usize::try_from(raw & !TEXT_FLAG).ok()?;
             RecordId::Text(self.texts.get(idx)?.clone())
         } else {
             RecordId::Num(raw)
-        };
+        })
+    }
+
+    fn base_entry(&self, i: usize) -> Option<Entry> {
         Some(Entry {
-            id,
+            id: self.base_id(i)?,
             value_hash: *self.values.get(i)?,
             phase_hash: *self.phases.get(i)?,
             written_at_min: *self.times.get(i)?,
@@ -226,13 +229,7 @@ impl Ledger {
             return Some((e.id.clone(), e.value_hash, e.phase_hash, covered));
         }
         let i = self.base_index(key)?;
-        let raw = *self.ids.get(i)?;
-        let id = if raw & TEXT_FLAG != 0 {
-            let idx = usize::try_from(raw & !TEXT_FLAG).ok()?;
-            RecordId::Text(self.texts.get(idx)?.clone())
-        } else {
-            RecordId::Num(raw)
-        };
+        let id = self.base_id(i)?;
         let covered = slots.iter().all(|s| {
             self.slots
                 .iter()
