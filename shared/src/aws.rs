@@ -70,6 +70,11 @@ pub enum TokenSetupError {
     },
     #[error("destination '{0}': token needs a secret or an env")]
     NoToken(String),
+    /// The caller has no Secrets Manager client to read `token.secret` with.
+    #[error(
+        "destination '{0}': token.secret needs AWS configuration, which this run did not load"
+    )]
+    NoSecretsClient(String),
     /// The client settings the destination asks for are refused (limits, endpoint).
     #[error("destination '{destination}': {source}")]
     Client {
@@ -80,11 +85,13 @@ pub enum TokenSetupError {
 }
 
 /// The Pipefy client a destination asks for, as the functions and the CLI build it: its
-/// token hosts checked first, credentials from its secret (through `secrets`) or env.
+/// token hosts checked first, credentials from its secret (through `secrets`) or env. A
+/// caller without AWS configuration (a local CLI run) passes no `secrets`: then only an env
+/// token is taken.
 pub fn pipefy_client(
     dest: &Destination,
     allowed: &AllowedHosts,
-    secrets: &aws_sdk_secretsmanager::Client,
+    secrets: Option<&aws_sdk_secretsmanager::Client>,
 ) -> Result<PipefyClient, TokenSetupError> {
     check_token_hosts(dest, allowed)?;
     let provider = credentials_provider(dest, secrets)?;
@@ -115,7 +122,7 @@ pub fn check_token_hosts(
 /// `secrets`), or an environment variable for local runs.
 pub fn credentials_provider(
     dest: &Destination,
-    secrets: &aws_sdk_secretsmanager::Client,
+    secrets: Option<&aws_sdk_secretsmanager::Client>,
 ) -> Result<Arc<dyn CredentialsProvider>, TokenSetupError> {
     let oauth_url = dest.token.oauth_url.as_deref().unwrap_or(DEFAULT_TOKEN_URL);
     let env_error = |message: String| TokenSetupError::Env {
@@ -123,11 +130,14 @@ pub fn credentials_provider(
         message,
     };
     match (&dest.token.secret, &dest.token.env) {
-        (Some(secret), _) => Ok(Arc::new(SecretsCredentials::new(
-            secrets.clone(),
-            secret,
-            Some(oauth_url),
-        ))),
+        (Some(secret), _) => match secrets {
+            Some(client) => Ok(Arc::new(SecretsCredentials::new(
+                client.clone(),
+                secret,
+                Some(oauth_url),
+            ))),
+            None => Err(TokenSetupError::NoSecretsClient(dest.name.clone())),
+        },
         (None, Some(var)) => {
             let value = std::env::var(var)
                 .map_err(|_| env_error(format!("environment variable {var} is not set")))?;

@@ -264,23 +264,32 @@ async fn check_live(dest: &Destination) -> Result<(), String> {
     })
 }
 
+/// AWS configuration, loaded the first time a run needs it (an `s3://` location, a source
+/// bucket, `token.secret`) and never for a run on local folders with an env token.
+async fn aws() -> &'static aws_config::SdkConfig {
+    static CONFIG: tokio::sync::OnceCell<aws_config::SdkConfig> =
+        tokio::sync::OnceCell::const_new();
+    CONFIG.get_or_init(pipefy_sync::aws::load_sdk_config).await
+}
+
 async fn pipefy_client(dest: &Destination) -> Result<PipefyClient, String> {
-    let sdk = pipefy_sync::aws::load_sdk_config().await;
-    pipefy_sync::aws::pipefy_client(
-        dest,
-        &AllowedHosts::from_env(),
-        &pipefy_sync::aws::secrets_client(&sdk),
-    )
-    .map_err(|e| e.to_string())
+    let secrets = match dest.token.secret {
+        Some(_) => Some(pipefy_sync::aws::secrets_client(aws().await)),
+        None => None,
+    };
+    pipefy_sync::aws::pipefy_client(dest, &AllowedHosts::from_env(), secrets.as_ref())
+        .map_err(|e| e.to_string())
 }
 
 /// A folder or `s3://bucket/prefix` as a store and a key prefix.
 async fn store_for(location: &str) -> Result<(Arc<dyn ObjectStore>, String), String> {
     if let Some(rest) = location.strip_prefix("s3://") {
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        let sdk = pipefy_sync::aws::load_sdk_config().await;
         Ok((
-            Arc::new(S3Store::new(pipefy_sync::aws::s3_client(&sdk), bucket)),
+            Arc::new(S3Store::new(
+                pipefy_sync::aws::s3_client(aws().await),
+                bucket,
+            )),
             prefix.to_string(),
         ))
     } else {
@@ -316,10 +325,10 @@ async fn context(
     progress: Option<Arc<dyn Progress>>,
 ) -> Result<RunContext, String> {
     let source_store: Arc<dyn ObjectStore> = match (&dest.source.bucket, &dest.source.path) {
-        (Some(bucket), _) => {
-            let sdk = pipefy_sync::aws::load_sdk_config().await;
-            Arc::new(S3Store::new(pipefy_sync::aws::s3_client(&sdk), bucket))
-        }
+        (Some(bucket), _) => Arc::new(S3Store::new(
+            pipefy_sync::aws::s3_client(aws().await),
+            bucket,
+        )),
         (None, Some(path)) => {
             // Relative to the destination file, so examples work from any directory.
             let base = dest_file.parent().unwrap_or(Path::new("."));

@@ -98,7 +98,7 @@ impl Deps {
         let version = self.catalog.version(&dest.name).await.unwrap_or_default();
         self.clients
             .get_or_build(&dest.name, &version, || {
-                crate::aws::pipefy_client(dest, &self.settings.allowed_hosts, &self.secrets)
+                crate::aws::pipefy_client(dest, &self.settings.allowed_hosts, Some(&self.secrets))
                     .map_err(HandlerError::from)
             })
             .await

@@ -95,7 +95,9 @@ impl From<TokenSetupError> for HandlerError {
     fn from(e: TokenSetupError) -> Self {
         let text = e.to_string();
         match e {
-            TokenSetupError::Env { .. } => HandlerError::Secret(text),
+            TokenSetupError::Env { .. } | TokenSetupError::NoSecretsClient(_) => {
+                HandlerError::Secret(text)
+            }
             TokenSetupError::Host { .. }
             | TokenSetupError::NoToken(_)
             | TokenSetupError::Client { .. } => HandlerError::DestinationInvalid(text),

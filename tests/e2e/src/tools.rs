@@ -69,3 +69,30 @@ pub fn spawn_tied(mut cmd: std::process::Command) -> std::io::Result<std::proces
     rx.recv()
         .unwrap_or_else(|_| Err(std::io::Error::other("spawner thread died")))
 }
+
+/// Builds the `pipefy-sync` command-line tool and returns the executable cargo reports for
+/// this build, wherever its target directory is.
+pub fn cli_binary() -> std::path::PathBuf {
+    let out = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(workspace_root())
+        .args([
+            "build",
+            "-q",
+            "-p",
+            "pipefy-sync",
+            "--bin",
+            "pipefy-sync",
+            "--message-format=json",
+        ])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("run cargo build");
+    assert!(out.status.success(), "building pipefy-sync failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "pipefy-sync")
+        .filter_map(|m| m["executable"].as_str().map(std::path::PathBuf::from))
+        .next_back()
+        .expect("cargo names the pipefy-sync executable it built")
+}

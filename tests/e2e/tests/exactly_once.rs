@@ -16,7 +16,7 @@ use pipefy_sync_tests::moto::{new_bucket, Moto};
 use pipefy_sync_tests::sync::{
     assert_counts_add_up, fast_emulator_config, field_text, Harness, DEMO_TOKEN,
 };
-use pipefy_sync_tests::tools::workspace_root;
+use pipefy_sync_tests::tools::{cli_binary, workspace_root};
 use rand::{Rng, SeedableRng};
 
 const ROWS: usize = 5_000;
@@ -71,33 +71,6 @@ fn assert_one_card_per_key(h: &Harness, context: &str) {
         missing.len(),
         missing.first()
     );
-}
-
-/// Builds the `pipefy-sync` command-line tool (the process this test kills) and returns the
-/// executable cargo reports for this build, wherever its target directory is.
-fn cli_binary() -> std::path::PathBuf {
-    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(workspace_root())
-        .args([
-            "build",
-            "-q",
-            "-p",
-            "pipefy-sync",
-            "--bin",
-            "pipefy-sync",
-            "--message-format=json",
-        ])
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run cargo build");
-    assert!(out.status.success(), "building pipefy-sync failed");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "pipefy-sync")
-        .filter_map(|m| m["executable"].as_str().map(std::path::PathBuf::from))
-        .next_back()
-        .expect("cargo names the pipefy-sync executable it built")
 }
 
 /// Creates that a run found in Pipefy by key, left unconfirmed by a killed run: the

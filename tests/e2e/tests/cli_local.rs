@@ -1,0 +1,70 @@
+//! The command line on local folders: a run whose source, state and reports are folders and
+//! whose token comes from the environment never loads AWS configuration, so it prints its
+//! summary and nothing about regions, profiles or instance metadata.
+
+use std::process::Command;
+
+use pipefy_sync_tests::sync::{Harness, DEMO_TOKEN};
+use pipefy_sync_tests::tools::cli_binary;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_run_prints_no_aws_warning() {
+    let h = Harness::new().await;
+    h.write_file(
+        "refined/customers/part-0001.csv",
+        "cid,name\nQ1,Quiet one\nQ2,Quiet two\n",
+    );
+    let dest_file = h.dir.path().join("quiet.yaml");
+    std::fs::write(
+        &dest_file,
+        format!(
+            "name: quiet\npipe_id: \"301\"\noperation: upsert_card\nkey: {{ columns: [cid], field: external_id }}\n\
+             source: {{ path: {}, layer: refined, table: customers }}\n\
+             mapping:\n  title: name\n  customer_name: name\n\
+             token: {{ env: QUIET_TEST_PIPEFY_TOKEN }}\nendpoint: {}\n",
+            h.data_root().display(),
+            h.emulator.graphql_url()
+        ),
+    )
+    .expect("write destination");
+    let cli = cli_binary();
+    let mut cmd = Command::new(&cli);
+    cmd.arg("run")
+        .arg(&dest_file)
+        .args(["--state"])
+        .arg(h.state_root())
+        .args(["--reports"])
+        .arg(h.reports_root())
+        .env("QUIET_TEST_PIPEFY_TOKEN", DEMO_TOKEN);
+    // No AWS settings at all, as on a laptop that never configured them: loading the SDK's
+    // configuration would look for a region and credentials (and ask instance metadata).
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AWS_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("HOME", h.dir.path());
+    let out = cmd.output().expect("run pipefy-sync");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stdout.contains("created") && stdout.contains('2'),
+        "{stdout}"
+    );
+    assert_eq!(h.cards_with("301", "external_id", "Q1").len(), 1);
+    for word in [
+        "IMDS",
+        "imds",
+        "aws_config",
+        "aws_smithy",
+        "region",
+        "profile",
+        "WARN",
+    ] {
+        assert!(
+            !stderr.contains(word) && !stdout.contains(word),
+            "'{word}' printed by a local run:\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        );
+    }
+}
