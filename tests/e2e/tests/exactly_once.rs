@@ -16,7 +16,7 @@ use pipefy_sync_tests::moto::{new_bucket, Moto};
 use pipefy_sync_tests::sync::{
     assert_counts_add_up, fast_emulator_config, field_text, Harness, DEMO_TOKEN,
 };
-use pipefy_sync_tests::tools::{cli_binary, workspace_root};
+use pipefy_sync_tests::tools::cli_binary;
 use rand::{Rng, SeedableRng};
 
 const ROWS: usize = 5_000;
