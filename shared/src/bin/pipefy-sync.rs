@@ -426,6 +426,7 @@ fn print_summary(s: &RunSummary) {
         ("unchanged", c.unchanged),
         ("recreated", c.recreated),
         ("exists (left alone)", c.exists),
+        ("kept people's edits", c.kept_edits),
         ("skipped (preflight)", c.skipped_by_preflight),
         ("failed", c.failed),
         ("not attempted", c.not_attempted),

@@ -196,6 +196,19 @@ pub struct FieldMapping {
     pub write: WritePolicy,
     /// List targets: replace Pipefy's list, or add the row's items to it.
     pub mode: ListMode,
+    /// Overrides `sync.on_conflict` for this target.
+    pub on_conflict: Option<OnConflict>,
+}
+
+/// What an update does to a value a person changed in Pipefy since pipefy-sync wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnConflict {
+    /// The table wins: the value is written (the behaviour without this setting).
+    #[default]
+    Overwrite,
+    /// The person's value stays; the row's result says so (`kept_edits`).
+    KeepEdits,
 }
 
 /// When a mapped target is written (docs/mapping.md, "Write policy").
@@ -282,6 +295,8 @@ struct FieldMappingFull {
     write: WritePolicy,
     #[serde(default)]
     mode: ListMode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    on_conflict: Option<OnConflict>,
 }
 
 // By hand rather than `untagged`, so a typo inside an entry ("colum: name") gets serde's
@@ -309,6 +324,7 @@ impl<'de> serde::de::Visitor<'de> for FieldMappingVisitor {
             connect: None,
             write: WritePolicy::default(),
             mode: ListMode::default(),
+            on_conflict: None,
         })
     }
 
@@ -340,6 +356,7 @@ impl<'de> serde::de::Visitor<'de> for FieldMappingVisitor {
             connect: full.connect,
             write: full.write,
             mode: full.mode,
+            on_conflict: full.on_conflict,
         })
     }
 }
@@ -360,6 +377,7 @@ impl From<FieldMapping> for FieldMappingRepr {
             connect: m.connect,
             write: m.write,
             mode: m.mode,
+            on_conflict: m.on_conflict,
         })
     }
 }
@@ -529,6 +547,10 @@ pub struct SyncOptions {
     /// crashed run can keep the next one waiting. Renewed every quarter of it.
     #[serde(default = "default_lease_seconds")]
     pub lease_seconds: u64,
+    /// What an update does to a value a person changed in Pipefy: `overwrite` (default) or
+    /// `keep_edits`; a mapping entry's own `on_conflict` overrides it.
+    #[serde(default)]
+    pub on_conflict: OnConflict,
 }
 
 impl Default for SyncOptions {
@@ -540,6 +562,7 @@ impl Default for SyncOptions {
             ambiguous_settle_seconds: default_ambiguous_settle_seconds(),
             failed_rows_alert_threshold: 0,
             lease_seconds: default_lease_seconds(),
+            on_conflict: OnConflict::default(),
         }
     }
 }

@@ -33,6 +33,7 @@ impl Runner<'_> {
             if let Some(k) = done.intent_done {
                 self.committed_intents.push(k);
             }
+            counts.kept_edits += done.result.kept_edits.len() as u64;
             match done.result.action {
                 RowAction::Created | RowAction::WouldCreate => counts.created += 1,
                 RowAction::Recreated => {

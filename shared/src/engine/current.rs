@@ -5,26 +5,35 @@
 //! - `mode: add` on the `label_ids` / `assignee_ids` attributes: `updateCard` replaces those
 //!   lists, so the row's items are added to the ones the card has. (Custom list fields in
 //!   add mode need no read: `updateFieldsValues` adds with `operation: ADD`.)
+//! - `on_conflict: keep_edits`: a target whose value in Pipefy is no longer what Pipefy
+//!   showed right after pipefy-sync last wrote it was changed by a person; it is left alone
+//!   and the row's result says so.
+//!
+//! And after the writes, for `keep_edits` destinations: what Pipefy shows of the targets just
+//! written, the baseline the next run tells a person's edit by ([`read_shown`]).
 
 use std::sync::atomic::Ordering;
 
 use crate::config::{ListMode, WritePolicy};
 use crate::mapping::{MappedRow, Mapper, Set, Target, TargetPlace};
 use crate::pipefy::Card;
-use crate::report::RowAction;
+use crate::report::{KeptEdit, RowAction};
 
 use super::plan::{ItemKind, Plan};
 use super::requests::sends_nothing;
 use super::window::{failure_for, op_failure, Outcome, Slot};
 use super::{EngineError, RunShared};
 
-/// Whether an update of `row` needs the card's current values first.
-fn needs_current(targets: &[Target], row: &MappedRow) -> bool {
+/// Whether an update of `row` needs the card's current values first. `recorded`: the
+/// ledger's fingerprints for the row (a `keep_edits` target is checked only once a baseline
+/// of it was recorded).
+fn needs_current(targets: &[Target], row: &MappedRow, recorded: &[(u64, u32)]) -> bool {
     targets.iter().any(|t| {
         let present = carries(row, &t.place);
         let adds_to_attribute = t.mode == ListMode::Add
             && matches!(t.place, TargetPlace::Labels | TargetPlace::Assignees);
-        present && (t.write == WritePolicy::IfEmpty || adds_to_attribute)
+        let has_baseline = t.keep_edits && recorded.iter().any(|(s, _)| *s == t.shown_slot());
+        present && (t.write == WritePolicy::IfEmpty || adds_to_attribute || has_baseline)
     })
 }
 
@@ -56,14 +65,37 @@ fn is_empty_in(card: &Card, place: &TargetPlace) -> bool {
     }
 }
 
-/// The row's update, settled against the card as Pipefy holds it.
-fn settle(mapper: &Mapper, row: &mut MappedRow, card: &Card) {
+/// The row's update, settled against the card as Pipefy holds it; the values people
+/// changed that are kept.
+fn settle(
+    mapper: &Mapper,
+    row: &mut MappedRow,
+    card: &Card,
+    recorded: &[(u64, u32)],
+) -> Vec<KeptEdit> {
     let targets = mapper.targets();
     let mut skip = Vec::new();
+    let mut kept = Vec::new();
     for (i, t) in targets.iter().enumerate() {
         if t.write == WritePolicy::IfEmpty && !is_empty_in(card, &t.place) {
             skip.push(i);
             continue;
+        }
+        let baseline = recorded
+            .iter()
+            .find(|(s, _)| *s == t.shown_slot())
+            .map(|(_, f)| *f);
+        if let (true, true, Some(baseline)) = (t.keep_edits, carries(row, &t.place), baseline) {
+            let shown = t.shown(card);
+            if Target::shown_fingerprint(&shown) != baseline {
+                kept.push(KeptEdit {
+                    field: t.name.to_string(),
+                    in_pipefy: shown,
+                    in_table: t.table_text(row),
+                });
+                skip.push(i);
+                continue;
+            }
         }
         if t.mode != ListMode::Add {
             continue;
@@ -100,6 +132,7 @@ fn settle(mapper: &Mapper, row: &mut MappedRow, card: &Card) {
         // Updates reach this stage without the fields that are no target (the key field).
         mapper.retain_targets(row, |i| !skip.contains(&i));
     }
+    kept
 }
 
 pub(super) async fn read_current(
@@ -116,10 +149,11 @@ pub(super) async fn read_current(
         if let ItemKind::Send {
             mapped,
             plan: Plan::Update { id, .. },
+            targets: recorded,
             ..
         } = &slot.item.kind
         {
-            if needs_current(targets, mapped) {
+            if needs_current(targets, mapped, recorded) {
                 idx.push(i);
                 ids.push(id.clone());
             }
@@ -163,10 +197,11 @@ pub(super) async fn read_current(
         if let ItemKind::Send {
             mapped,
             plan: Plan::Update { move_phase, .. },
+            targets: recorded,
             ..
         } = &mut slot.item.kind
         {
-            settle(&shared.mapper, mapped, &card);
+            slot.kept = settle(&shared.mapper, mapped, &card, recorded);
             if !*move_phase && sends_nothing(&shared.repo, mapped) {
                 // Every target this update had is already filled in Pipefy: the row is
                 // recorded as written, nothing is sent.
@@ -175,6 +210,70 @@ pub(super) async fn read_current(
                     id,
                 });
             }
+        }
+    }
+    Ok(())
+}
+
+/// After the writes of a `keep_edits` destination: reads the cards and records just created
+/// or updated (many per request, counted with the other reads) and records what Pipefy shows
+/// of each target written, the baseline the next run tells a person's edit by. Targets the
+/// update did not send keep their baseline, so an edit a person made there stays known.
+pub(super) async fn read_shown(shared: &RunShared, slots: &mut [Slot]) -> Result<(), EngineError> {
+    let targets = shared.mapper.targets();
+    if !targets.iter().any(|t| t.keep_edits) {
+        return Ok(());
+    }
+    let mut idx = Vec::new();
+    let mut ids = Vec::new();
+    for (i, slot) in slots.iter().enumerate() {
+        let Some(Outcome::Written { action, id }) = &slot.outcome else {
+            continue;
+        };
+        let written = matches!(
+            action,
+            RowAction::Created | RowAction::Updated | RowAction::Recreated
+        );
+        if let (true, ItemKind::Send { mapped, .. }) = (written, &slot.item.kind) {
+            if targets
+                .iter()
+                .any(|t| t.keep_edits && carries(mapped, &t.place))
+            {
+                idx.push(i);
+                ids.push(id.clone());
+            }
+        }
+    }
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let found = shared.client.current(&shared.repo, &ids).await?;
+    shared
+        .current_reads
+        .fetch_add(ids.len() as u64, Ordering::SeqCst);
+    for (i, result) in idx.into_iter().zip(found) {
+        // Not readable now: the baseline stays as it was, and the next run overwrites (the
+        // behaviour without keep_edits) rather than guess.
+        let Ok(Some(card)) = result else { continue };
+        let Some(slot) = slots.get_mut(i) else {
+            continue;
+        };
+        if let ItemKind::Send {
+            mapped,
+            targets: recorded,
+            ..
+        } = &mut slot.item.kind
+        {
+            let mut next: Vec<(u64, u32)> = recorded.to_vec();
+            for t in targets
+                .iter()
+                .filter(|t| t.keep_edits && carries(mapped, &t.place))
+            {
+                let f = Target::shown_fingerprint(&t.shown(&card));
+                next.retain(|(s, _)| *s != t.shown_slot());
+                next.push((t.shown_slot(), f));
+            }
+            *recorded = next.into_boxed_slice();
         }
     }
     Ok(())

@@ -437,6 +437,8 @@ pub(super) struct TargetChanges<'a> {
     now: Vec<Option<u32>>,
     /// The ledger's fingerprint per target.
     before: Vec<Option<u32>>,
+    /// The ledger's fingerprint of what Pipefy showed per target (`keep_edits`).
+    shown_before: Vec<Option<u32>>,
     /// No fingerprints to compare with (a new key, a key written before targets were
     /// fingerprinted, or a full resync): every target is sent.
     all: bool,
@@ -454,10 +456,19 @@ impl<'a> TargetChanges<'a> {
             .iter()
             .map(|t| known.and_then(|e| e.fingerprint(t.slot)))
             .collect();
+        let shown_before = targets
+            .iter()
+            .map(|t| {
+                t.keep_edits
+                    .then(|| known.and_then(|e| e.fingerprint(t.shown_slot())))
+                    .flatten()
+            })
+            .collect();
         TargetChanges {
             targets,
             now: shared.mapper.fingerprints(mapped),
             before,
+            shown_before,
             all: full_resync || known.is_none_or(|e| e.targets.is_empty()),
         }
     }
@@ -487,13 +498,20 @@ impl<'a> TargetChanges<'a> {
     }
 
     /// What the ledger records once the row is written: the row's fingerprint per target,
-    /// or the last one written where the row leaves the target alone.
+    /// or the last one written where the row leaves the target alone; and what Pipefy
+    /// showed of the targets, until a read after the write replaces it.
     fn recorded(&self) -> Box<[(u64, u32)]> {
-        self.targets
+        let values = self
+            .targets
             .iter()
             .zip(self.now.iter().zip(&self.before))
-            .filter_map(|(t, (now, before))| now.or(*before).map(|f| (t.slot, f)))
-            .collect()
+            .filter_map(|(t, (now, before))| now.or(*before).map(|f| (t.slot, f)));
+        let shown = self
+            .targets
+            .iter()
+            .zip(&self.shown_before)
+            .filter_map(|(t, f)| f.map(|f| (t.shown_slot(), f)));
+        values.chain(shown).collect()
     }
 }
 

@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use crate::failure::{FailureCode, RowFailure};
 use crate::pipefy::{ErrorClass, OpError};
-use crate::report::{RowAction, RowResult};
+use crate::report::{KeptEdit, RowAction, RowResult};
 use crate::source::Row;
 use crate::state::{Entry, RecordId};
 
 use super::connections::resolve_connections;
-use super::current::read_current;
+use super::current::{read_current, read_shown};
 use super::lookups::resolve_lookups;
 use super::missing::resolve_missing;
 use super::plan::{ItemKind, Plan, WorkItem};
@@ -101,6 +101,8 @@ pub(super) struct Slot {
     pub(super) outcome: Option<Outcome>,
     /// The row is sent again because its card or record was gone from Pipefy.
     pub(super) recreate: bool,
+    /// Values people changed in Pipefy that the row's update leaves alone.
+    pub(super) kept: Vec<KeptEdit>,
 }
 
 pub(super) enum Outcome {
@@ -191,6 +193,7 @@ pub(crate) async fn process(
             item,
             outcome: None,
             recreate: false,
+            kept: Vec::new(),
         })
         .collect();
 
@@ -228,6 +231,7 @@ pub(crate) async fn process(
                 }
             }
         }
+        read_shown(shared, &mut slots).await?;
     }
     Ok(WindowOutcome {
         file_index,
@@ -256,6 +260,7 @@ pub(super) fn check_creates(shared: &RunShared, slots: &mut [Slot]) {
 }
 
 pub(super) fn finish_slot(slot: Slot) -> DoneItem {
+    let kept = slot.kept;
     let item = slot.item;
     match item.kind {
         ItemKind::Done {
@@ -281,12 +286,15 @@ pub(super) fn finish_slot(slot: Slot) -> DoneItem {
             let was_removal = matches!(plan, Plan::Remove { .. });
             match slot.outcome {
                 Some(Outcome::Written { action, id }) => DoneItem {
-                    result: RowResult::ok(
-                        &item.provenance,
-                        item.key.clone(),
-                        action,
-                        Some(id.clone()),
-                    ),
+                    result: RowResult {
+                        kept_edits: kept,
+                        ..RowResult::ok(
+                            &item.provenance,
+                            item.key.clone(),
+                            action,
+                            Some(id.clone()),
+                        )
+                    },
                     failure: None,
                     row: None,
                     raw: None,

@@ -7,10 +7,11 @@
 
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::config::{FieldMapping, ListMode, WritePolicy};
+use crate::config::{FieldMapping, ListMode, OnConflict, WritePolicy};
+use crate::pipefy::Card;
 
 use super::hash::{field_value_hash, list_hash, refs_hash, text_hash};
-use super::{FieldValue, MappedRow, Mapper, Place};
+use super::{FieldValue, MappedRow, Mapper, Place, Set};
 
 /// Where a target writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,10 +36,17 @@ pub struct Target {
     pub slot: u64,
     pub write: WritePolicy,
     pub mode: ListMode,
+    /// `on_conflict: keep_edits` applies: a value a person changed in Pipefy is left alone.
+    pub keep_edits: bool,
 }
 
 impl Target {
-    pub(super) fn of(name: &str, place: &Place, fm: &FieldMapping) -> Option<Target> {
+    pub(super) fn of(
+        name: &str,
+        place: &Place,
+        fm: &FieldMapping,
+        default_conflict: OnConflict,
+    ) -> Option<Target> {
         let place = match place {
             Place::Id | Place::Phase => return None,
             Place::Title => TargetPlace::Title,
@@ -56,9 +64,68 @@ impl Target {
             slot: xxh3_64(&definition),
             write: fm.write,
             mode: fm.mode,
+            keep_edits: fm.on_conflict.unwrap_or(default_conflict) == OnConflict::KeepEdits,
         })
     }
+
+    /// The ledger slot of what Pipefy showed of the target right after pipefy-sync last
+    /// wrote it: the baseline a person's edit is told by.
+    pub fn shown_slot(&self) -> u64 {
+        self.slot.rotate_left(17) ^ SHOWN_SALT
+    }
+
+    /// The target's value as Pipefy shows it on `card` (list ids sorted; nothing: empty).
+    pub fn shown(&self, card: &Card) -> String {
+        let sorted = |mut ids: Vec<&str>| {
+            ids.sort_unstable();
+            ids.join(",")
+        };
+        match &self.place {
+            TargetPlace::Title => card.title.clone().unwrap_or_default(),
+            TargetPlace::DueDate => card.due_date.clone().unwrap_or_default(),
+            TargetPlace::Labels => sorted(card.labels.iter().map(|l| l.id.as_str()).collect()),
+            TargetPlace::Assignees => {
+                sorted(card.assignees.iter().map(|u| u.id.as_str()).collect())
+            }
+            // Parents are not read back; they are never taken for a person's edit.
+            TargetPlace::Parents => String::new(),
+            TargetPlace::Field(slug) => card.field(slug).unwrap_or_default().to_string(),
+        }
+    }
+
+    /// The fingerprint of a shown value.
+    pub fn shown_fingerprint(shown: &str) -> u32 {
+        fingerprint(xxh3_64(shown.as_bytes()))
+    }
+
+    /// The target's value in `row` as text, for a report.
+    pub fn table_text(&self, row: &MappedRow) -> String {
+        let set_text = |s: &Option<Set<String>>| match s {
+            Some(Set::Value(v)) => v.clone(),
+            _ => String::new(),
+        };
+        let set_list = |s: &Option<Set<Vec<String>>>| match s {
+            Some(Set::Value(v)) => v.join(","),
+            _ => String::new(),
+        };
+        match &self.place {
+            TargetPlace::Title => set_text(&row.title),
+            TargetPlace::DueDate => set_text(&row.due_date),
+            TargetPlace::Labels => set_list(&row.label_ids),
+            TargetPlace::Assignees => set_list(&row.assignee_ids),
+            TargetPlace::Parents => String::new(),
+            TargetPlace::Field(slug) => match field_of(row, slug) {
+                Some(FieldValue::Json(serde_json::Value::String(s))) => s.clone(),
+                Some(FieldValue::Json(v)) => v.to_string(),
+                Some(FieldValue::Connect(refs)) => format!("{} connections", refs.len()),
+                Some(FieldValue::Clear) | None => String::new(),
+            },
+        }
+    }
 }
+
+/// Keeps the shown-value slots apart from the value slots.
+const SHOWN_SALT: u64 = 0x5348_4f57_4e00_0001;
 
 /// A fingerprint that is never 0 (0 is the ledger's "nothing recorded").
 fn fingerprint(h: u64) -> u32 {

@@ -45,7 +45,11 @@ pub struct Counts {
     /// counted in `created`).
     #[serde(default)]
     pub recreated: u64,
-    /// Cards or records read before an update, for `write: if_empty` and `mode: add`.
+    /// Values people changed in Pipefy that were kept (`on_conflict: keep_edits`).
+    #[serde(default)]
+    pub kept_edits: u64,
+    /// Cards or records read before an update (`write: if_empty`, `mode: add`,
+    /// `keep_edits`) or after a write (`keep_edits`: what Pipefy shows of it).
     #[serde(default)]
     pub current_value_reads: u64,
     pub requests: u64,
@@ -101,6 +105,20 @@ pub struct RowResult {
     pub field: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub column: Option<String>,
+    /// Values a person changed in Pipefy that this run left alone (`on_conflict: keep_edits`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept_edits: Vec<KeptEdit>,
+}
+
+/// A value a person changed in Pipefy since pipefy-sync last wrote it, kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeptEdit {
+    /// The mapping target (`customer_name`, `title`).
+    pub field: String,
+    /// What Pipefy holds (as Pipefy shows it).
+    pub in_pipefy: String,
+    /// What the table has (as it would have been written).
+    pub in_table: String,
 }
 
 impl RowResult {
@@ -120,6 +138,7 @@ impl RowResult {
             error_message: None,
             field: None,
             column: None,
+            kept_edits: Vec::new(),
         }
     }
 
@@ -136,6 +155,7 @@ impl RowResult {
             error_message: Some(failure.message.clone()),
             field: failure.field.clone(),
             column: failure.column.clone(),
+            kept_edits: Vec::new(),
         }
     }
 }
@@ -278,7 +298,10 @@ impl ReportWriter {
     }
 
     pub fn row(&mut self, result: &RowResult) {
-        if result.action == RowAction::Unchanged && !self.include_unchanged {
+        if result.action == RowAction::Unchanged
+            && result.kept_edits.is_empty()
+            && !self.include_unchanged
+        {
             return;
         }
         push_line(&mut self.results, result);
