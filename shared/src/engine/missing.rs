@@ -63,6 +63,15 @@ pub(super) async fn resolve_missing(
                 idx.push(i);
                 keys.push(key.clone());
             }
+            // A card id the ledger never wrote (update_card of an id from the table): Pipefy's
+            // refusal is the answer.
+            _ if !slot.item.in_ledger => {
+                let failure = failure.clone();
+                slot.outcome = Some(Outcome::Failed {
+                    failure,
+                    clear_intent: false,
+                });
+            }
             _ => {
                 // Without a key there is nothing to look up: the card is gone for good,
                 // unless Pipefy's answer meant something else, which its message says.

@@ -66,6 +66,9 @@ pub(crate) struct WorkItem {
     pub key_hash: u64,
     /// Whether the destination has a real key (lookups possible).
     pub keyed: bool,
+    /// Whether the ledger knew the row's key when it was planned (its card was written by
+    /// pipefy-sync before).
+    pub in_ledger: bool,
     pub kind: ItemKind,
 }
 
@@ -80,6 +83,7 @@ impl WorkItem {
             key,
             key_hash: 0,
             keyed: false,
+            in_ledger: false,
             kind,
         }
     }
@@ -419,6 +423,7 @@ impl Planner {
                 return done(row, key, khash, keyed, RowAction::Unchanged, id, record);
             }
         }
+        let in_ledger = known.is_some();
         let kind = ItemKind::Send {
             mapped: Box::new(mapped),
             hash,
@@ -426,7 +431,10 @@ impl Planner {
             targets,
             plan,
         };
-        WorkItem::new(row.provenance.clone(), Some(row), key, kind).identified(khash, keyed)
+        let mut item =
+            WorkItem::new(row.provenance.clone(), Some(row), key, kind).identified(khash, keyed);
+        item.in_ledger = in_ledger;
+        item
     }
 }
 

@@ -141,12 +141,19 @@ async fn update_only_upserts_and_update_card_report_the_card_deleted() {
     let by_id = h.destination(
         "name: deleted-by-id\npipe_id: \"301\"\noperation: update_card\nsource:\n  path: ${DATA}\n  layer: refined\n  table: ids\nmapping:\n  id: card\n  seats: seats\n",
     );
-    h.write_file(
-        "refined/ids/part-0001.csv",
-        format!("card,seats\n{gone},4\n"),
-    );
+    let d2 = cards(&h, "D2").first().expect("D2's card").id.clone();
+    h.write_file("refined/ids/part-0001.csv", format!("card,seats\n{d2},4\n"));
+    let s = h.run(&by_id).await;
+    assert_eq!(s.counts.updated, 1, "{s:#?}");
+    delete_by_hand(&h, "D2").await;
+    h.write_file("refined/ids/part-0001.csv", format!("card,seats\n{d2},5\n"));
     let s = h.run(&by_id).await;
     assert_eq!(s.counts.failed, 1, "{s:#?}");
     let failed = h.failed_rows(&s);
     assert_eq!(failed[0]["_error_code"], "DELETED_IN_PIPEFY", "{failed:#?}");
+    // An id this destination never wrote is Pipefy's refusal, as before.
+    h.write_file("refined/ids/part-0001.csv", "card,seats\n999999,5\n");
+    let s = h.run(&by_id).await;
+    let failed = h.failed_rows(&s);
+    assert_eq!(failed[0]["_error_code"], "PIPEFY_REJECTED", "{failed:#?}");
 }
