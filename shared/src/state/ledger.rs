@@ -6,7 +6,8 @@
 //! Size matters at 10 M keys, so keys are 64-bit hashes (the key text itself is only kept
 //! for in-flight creates, in the manifest's intents) and the table is stored column-wise:
 //! sorted key hashes, value hashes, ids, phase hashes and write times in parallel vectors
-//! (28 bytes a key in memory), plus one 32-bit fingerprint per key and mapped target. Writes
+//! (28 bytes a key in memory), plus one fingerprint per key and mapped target (a byte for
+//! a target with few distinct values, else 4; `state/fingerprints.rs`). Writes
 //! made during a run go to a small overlay map and are merged in sorted order when a segment
 //! is saved.
 //!
@@ -14,19 +15,22 @@
 //! transforms, write policy), so a changed entry is a new slot that no key has written yet.
 //! Fingerprint 0 means "nothing recorded"; real fingerprints are never 0.
 //!
-//! Segment encoding (little endian), zstd-compressed as a whole:
-//! magic `PSL2` (or `PSL1`, read as a segment without targets), entry count (u64),
-//! then per column: key hashes as varint deltas (sorted), value hashes (u64 each), phase
-//! hashes (u32 each), written_at minutes since the Unix epoch as varints, ids as tagged
-//! varints (numeric ids, which Pipefy card ids are, are delta-encoded against the previous
-//! numeric id; other ids index a string table stored after the columns as length-prefixed
-//! UTF-8); `PSL2` then has the slot count (varint), the slots (u64 each) and, slot by slot,
-//! every entry's fingerprint for it (u32 each; a column of one slot compresses well when its
-//! target is a constant).
+//! Segment encoding (little endian). `PSL2`: the magic, the length of a zstd frame (u64),
+//! the frame, then the dense fingerprint columns uncompressed (u32 each, key by key, column
+//! by column). The frame holds: the magic again, the entry count (u64), then per column: key
+//! hashes as varint deltas (sorted), value hashes (u64 each), phase hashes (u32 each),
+//! written_at minutes since the Unix epoch as varints, ids as tagged varints (numeric ids,
+//! which Pipefy card ids are, are delta-encoded against the previous numeric id; other ids
+//! index a string table stored after the columns as length-prefixed UTF-8), the slot count
+//! (varint) and the slots (u64 each), and per slot a tag: a palette (its values, then a byte
+//! per key) or dense (its values are in the tail). `PSL1`, the first version, is one zstd
+//! frame of the same columns without slots: read as entries without targets.
 
 use std::collections::HashMap;
 
 use xxhash_rust::xxh3::xxh3_64;
+
+use super::fingerprints::{builders, ColumnBuilder, FingerprintColumn};
 
 /// A Pipefy card or record id. Card ids are numeric; table record ids may be opaque strings.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -127,9 +131,9 @@ pub struct Ledger {
     texts: Vec<Box<str>>,
     /// The target slots of the base's fingerprint column.
     slots: Vec<u64>,
-    /// Per slot, one fingerprint per base key (0: none recorded): column by column, as
-    /// segments store them, so loading and saving copy whole columns.
-    fingerprints: Vec<Vec<u32>>,
+    /// Per slot, one fingerprint per base key (0: none recorded), column by column as
+    /// segments store them (`state/fingerprints.rs`).
+    fingerprints: Vec<FingerprintColumn>,
     /// Writes not yet merged into the base; `None` marks a removal.
     overlay: HashMap<u64, Option<Entry>>,
 }
@@ -200,7 +204,7 @@ impl Ledger {
                 .iter()
                 .zip(&self.fingerprints)
                 .filter_map(|(s, column)| {
-                    let f = *column.get(i)?;
+                    let f = column.get(i)?;
                     (f != 0).then_some((*s, f))
                 })
                 .collect(),
@@ -235,7 +239,7 @@ impl Ledger {
                 .iter()
                 .position(|b| b == s)
                 .and_then(|j| self.fingerprints.get(j)?.get(i))
-                .is_some_and(|f| *f != 0)
+                .is_some_and(|f| f != 0)
         });
         Some((id, *self.values.get(i)?, *self.phases.get(i)?, covered))
     }
@@ -265,8 +269,56 @@ impl Ledger {
         if self.overlay.is_empty() {
             return;
         }
-        let entries: Vec<(u64, Entry)> = self.iter().collect();
-        *self = Ledger::from_sorted(entries);
+        *self = self.merged();
+    }
+
+    /// The base with the overlay merged in, built column by column: base entries are
+    /// copied from the columns, never built as [`Entry`] values.
+    fn merged(&self) -> Ledger {
+        let mut overlay_keys: Vec<u64> = self.overlay.keys().copied().collect();
+        overlay_keys.sort_unstable();
+        let mut slots = self.slots.clone();
+        for s in slots_of(self.overlay.values().flatten()) {
+            if !slots.contains(&s) {
+                slots.push(s);
+            }
+        }
+        // Where each slot of the merged ledger sits in the base.
+        let in_base: Vec<Option<usize>> = slots
+            .iter()
+            .map(|s| self.slots.iter().position(|b| b == s))
+            .collect();
+        let mut out = Ledger {
+            slots,
+            ..Ledger::default()
+        };
+        let n = self.keys.len() + overlay_keys.len();
+        let mut columns = out.reserve(n);
+        let (mut b, mut o) = (0, 0);
+        loop {
+            let base_key = self.keys.get(b).copied();
+            let over_key = overlay_keys.get(o).copied();
+            match (base_key, over_key) {
+                (None, None) => break,
+                (Some(k), over) if over.is_none_or(|ok| k < ok) => {
+                    out.push_base(self, b, k, &in_base, &mut columns);
+                    b += 1;
+                }
+                (base, Some(k)) => {
+                    if base == Some(k) {
+                        b += 1;
+                    }
+                    o += 1;
+                    if let Some(Some(e)) = self.overlay.get(&k) {
+                        out.push_sorted(k, e.clone(), &mut columns);
+                    }
+                }
+                // Unreachable: a base key with no overlay key is the arm above.
+                (Some(_), None) => break,
+            }
+        }
+        out.fingerprints = columns.into_iter().map(ColumnBuilder::finish).collect();
+        out
     }
 
     /// A base from entries in key order; its slots are every slot the entries name.
@@ -275,30 +327,32 @@ impl Ledger {
             slots: slots_of(entries.iter().map(|(_, e)| e)),
             ..Ledger::default()
         };
-        l.reserve(entries.len());
+        let mut columns = l.reserve(entries.len());
         for (k, e) in entries {
-            l.push_sorted(k, e);
+            l.push_sorted(k, e, &mut columns);
         }
+        l.fingerprints = columns.into_iter().map(ColumnBuilder::finish).collect();
         l
     }
 
-    fn reserve(&mut self, n: usize) {
+    /// Room for `n` keys; the builders of the fingerprint columns.
+    fn reserve(&mut self, n: usize) -> Vec<ColumnBuilder> {
         self.keys.reserve(n);
         self.values.reserve(n);
         self.phases.reserve(n);
         self.times.reserve(n);
         self.ids.reserve(n);
-        self.fingerprints = self.slots.iter().map(|_| Vec::with_capacity(n)).collect();
+        builders(self.slots.len(), n)
     }
 
     /// Appends an entry whose key is greater than every key in the base; its targets must
     /// be among `self.slots`.
-    fn push_sorted(&mut self, key: u64, e: Entry) {
+    fn push_sorted(&mut self, key: u64, e: Entry, columns: &mut [ColumnBuilder]) {
         // Entries of one run list their targets in the ledger's slot order: copied as they
         // are; others are looked up slot by slot.
         let aligned = e.targets.len() == self.slots.len()
             && e.targets.iter().zip(&self.slots).all(|((s, _), b)| s == b);
-        for (j, column) in self.fingerprints.iter_mut().enumerate() {
+        for (j, column) in columns.iter_mut().enumerate() {
             let f = if aligned {
                 e.targets.get(j).map(|(_, f)| *f)
             } else {
@@ -306,10 +360,6 @@ impl Ledger {
             };
             column.push(f.unwrap_or(0));
         }
-        self.keys.push(key);
-        self.values.push(e.value_hash);
-        self.phases.push(e.phase_hash);
-        self.times.push(e.written_at_min);
         let raw = match e.id {
             RecordId::Num(n) if n & TEXT_FLAG == 0 => n,
             other => {
@@ -317,7 +367,49 @@ impl Ledger {
                 TEXT_FLAG | (self.texts.len() as u64 - 1)
             }
         };
-        self.ids.push(raw);
+        self.push_row(key, e.value_hash, e.phase_hash, e.written_at_min, raw);
+    }
+
+    /// Appends the base entry at `i` of `from`; `in_base` maps this ledger's slots to
+    /// `from`'s.
+    fn push_base(
+        &mut self,
+        from: &Ledger,
+        i: usize,
+        key: u64,
+        in_base: &[Option<usize>],
+        columns: &mut [ColumnBuilder],
+    ) {
+        for (column, pos) in columns.iter_mut().zip(in_base) {
+            let f = pos
+                .and_then(|p| from.fingerprints.get(p))
+                .and_then(|c| c.get(i))
+                .unwrap_or(0);
+            column.push(f);
+        }
+        let raw = from.ids.get(i).copied().unwrap_or(0);
+        let raw = if raw & TEXT_FLAG != 0 {
+            let text = usize::try_from(raw & !TEXT_FLAG)
+                .ok()
+                .and_then(|t| from.texts.get(t))
+                .cloned()
+                .unwrap_or_default();
+            self.texts.push(text);
+            TEXT_FLAG | (self.texts.len() as u64 - 1)
+        } else {
+            raw
+        };
+        let get32 = |v: &[u32]| v.get(i).copied().unwrap_or(0);
+        let value = from.values.get(i).copied().unwrap_or(0);
+        self.push_row(key, value, get32(&from.phases), get32(&from.times), raw);
+    }
+
+    fn push_row(&mut self, key: u64, value: u64, phase: u32, time: u32, raw_id: u64) {
+        self.keys.push(key);
+        self.values.push(value);
+        self.phases.push(phase);
+        self.times.push(time);
+        self.ids.push(raw_id);
     }
 
     /// Applies a segment on top of this ledger (later segments win; removals are encoded as
@@ -358,7 +450,7 @@ impl Ledger {
         if self.overlay.is_empty() {
             return encode_columns(self);
         }
-        encode_entries(self.iter().collect())
+        encode_columns(&self.merged())
     }
 
     /// Only the overlay (this run's writes), with removals as tombstones. The overlay stays
@@ -542,14 +634,54 @@ fn encode_columns(l: &Ledger) -> Vec<u8> {
     for slot in &l.slots {
         out.extend_from_slice(&slot.to_le_bytes());
     }
+    // Palettes go in the frame; dense columns after it, as they are.
+    let mut tail = Vec::new();
     for column in &l.fingerprints {
-        for f in column {
-            out.extend_from_slice(&f.to_le_bytes());
+        match column {
+            FingerprintColumn::Palette { values, index } => {
+                out.push(PALETTE);
+                put_varint(&mut out, values.len() as u64);
+                for v in values {
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+                out.extend_from_slice(index);
+            }
+            FingerprintColumn::Dense(values) => {
+                out.push(DENSE);
+                tail.reserve(values.len() * 4);
+                for v in values {
+                    tail.extend_from_slice(&v.to_le_bytes());
+                }
+            }
         }
     }
-    // Hashes do not compress, but the varint columns, the texts and the fingerprint columns
-    // of targets with few distinct values do.
-    zstd::bulk::compress(&out, 3).unwrap_or(out)
+    // Hashes do not compress, but the varint columns, the texts and the palettes do.
+    let frame = zstd::bulk::compress(&out, 3).unwrap_or_default();
+    let mut segment = Vec::with_capacity(12 + frame.len() + tail.len());
+    segment.extend_from_slice(MAGIC);
+    segment.extend_from_slice(&(frame.len() as u64).to_le_bytes());
+    segment.extend_from_slice(&frame);
+    segment.extend_from_slice(&tail);
+    segment
+}
+
+/// Column tags of a `PSL2` segment's fingerprint columns.
+const PALETTE: u8 = 1;
+const DENSE: u8 = 0;
+
+/// The content of a zstd frame, decompressed into a buffer of its recorded size.
+fn decompress(frame: &[u8]) -> Result<Vec<u8>, LedgerError> {
+    let corrupt = |e: std::io::Error| LedgerError::Corrupt(format!("zstd: {e}"));
+    match zstd::zstd_safe::get_frame_content_size(frame) {
+        // Within what a frame of this size can hold (zstd's ratio is bounded), so a corrupt
+        // header cannot ask for gigabytes.
+        Ok(Some(size)) if size <= (frame.len() as u64).saturating_mul(1 << 15) => {
+            let size = usize::try_from(size)
+                .map_err(|_| LedgerError::Corrupt("frame content size".into()))?;
+            zstd::bulk::decompress(frame, size).map_err(corrupt)
+        }
+        _ => zstd::stream::decode_all(frame).map_err(corrupt),
+    }
 }
 
 fn put_varint_u128(out: &mut Vec<u8>, mut v: u128) {
@@ -580,9 +712,31 @@ fn varint_u128(c: &mut Cursor<'_>) -> Result<u128, LedgerError> {
     }
 }
 
-fn decode_segment(compressed: &[u8]) -> Result<Ledger, LedgerError> {
-    let raw = zstd::stream::decode_all(compressed)
-        .map_err(|e| LedgerError::Corrupt(format!("zstd: {e}")))?;
+fn decode_segment(segment: &[u8]) -> Result<Ledger, LedgerError> {
+    // `PSL2`: magic, frame length, frame, dense fingerprint columns. `PSL1`: one frame.
+    let (frame, mut tail) = match segment.strip_prefix(MAGIC.as_slice()) {
+        Some(rest) => {
+            let truncated = || LedgerError::Corrupt("truncated segment".into());
+            let len_bytes: [u8; 8] = rest
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(truncated)?;
+            let end = usize::try_from(u64::from_le_bytes(len_bytes))
+                .ok()
+                .and_then(|len| len.checked_add(8))
+                .ok_or_else(truncated)?;
+            let frame = rest.get(8..end).ok_or_else(truncated)?;
+            (
+                frame,
+                Cursor {
+                    buf: rest,
+                    pos: end,
+                },
+            )
+        }
+        None => (segment, Cursor { buf: &[], pos: 0 }),
+    };
+    let raw = decompress(frame)?;
     let mut c = Cursor { buf: &raw, pos: 0 };
     let has_targets = match c.bytes(4)? {
         m if m == MAGIC => true,
@@ -596,7 +750,8 @@ fn decode_segment(compressed: &[u8]) -> Result<Ledger, LedgerError> {
         ));
     }
     let mut l = Ledger::default();
-    l.reserve(n);
+    // The fingerprint columns are read whole below.
+    let _ = l.reserve(n);
     let mut prev = 0u64;
     for _ in 0..n {
         prev = prev.wrapping_add(c.varint()?);
@@ -673,16 +828,33 @@ fn decode_segment(compressed: &[u8]) -> Result<Ledger, LedgerError> {
         for _ in 0..width {
             l.slots.push(c.u64()?);
         }
+        let too_large = || LedgerError::Corrupt("fingerprint column larger than segment".into());
         for _ in 0..width {
-            let bytes = c.bytes(n.checked_mul(4).ok_or_else(|| {
-                LedgerError::Corrupt("fingerprint column larger than segment".into())
-            })?)?;
-            l.fingerprints.push(
-                bytes
-                    .chunks_exact(4)
-                    .map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])))
-                    .collect(),
-            );
+            let column = match c.bytes(1)?.first() {
+                Some(&PALETTE) => {
+                    let count = usize::try_from(c.varint()?).map_err(|_| too_large())?;
+                    if count > 256 {
+                        return Err(LedgerError::Corrupt("palette of more than 256".into()));
+                    }
+                    let values = (0..count).map(|_| c.u32()).collect::<Result<_, _>>()?;
+                    let index = c.bytes(n)?.to_vec();
+                    if index.iter().any(|b| usize::from(*b) >= count) {
+                        return Err(LedgerError::Corrupt("palette index out of range".into()));
+                    }
+                    FingerprintColumn::Palette { values, index }
+                }
+                Some(&DENSE) => {
+                    let bytes = tail.bytes(n.checked_mul(4).ok_or_else(too_large)?)?;
+                    FingerprintColumn::Dense(
+                        bytes
+                            .chunks_exact(4)
+                            .map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])))
+                            .collect(),
+                    )
+                }
+                _ => return Err(LedgerError::Corrupt("fingerprint column tag".into())),
+            };
+            l.fingerprints.push(column);
         }
     }
     if l.keys.windows(2).any(|w| w[0] >= w[1]) {
@@ -742,6 +914,40 @@ mod tests {
         layered.compact();
         assert_eq!(layered.get(1).unwrap().fingerprint(9), None);
         assert_eq!(layered.get(2).unwrap().fingerprint(9), Some(90));
+    }
+
+    #[test]
+    fn palette_and_dense_columns_round_trip_and_merge_with_the_overlay() {
+        let mut l = Ledger::new();
+        for i in 0..1000u64 {
+            // Slot 1: three values (a palette); slot 2: one per key (dense).
+            let targets = [(1, (i % 3) as u32 + 1), (2, i as u32 + 1)];
+            l.insert(i, with_targets(entry(&(500 + i).to_string(), i), &targets));
+        }
+        let mut back = Ledger::new();
+        back.apply_segment(&l.encode_full()).unwrap();
+        for i in [0u64, 1, 2, 999] {
+            let e = back.get(i).unwrap();
+            assert_eq!(e.fingerprint(1), Some((i % 3) as u32 + 1));
+            assert_eq!(e.fingerprint(2), Some(i as u32 + 1));
+            assert_eq!(e.id, RecordId::Num(500 + i));
+        }
+        // Overlay writes (one with a new slot, one removal) merge into the columns.
+        back.insert(5, with_targets(entry("rec_5", 9), &[(1, 2), (3, 33)]));
+        back.remove(6);
+        back.insert(5000, entry("5000", 1));
+        let mut again = Ledger::new();
+        again.apply_segment(&back.encode_full()).unwrap();
+        assert_eq!(again.len(), 1000);
+        let e5 = again.get(5).unwrap();
+        assert_eq!(e5.id.to_string(), "rec_5");
+        assert_eq!(
+            (e5.fingerprint(1), e5.fingerprint(2), e5.fingerprint(3)),
+            (Some(2), None, Some(33))
+        );
+        assert_eq!(again.get(6), None);
+        assert_eq!(again.get(7).unwrap().fingerprint(2), Some(8));
+        assert_eq!(again.get(5000).unwrap().targets.len(), 0);
     }
 
     /// A segment written before targets were fingerprinted, by the format's first version.

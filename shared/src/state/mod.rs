@@ -9,6 +9,7 @@
 //! ```
 //! See docs/DESIGN.md, "Exactly-once delivery".
 
+mod fingerprints;
 mod lease;
 pub mod ledger;
 mod run;
