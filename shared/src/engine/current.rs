@@ -19,6 +19,7 @@ use crate::mapping::{MappedRow, Mapper, Set, Target, TargetPlace};
 use crate::pipefy::Card;
 use crate::report::{KeptEdit, RowAction};
 
+use super::pipefy_api::CurrentResults;
 use super::plan::{ItemKind, Plan};
 use super::requests::sends_nothing;
 use super::window::{failure_for, op_failure, Outcome, Slot};
@@ -135,6 +136,15 @@ fn settle(
     kept
 }
 
+/// The cards or records, read in batches and counted in the summary.
+async fn read(shared: &RunShared, ids: &[String]) -> Result<CurrentResults, EngineError> {
+    let found = shared.client.current(&shared.repo, ids).await?;
+    shared
+        .current_reads
+        .fetch_add(ids.len() as u64, Ordering::SeqCst);
+    Ok(found)
+}
+
 pub(super) async fn read_current(
     shared: &RunShared,
     slots: &mut [Slot],
@@ -162,10 +172,7 @@ pub(super) async fn read_current(
     if ids.is_empty() {
         return Ok(());
     }
-    let found = shared.client.current(&shared.repo, &ids).await?;
-    shared
-        .current_reads
-        .fetch_add(ids.len() as u64, Ordering::SeqCst);
+    let found = read(shared, &ids).await?;
     let noun = super::noun(shared.dest.operation);
     for ((i, id), result) in idx.into_iter().zip(ids).zip(found) {
         let Some(slot) = slots.get_mut(i) else {
@@ -247,10 +254,7 @@ pub(super) async fn read_shown(shared: &RunShared, slots: &mut [Slot]) -> Result
     if ids.is_empty() {
         return Ok(());
     }
-    let found = shared.client.current(&shared.repo, &ids).await?;
-    shared
-        .current_reads
-        .fetch_add(ids.len() as u64, Ordering::SeqCst);
+    let found = read(shared, &ids).await?;
     for (i, result) in idx.into_iter().zip(found) {
         // Not readable now: the baseline stays as it was, and the next run overwrites (the
         // behaviour without keep_edits) rather than guess.

@@ -4,7 +4,6 @@
 use super::plan::{ItemKind, Plan};
 use super::window::{duplicate_in_pipefy, failure_for, op_failure, Outcome, Slot};
 use super::{EngineError, RunShared};
-use crate::config::WritePolicy;
 use crate::failure::FailureCode;
 use crate::pipefy::{ErrorClass, OpError};
 use crate::report::RowAction;
@@ -112,13 +111,7 @@ pub(super) async fn resolve_lookups(
             // target but those written only on create.
             *plan = match new_plan {
                 Plan::Update { id, .. } => {
-                    shared.mapper.retain_targets(mapped, |i| {
-                        shared
-                            .mapper
-                            .targets()
-                            .get(i)
-                            .is_some_and(|t| t.write != WritePolicy::OnCreate)
-                    });
+                    shared.mapper.without_create_only(mapped);
                     Plan::Update {
                         id,
                         move_phase: mapped.phase_id.is_some(),

@@ -8,7 +8,7 @@
 //!
 //! Never a silent success, and never a row that fails the same way on every run.
 
-use crate::config::{Operation, WritePolicy};
+use crate::config::Operation;
 use crate::failure::{FailureCode, RowFailure};
 
 use super::lookups::lookup_keys;
@@ -160,13 +160,7 @@ pub(super) async fn resolve_missing(
         let create = matches!(new_plan, Plan::Create);
         let new_plan = match new_plan {
             Plan::Update { id, .. } => {
-                shared.mapper.retain_targets(&mut full, |i| {
-                    shared
-                        .mapper
-                        .targets()
-                        .get(i)
-                        .is_some_and(|t| t.write != WritePolicy::OnCreate)
-                });
+                shared.mapper.without_create_only(&mut full);
                 Plan::Update {
                     id,
                     move_phase: full.phase_id.is_some(),

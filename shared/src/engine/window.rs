@@ -259,6 +259,31 @@ pub(super) fn check_creates(shared: &RunShared, slots: &mut [Slot]) {
     }
 }
 
+/// The row's source, for a failed row's report.
+struct Source {
+    key: Option<String>,
+    key_hash: u64,
+    row: Option<Row>,
+    raw: Option<String>,
+}
+
+/// A row that failed; `clear_intent`: its create's intent can go (nothing was created).
+fn failed_item(source: Source, failure: RowFailure, clear_intent: bool) -> DoneItem {
+    let action = if failure.code == FailureCode::NotAttempted {
+        RowAction::NotAttempted
+    } else {
+        RowAction::Failed
+    };
+    DoneItem {
+        result: RowResult::failed(&failure, source.key, action),
+        failure: Some(failure),
+        row: source.row,
+        raw: source.raw,
+        ledger_write: None,
+        intent_done: clear_intent.then_some(source.key_hash),
+    }
+}
+
 pub(super) fn finish_slot(slot: Slot) -> DoneItem {
     let kept = slot.kept;
     let item = slot.item;
@@ -284,6 +309,12 @@ pub(super) fn finish_slot(slot: Slot) -> DoneItem {
         } => {
             let was_create = matches!(plan, Plan::Create);
             let was_removal = matches!(plan, Plan::Remove { .. });
+            let source = Source {
+                key: item.key.clone(),
+                key_hash: item.key_hash,
+                row: item.row,
+                raw: item.raw,
+            };
             match slot.outcome {
                 Some(Outcome::Written { action, id }) => DoneItem {
                     result: RowResult {
@@ -325,33 +356,12 @@ pub(super) fn finish_slot(slot: Slot) -> DoneItem {
                     ledger_write: None,
                     intent_done: None,
                 },
-                Some(Outcome::Missing { failure }) => DoneItem {
-                    result: RowResult::failed(&failure, item.key.clone(), RowAction::Failed),
-                    failure: Some(failure),
-                    row: item.row,
-                    raw: item.raw,
-                    ledger_write: None,
-                    intent_done: None,
-                },
                 Some(Outcome::Failed {
                     failure,
                     clear_intent,
-                }) => DoneItem {
-                    result: RowResult::failed(
-                        &failure,
-                        item.key.clone(),
-                        if failure.code == FailureCode::NotAttempted {
-                            RowAction::NotAttempted
-                        } else {
-                            RowAction::Failed
-                        },
-                    ),
-                    failure: Some(failure),
-                    row: item.row,
-                    raw: item.raw,
-                    ledger_write: None,
-                    intent_done: (was_create && clear_intent).then_some(item.key_hash),
-                },
+                }) => failed_item(source, failure, was_create && clear_intent),
+                // A missing card still unsettled is a failed row.
+                Some(Outcome::Missing { failure }) => failed_item(source, failure, false),
                 None => {
                     // Every path above sets an outcome; a row without one is reported, not lost.
                     let failure = RowFailure::new(
@@ -359,14 +369,7 @@ pub(super) fn finish_slot(slot: Slot) -> DoneItem {
                         FailureCode::PipefyUnavailable,
                         "internal: the row's outcome was not determined; the next run retries it",
                     );
-                    DoneItem {
-                        result: RowResult::failed(&failure, item.key.clone(), RowAction::Failed),
-                        failure: Some(failure),
-                        row: item.row,
-                        raw: item.raw,
-                        ledger_write: None,
-                        intent_done: None,
-                    }
+                    failed_item(source, failure, false)
                 }
             }
         }

@@ -157,6 +157,16 @@ impl Mapper {
             .collect()
     }
 
+    /// Leaves out of `row` the targets written only on create: what an update of a card
+    /// pipefy-sync did not write before (found by its key) sends.
+    pub fn without_create_only(&self, row: &mut MappedRow) {
+        self.retain_targets(row, |i| {
+            self.targets
+                .get(i)
+                .is_some_and(|t| t.write != WritePolicy::OnCreate)
+        });
+    }
+
     /// Leaves in `row` only the targets `keep` says yes to (by index in
     /// [`Mapper::targets`]); the phase and the card id are not targets and stay. Fields that
     /// are no target (the key field the mapping does not map) go: they never change.
