@@ -31,8 +31,8 @@ pub struct Target {
     /// The mapping key as written (`plan`, `title`).
     pub name: Box<str>,
     pub place: TargetPlace,
-    /// Names the target in the ledger: a hash of the mapping entry, so a changed entry
-    /// (source, transforms, policy) is a new slot that every row writes once.
+    /// Names the target in the ledger: a hash of what the mapping entry writes, so a changed
+    /// source or transform is a new slot that every row writes once.
     pub slot: u64,
     pub write: WritePolicy,
     pub mode: ListMode,
@@ -56,8 +56,17 @@ impl Target {
             Place::Parents => TargetPlace::Parents,
             Place::Field(slug) => TargetPlace::Field(slug.clone()),
         };
-        // The entry's canonical JSON: the same entry hashes the same whatever its YAML spelling.
-        let definition = serde_json::to_vec(&(name, fm)).unwrap_or_default();
+        // What the entry writes, as canonical JSON (the same whatever its YAML spelling):
+        // the source, transforms and null policy. How it writes (`write`, `mode`,
+        // `on_conflict`) is left out, so turning on `keep_edits` or `if_empty` for an entry
+        // does not send it to every row once, over what people changed.
+        let what = FieldMapping {
+            write: WritePolicy::default(),
+            mode: ListMode::default(),
+            on_conflict: None,
+            ..fm.clone()
+        };
+        let definition = serde_json::to_vec(&(name, &what)).unwrap_or_default();
         Some(Target {
             name: name.into(),
             place,

@@ -1255,6 +1255,11 @@ fn a_changed_entry_is_a_new_slot_and_the_same_value_the_same_fingerprint() {
     };
     assert_ne!(slot(&a, "notes"), slot(&b, "notes"));
     assert_eq!(slot(&a, "customer_name"), slot(&b, "customer_name"));
+    // How an entry writes is not what it writes: the slot stays.
+    let c = mapper(&card_dest(
+        "notes: { column: notes, write: if_empty, on_conflict: keep_edits }",
+    ));
+    assert_eq!(slot(&a, "notes"), slot(&c, "notes"));
     let r1 = row(&[("notes", s("x"))]);
     let r2 = row(&[("notes", s("y"))]);
     let f1 = a.fingerprints(&a.map(&r1).unwrap());
