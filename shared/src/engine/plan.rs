@@ -10,6 +10,7 @@ use crate::mapping::{canonical_hash, MappedRow, Target};
 use crate::pipefy::MAX_VALUES_PER_UPDATE;
 use crate::report::{RowAction, RowResult};
 use crate::source::{Provenance, Row, RowError};
+use crate::state::ledger::SlotLookup;
 use crate::state::{key_hash, phase_hash, Entry, Ledger, RecordId, SeenKeys};
 use crate::store::ObjectMeta;
 
@@ -213,7 +214,7 @@ pub(crate) struct Planner {
     unresolvable: Arc<HashSet<u64>>,
     full_resync: bool,
     backfill_only: bool,
-    slots: std::sync::OnceLock<Vec<u64>>,
+    slots: std::sync::OnceLock<SlotLookup>,
 }
 
 impl Planner {
@@ -238,9 +239,11 @@ impl Planner {
     }
 
     /// The slots of the mapping's targets.
-    fn slots(&self, shared: &RunShared) -> &[u64] {
-        self.slots
-            .get_or_init(|| shared.mapper.targets().iter().map(|t| t.slot).collect())
+    fn slots(&self, shared: &RunShared) -> &SlotLookup {
+        self.slots.get_or_init(|| {
+            let slots = shared.mapper.targets().iter().map(|t| t.slot).collect();
+            self.ledger.slot_lookup(slots)
+        })
     }
 
     /// Plans one row. The flag says whether the row's identity (its key, or the card id it

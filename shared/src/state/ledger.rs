@@ -100,6 +100,13 @@ impl Entry {
     }
 }
 
+/// A mapping's target slots, located in one ledger's columns ([`Ledger::slot_lookup`]).
+#[derive(Debug, Clone)]
+pub struct SlotLookup {
+    slots: Vec<u64>,
+    in_base: Vec<Option<usize>>,
+}
+
 /// Hash of a row key (the text built from the key columns, or a row identity).
 pub fn key_hash(key: &str) -> u64 {
     xxh3_64(key.as_bytes())
@@ -226,22 +233,29 @@ impl Ledger {
     /// The id, value hash and phase hash of `key`, and whether it holds a fingerprint for
     /// every one of `slots`: what a rerun needs to call a row unchanged, read without
     /// building the key's target list.
-    pub fn summary(&self, key: u64, slots: &[u64]) -> Option<(RecordId, u64, u32, bool)> {
+    pub fn summary(&self, key: u64, slots: &SlotLookup) -> Option<(RecordId, u64, u32, bool)> {
         if let Some(v) = self.overlay.get(&key) {
             let e = v.as_ref()?;
-            let covered = slots.iter().all(|s| e.fingerprint(*s).is_some());
+            let covered = slots.slots.iter().all(|s| e.fingerprint(*s).is_some());
             return Some((e.id.clone(), e.value_hash, e.phase_hash, covered));
         }
         let i = self.base_index(key)?;
         let id = self.base_id(i)?;
-        let covered = slots.iter().all(|s| {
-            self.slots
-                .iter()
-                .position(|b| b == s)
-                .and_then(|j| self.fingerprints.get(j)?.get(i))
+        let covered = slots.in_base.iter().all(|j| {
+            j.and_then(|j| self.fingerprints.get(j)?.get(i))
                 .is_some_and(|f| f != 0)
         });
         Some((id, *self.values.get(i)?, *self.phases.get(i)?, covered))
+    }
+
+    /// `slots` with where each sits in the base's columns, for [`Ledger::summary`]: found
+    /// once per run, not once per row.
+    pub fn slot_lookup(&self, slots: Vec<u64>) -> SlotLookup {
+        let in_base = slots
+            .iter()
+            .map(|s| self.slots.iter().position(|b| b == s))
+            .collect();
+        SlotLookup { slots, in_base }
     }
 
     pub fn insert(&mut self, key: u64, entry: Entry) {
