@@ -1,5 +1,5 @@
 //! `pipefy-sync`: the local command line. Validates destination files, plans a run without
-//! writing anything, and runs a sync from local files or S3 with a progress bar.
+//! writing anything, runs a sync from local files or S3 with a progress bar, and reports drift.
 
 #[global_allocator]
 static GLOBAL: pipefy_sync::Allocator = pipefy_sync::ALLOCATOR;
@@ -12,10 +12,10 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use pipefy_sync::config::{load_destination_file, Destination};
-use pipefy_sync::engine::{sync, Progress, RunContext, RunRequest, RunScope};
+use pipefy_sync::engine::{drift, sync, DriftRequest, Progress, RunContext, RunRequest, RunScope};
 use pipefy_sync::mapping::{Mapper, Schema};
 use pipefy_sync::pipefy::{AllowedHosts, PipefyClient};
-use pipefy_sync::report::{Counts, RowResult, RunStatus, RunSummary};
+use pipefy_sync::report::{Counts, DriftLine, DriftState, DriftSummary, RowResult, RunStatus, RunSummary};
 use pipefy_sync::state::StateStore;
 use pipefy_sync::store::local::LocalStore;
 use pipefy_sync::store::s3::S3Store;
@@ -84,6 +84,17 @@ enum Command {
         allow_mass_removal: bool,
         #[command(flatten)]
         storage: Storage,
+    },
+    /// Read the destination's cards or records back and report, per key, whether they still
+    /// hold what pipefy-sync last wrote: in sync, edited in Pipefy (which fields, both
+    /// values), deleted in Pipefy, or unknown to the ledger. Writes nothing to Pipefy.
+    Drift {
+        destination: PathBuf,
+        #[command(flatten)]
+        storage: Storage,
+        /// Print at most this many keys that are not in sync.
+        #[arg(long, default_value_t = 200)]
+        limit: usize,
     },
     /// Forget creates whose outcome is unknown (after checking the pipe by hand), so the
     /// next run may create those rows.
@@ -170,6 +181,20 @@ async fn dispatch(command: Command) -> Result<ExitCode, String> {
                 RunStatus::Completed if summary.counts.failed_rows() == 0 => ExitCode::SUCCESS,
                 _ => ExitCode::from(1),
             })
+        }
+        Command::Drift {
+            destination,
+            storage,
+            limit,
+        } => {
+            let dest = load(&destination)?;
+            let ctx = context(&dest, &destination, &storage, None).await?;
+            let req = DriftRequest {
+                trigger: "cli".into(),
+            };
+            let summary = drift(&ctx, &dest, req).await.map_err(|e| e.to_string())?;
+            print_drift(&ctx, &summary, limit).await;
+            Ok(ExitCode::SUCCESS)
         }
         Command::ForgetIntents {
             destination,
@@ -455,5 +480,79 @@ fn print_summary(s: &RunSummary) {
     }
     if let Some(loc) = &s.report_location {
         println!("  report           {loc}");
+    }
+}
+
+/// The keys that are not in sync (at most `limit`), then the counts.
+async fn print_drift(ctx: &RunContext, s: &DriftSummary, limit: usize) {
+    let dir = format!(
+        "{}{}/{}/{}/drift/",
+        ctx.reports_prefix,
+        s.destination,
+        s.started_at.format("%Y-%m-%d"),
+        s.run_id
+    );
+    let mut shown = 0;
+    for part in ctx.report_store.list(&dir).await.unwrap_or_default() {
+        let Ok((_, bytes)) = ctx.report_store.get_bytes(&part.key).await else {
+            continue;
+        };
+        for text in String::from_utf8_lossy(&bytes).lines() {
+            let Ok(line) = serde_json::from_str::<DriftLine>(text) else {
+                continue;
+            };
+            if matches!(line.state, DriftState::InSync | DriftState::Untracked) {
+                continue;
+            }
+            if shown >= limit {
+                println!("… (more keys in the report)");
+                break;
+            }
+            shown += 1;
+            let state = serde_json::to_value(line.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            let at = match (&line.file, line.line) {
+                (Some(f), Some(l)) => format!("  ({f}:{l})"),
+                _ => String::new(),
+            };
+            println!(
+                "{:<18} {:<20} id {}{at}",
+                state,
+                line.key.as_deref().unwrap_or("-"),
+                line.id
+            );
+            for e in &line.edits {
+                println!(
+                    "    {}: Pipefy has {:?}, the table has {:?}",
+                    e.field, e.in_pipefy, e.in_table
+                );
+            }
+        }
+    }
+    let c = &s.counts;
+    println!();
+    println!("drift {} of '{}'", s.run_id, s.destination);
+    for (label, n) in [
+        ("keys in the ledger", c.keys_in_ledger),
+        ("read in Pipefy", c.read_in_pipefy),
+        ("in sync", c.in_sync),
+        ("edited in Pipefy", c.edited_in_pipefy),
+        ("  fields edited", c.edited_fields),
+        ("deleted in Pipefy", c.deleted_in_pipefy),
+        ("unknown to ledger", c.unknown_to_ledger),
+        ("removed (phase)", c.removed),
+        ("untracked", c.untracked),
+        ("API requests", c.requests),
+        ("throttles", c.throttles),
+    ] {
+        println!("  {label:<20} {n}");
+    }
+    if c.untracked > 0 {
+        println!("  untracked: no baseline of what Pipefy showed was recorded for these keys; turn on sync.track_edits (or keep_edits) to tell edits there");
+    }
+    if let Some(loc) = &s.report_location {
+        println!("  report               {loc}");
     }
 }

@@ -551,6 +551,11 @@ pub struct SyncOptions {
     /// `keep_edits`; a mapping entry's own `on_conflict` overrides it.
     #[serde(default)]
     pub on_conflict: OnConflict,
+    /// Record what Pipefy shows of each target right after writing it (one batched read
+    /// per window), so that `pipefy-sync drift` can tell a person's edit from the value
+    /// pipefy-sync wrote. `keep_edits` targets always record it.
+    #[serde(default)]
+    pub track_edits: bool,
 }
 
 impl Default for SyncOptions {
@@ -563,6 +568,7 @@ impl Default for SyncOptions {
             failed_rows_alert_threshold: 0,
             lease_seconds: default_lease_seconds(),
             on_conflict: OnConflict::default(),
+            track_edits: false,
         }
     }
 }

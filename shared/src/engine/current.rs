@@ -222,13 +222,13 @@ pub(super) async fn read_current(
     Ok(())
 }
 
-/// After the writes of a `keep_edits` destination: reads the cards and records just created
+/// After the writes of a destination that tracks edits (`keep_edits`, `sync.track_edits`): reads the cards and records just created
 /// or updated (many per request, counted with the other reads) and records what Pipefy shows
 /// of each target written, the baseline the next run tells a person's edit by. Targets the
 /// update did not send keep their baseline, so an edit a person made there stays known.
 pub(super) async fn read_shown(shared: &RunShared, slots: &mut [Slot]) -> Result<(), EngineError> {
     let targets = shared.mapper.targets();
-    if !targets.iter().any(|t| t.keep_edits) {
+    if !targets.iter().any(|t| t.tracks_shown) {
         return Ok(());
     }
     let mut idx = Vec::new();
@@ -244,7 +244,7 @@ pub(super) async fn read_shown(shared: &RunShared, slots: &mut [Slot]) -> Result
         if let (true, ItemKind::Send { mapped, .. }) = (written, &slot.item.kind) {
             if targets
                 .iter()
-                .any(|t| t.keep_edits && carries(mapped, &t.place))
+                .any(|t| t.tracks_shown && carries(mapped, &t.place))
             {
                 idx.push(i);
                 ids.push(id.clone());
@@ -271,7 +271,7 @@ pub(super) async fn read_shown(shared: &RunShared, slots: &mut [Slot]) -> Result
             let mut next: Vec<(u64, u32)> = recorded.to_vec();
             for t in targets
                 .iter()
-                .filter(|t| t.keep_edits && carries(mapped, &t.place))
+                .filter(|t| t.tracks_shown && carries(mapped, &t.place))
             {
                 let f = Target::shown_fingerprint(&t.shown(&card));
                 next.retain(|(s, _)| *s != t.shown_slot());

@@ -13,6 +13,8 @@
 //!   send.rs       4 intents made durable, then the batched writes (requests.rs builds them)
 //!   ambiguous.rs  5 unknown outcomes resolved by key, never by blind repetition
 //!   commit.rs     6 counts, ledger writes, report, checkpoint, finish
+//!
+//!   drift.rs      apart from runs: Pipefy read back against the ledger, per key
 //! ```
 //!
 //! The state protocol the stages follow (lease, intents, ledger segments, manifest,
@@ -24,6 +26,7 @@ mod ambiguous;
 mod commit;
 mod connections;
 mod current;
+mod drift;
 mod lookups;
 mod missing;
 mod pipefy_api;
@@ -57,6 +60,7 @@ pub use crate::state::RunScope;
 pub use pipefy_api::{LookupResults, PipefyApi};
 use removed::RemovalOp;
 pub use requests::{ConnectionIds, OpRole, Repo};
+pub use drift::{drift, DriftRequest};
 pub use run::sync;
 
 #[derive(Debug, thiserror::Error)]

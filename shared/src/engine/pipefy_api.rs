@@ -1,12 +1,12 @@
 //! What the engine needs of Pipefy, as a small trait: the schema, lookups by a field's value,
-//! writes, and card reads. [`PipefyClient`] implements it over HTTP; unit tests of the
+//! writes, card reads and listings. [`PipefyClient`] implements it over HTTP; unit tests of the
 //! planner, the unknown-outcome resolution and the removals use a fake.
 
 use async_trait::async_trait;
 
 use crate::mapping::Schema;
 use crate::pipefy::{
-    Card, ClientStats, FieldDef, Mutation, OpError, OpResult, PipefyClient, PipefyError, WriteGate,
+    Card, CardPage, ClientStats, Listing, FieldDef, Mutation, OpError, OpResult, PipefyClient, PipefyError, WriteGate,
 };
 
 use super::Repo;
@@ -38,6 +38,9 @@ pub trait PipefyApi: Send + Sync {
     async fn card(&self, id: &str) -> Result<Option<Card>, PipefyError>;
     /// The destination's cards or records by id, as Pipefy holds them now, batched.
     async fn current(&self, repo: &Repo, ids: &[String]) -> Result<CurrentResults, PipefyError>;
+    /// One page of a pipe's or phase's cards or a table's records; `after` is the previous
+    /// page's `end_cursor`.
+    async fn page(&self, of: &Listing, after: Option<&str>) -> Result<CardPage, PipefyError>;
     /// Requests, retries and throttles so far.
     fn stats(&self) -> ClientStats;
 }
@@ -77,6 +80,10 @@ impl PipefyApi for PipefyClient {
 
     async fn current(&self, repo: &Repo, ids: &[String]) -> Result<CurrentResults, PipefyError> {
         self.cards(ids, matches!(repo, Repo::Table(_))).await
+    }
+
+    async fn page(&self, of: &Listing, after: Option<&str>) -> Result<CardPage, PipefyError> {
+        self.list_page(of, after).await
     }
 
     fn stats(&self) -> ClientStats {

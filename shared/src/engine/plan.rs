@@ -208,6 +208,20 @@ impl WorkItem {
     }
 }
 
+/// The ledger's name of a row: the hash of its key, or for a destination without one, of
+/// where it was read (the file's version and the line).
+pub(crate) fn identity_hash(file: &ObjectMeta, line: u64, key: Option<&str>) -> u64 {
+    match key {
+        Some(k) => key_hash(k),
+        None => key_hash(&format!(
+            "{}\u{0}{}\u{0}{}",
+            file.key,
+            file.version_id.as_deref().unwrap_or(&file.etag),
+            line
+        )),
+    }
+}
+
 /// Decides per row, from the mapping and the ledger as it was when the run started.
 pub(crate) struct Planner {
     ledger: Arc<Ledger>,
@@ -273,16 +287,7 @@ impl Planner {
                 (key, keyed)
             }
         };
-        let identity = match &key {
-            Some(k) => k.clone(),
-            None => format!(
-                "{}\u{0}{}\u{0}{}",
-                file.key,
-                file.version_id.as_deref().unwrap_or(&file.etag),
-                row.provenance.line
-            ),
-        };
-        let khash = key_hash(&identity);
+        let khash = identity_hash(file, row.provenance.line, key.as_deref());
         // The key is present in the table whether or not the rest of the row mapped.
         let first = seen.insert(khash);
         let mapped = match mapped {

@@ -11,6 +11,7 @@ use tokio::sync::Mutex;
 
 use crate::config::Destination;
 use crate::mapping::{Mapper, Schema};
+use crate::pipefy::FieldDef;
 use crate::report::{Counts, ReportWriter, RunStatus, RunSummary};
 use crate::source::list_table_files;
 use crate::state::{PendingWork, RunCursor, RunScope, SeenKeys, StateStore};
@@ -212,6 +213,29 @@ pub(super) async fn defer(
     })
 }
 
+/// The destination's mapping compiled against the live schema, its key field, and the
+/// schema.
+pub(super) async fn mapper_for(
+    api: &dyn PipefyApi,
+    dest: &Destination,
+    repo: &super::Repo,
+) -> Result<(Mapper, Option<FieldDef>, Schema), EngineError> {
+    let schema = api.schema(repo).await?;
+    let mapper = Mapper::new(dest, &schema).map_err(|issues| EngineError::Mapping {
+        destination: dest.name.clone(),
+        issues: issues
+            .iter()
+            .map(|i| format!("  - {i}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    })?;
+    let key_field = dest.key.as_ref().and_then(|k| match &schema {
+        Schema::Pipe(p) => p.field(&k.field).cloned(),
+        Schema::Table(t) => t.field(&k.field).cloned(),
+    });
+    Ok((mapper, key_field, schema))
+}
+
 /// One run (or one invocation's share of a run) under a held lease (`None`: dry run).
 pub(super) async fn run_once(
     ctx: &RunContext,
@@ -228,19 +252,7 @@ pub(super) async fn run_once(
     let loaded = state.load_manifest().await?;
     let mut ledger = state.load_ledger(&loaded.manifest).await?;
 
-    let schema = api.schema(&repo).await?;
-    let mapper = Mapper::new(dest, &schema).map_err(|issues| EngineError::Mapping {
-        destination: dest.name.clone(),
-        issues: issues
-            .iter()
-            .map(|i| format!("  - {i}"))
-            .collect::<Vec<_>>()
-            .join("\n"),
-    })?;
-    let key_field = dest.key.as_ref().and_then(|k| match &schema {
-        Schema::Pipe(p) => p.field(&k.field).cloned(),
-        Schema::Table(t) => t.field(&k.field).cloned(),
-    });
+    let (mapper, key_field, _) = mapper_for(&*api, dest, &repo).await?;
 
     // The cursor: continue the run named, or start a new one.
     let continuing = loaded

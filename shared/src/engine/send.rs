@@ -125,7 +125,7 @@ pub(super) async fn send(
 /// Whether Pipefy's answer to an update may mean the card or record is gone: a not-found
 /// code, or `PERMISSION_DENIED`, which Pipefy usually answers for an id that does not exist
 /// (docs/pipefy-api.md §7).
-fn is_missing(code: Option<&str>) -> bool {
+pub(super) fn is_missing(code: Option<&str>) -> bool {
     is_not_found(code) || code == Some("PERMISSION_DENIED")
 }
 

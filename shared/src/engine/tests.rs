@@ -118,6 +118,18 @@ impl PipefyApi for FakePipefy {
         Ok(ids.iter().map(|_| Ok(None)).collect())
     }
 
+    async fn page(
+        &self,
+        _of: &crate::pipefy::Listing,
+        _after: Option<&str>,
+    ) -> Result<crate::pipefy::CardPage, PipefyError> {
+        Ok(crate::pipefy::CardPage {
+            cards: Vec::new(),
+            has_next_page: false,
+            end_cursor: None,
+        })
+    }
+
     fn stats(&self) -> ClientStats {
         ClientStats::default()
     }

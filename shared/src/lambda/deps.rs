@@ -8,9 +8,9 @@ use async_trait::async_trait;
 use tokio::sync::Mutex;
 
 use crate::config::Destination;
-use crate::engine::{sync, HandOff, RunContext, RunRequest};
+use crate::engine::{drift, sync, DriftRequest, HandOff, RunContext, RunRequest};
 use crate::pipefy::PipefyClient;
-use crate::report::RunSummary;
+use crate::report::{DriftSummary, RunSummary};
 use crate::store::s3::S3Store;
 use crate::store::ObjectStore;
 
@@ -19,10 +19,15 @@ use super::error::HandlerError;
 use super::hand_off::LambdaHandOff;
 use super::settings::Settings;
 
-/// Runs one destination's sync.
+/// Runs one destination's sync, or reports its drift.
 #[async_trait]
 pub trait Runner: Send + Sync {
     async fn run(&self, dest: &Destination, req: RunRequest) -> Result<RunSummary, HandlerError>;
+    async fn drift(
+        &self,
+        dest: &Destination,
+        req: DriftRequest,
+    ) -> Result<DriftSummary, HandlerError>;
 }
 
 /// Everything a function builds once per container.
@@ -134,6 +139,15 @@ impl Runner for Deps {
     async fn run(&self, dest: &Destination, req: RunRequest) -> Result<RunSummary, HandlerError> {
         let ctx = self.run_context(dest).await?;
         sync(&ctx, dest, req).await.map_err(HandlerError::from)
+    }
+
+    async fn drift(
+        &self,
+        dest: &Destination,
+        req: DriftRequest,
+    ) -> Result<DriftSummary, HandlerError> {
+        let ctx = self.run_context(dest).await?;
+        drift(&ctx, dest, req).await.map_err(HandlerError::from)
     }
 }
 

@@ -25,6 +25,9 @@ pub struct ScheduledEvent {
     /// Let this run remove more than `removed_rows.max_fraction` of the destination's keys.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_mass_removal: bool,
+    /// Report drift instead of syncing: read the destination back, write nothing to Pipefy.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drift: bool,
 }
 
 /// Whether a payload is a hand-off continuation (`{"destination", "continue_run"}`), which
@@ -44,6 +47,19 @@ impl ScheduledEvent {
             ),
             Some(files) => Ok(crate::state::RunScope::Files(files.clone())),
         }
+    }
+
+    /// A drift request asks for nothing else: the options of a sync would be ignored.
+    pub fn check_drift(&self) -> Result<(), String> {
+        let with_sync_options = self.dry_run
+            || self.full_resync
+            || self.files.is_some()
+            || self.continue_run.is_some()
+            || self.allow_mass_removal;
+        if self.drift && with_sync_options {
+            return Err("\"drift\": true reads the destination back and writes nothing; it takes no dry_run, full_resync, files, continue_run or allow_mass_removal".into());
+        }
+        Ok(())
     }
 
     pub fn trigger(&self) -> &'static str {

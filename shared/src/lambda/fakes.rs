@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 
 use crate::config::{parse_destination, Destination, DestinationSet};
-use crate::engine::RunRequest;
-use crate::report::{Counts, RunStatus, RunSummary};
+use crate::engine::{DriftRequest, RunRequest};
+use crate::report::{Counts, DriftCounts, DriftSummary, RunStatus, RunSummary};
 
 use super::catalog::Catalog;
 use super::deps::Runner;
@@ -85,12 +85,18 @@ impl Catalog for FakeCatalog {
 #[derive(Default)]
 pub struct FakeRunner {
     pub runs: Mutex<Vec<(String, RunRequest)>>,
+    /// The destinations drift was reported for.
+    pub drifts: Mutex<Vec<String>>,
     pub failing: Vec<String>,
 }
 
 impl FakeRunner {
     pub fn runs(&self) -> Vec<(String, RunRequest)> {
         self.runs.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    pub fn drifts(&self) -> Vec<String> {
+        self.drifts.lock().map(|r| r.clone()).unwrap_or_default()
     }
 }
 
@@ -104,6 +110,27 @@ impl Runner for FakeRunner {
             return Err(HandlerError::Pipefy(format!("{} is down", dest.name)));
         }
         Ok(summary(&dest.name, &req.trigger, RunStatus::Completed))
+    }
+
+    async fn drift(
+        &self,
+        dest: &Destination,
+        req: DriftRequest,
+    ) -> Result<DriftSummary, HandlerError> {
+        if let Ok(mut drifts) = self.drifts.lock() {
+            drifts.push(dest.name.clone());
+        }
+        Ok(DriftSummary {
+            kind: "drift".into(),
+            run_id: format!("drift-{}", dest.name),
+            destination: dest.name.clone(),
+            trigger: req.trigger,
+            started_at: chrono::DateTime::UNIX_EPOCH,
+            finished_at: chrono::DateTime::UNIX_EPOCH,
+            counts: DriftCounts::default(),
+            tracked_targets: Vec::new(),
+            report_location: None,
+        })
     }
 }
 

@@ -1,9 +1,9 @@
-//! `sync-scheduled`: EventBridge Scheduler's payload, a manual run, or a hand-off (which
-//! `sync-upload` also takes, through [`handle`]).
+//! `sync-scheduled`: EventBridge Scheduler's payload, a manual run, a drift report
+//! (`"drift": true`), or a hand-off (which `sync-upload` also takes, through [`handle`]).
 
 use std::time::Instant;
 
-use crate::engine::RunRequest;
+use crate::engine::{DriftRequest, RunRequest};
 use crate::report::RunStatus;
 
 use super::catalog::Catalog;
@@ -26,7 +26,7 @@ pub async fn handle(
 ) -> Result<serde_json::Value, HandlerError> {
     let event: ScheduledEvent = serde_json::from_value(payload).map_err(|e| {
         HandlerError::InvalidEvent(format!(
-            "{e}; expected {{\"destination\": \"<name>\", \"scheduled_time\"?, \"dry_run\"?, \"full_resync\"?, \"files\"?, \"allow_mass_removal\"?}}"
+            "{e}; expected {{\"destination\": \"<name>\", \"scheduled_time\"?, \"dry_run\"?, \"full_resync\"?, \"files\"?, \"allow_mass_removal\"?, \"drift\"?}}"
         ))
     })?;
     if event.destination.trim().is_empty() {
@@ -35,8 +35,26 @@ pub async fn handle(
         ));
     }
     let scope = event.scope().map_err(HandlerError::InvalidEvent)?;
+    event.check_drift().map_err(HandlerError::InvalidEvent)?;
     let started = Instant::now();
     let dest = catalog.get(&event.destination).await?;
+    if event.drift {
+        tracing::info!(destination = %dest.name, "drift report starting");
+        let summary = runner
+            .drift(
+                &dest,
+                DriftRequest {
+                    trigger: event.trigger().to_string(),
+                },
+            )
+            .await
+            .map_err(|e| {
+                tracing::error!(destination = %dest.name, error_type = e.error_type(), error = %e, "drift report failed");
+                e
+            })?;
+        tracing::info!(destination = %dest.name, run_id = %summary.run_id, counts = ?summary.counts, "drift report written");
+        return serde_json::to_value(&summary).map_err(|e| HandlerError::Setup(e.to_string()));
+    }
     let req = RunRequest {
         trigger: event.trigger().to_string(),
         scope,
@@ -143,6 +161,39 @@ mod tests {
             Err(HandlerError::UnknownDestination { .. })
         ));
         assert!(runner.runs().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_drift_payload_reports_drift_and_runs_no_sync() {
+        let catalog = FakeCatalog::of([destination("customers", "customers", "")]);
+        let runner = FakeRunner::default();
+        let out = run(
+            &catalog,
+            &runner,
+            json!({"destination": "customers", "drift": true}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(out["kind"], "drift");
+        assert_eq!(out["trigger"], "manual");
+        assert_eq!(runner.drifts(), vec!["customers".to_string()]);
+        assert!(runner.runs().is_empty(), "drift is not a sync");
+
+        for bad in [
+            json!({"destination": "customers", "drift": true, "dry_run": true}),
+            json!({"destination": "customers", "drift": true, "files": ["a.csv"]}),
+            json!({"destination": "customers", "drift": true, "full_resync": true}),
+            json!({"destination": "customers", "drift": "yes"}),
+        ] {
+            assert!(
+                matches!(
+                    run(&catalog, &runner, bad.clone()).await,
+                    Err(HandlerError::InvalidEvent(_))
+                ),
+                "{bad}"
+            );
+        }
+        assert_eq!(runner.drifts().len(), 1);
     }
 
     #[tokio::test]

@@ -681,7 +681,7 @@ pub(super) fn compile(dest: &Destination, schema: &Schema) -> Result<Mapper, Vec
         .chain(fields.iter())
         .filter_map(|s| {
             let fm = dest.mapping.get(&*s.name)?;
-            super::Target::of(&s.name, &s.place, fm, dest.sync.on_conflict)
+            super::Target::of(&s.name, &s.place, fm, &dest.sync)
         })
         .collect();
     let key = c.key(&fields);

@@ -7,7 +7,7 @@
 
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::config::{FieldMapping, ListMode, OnConflict, WritePolicy};
+use crate::config::{FieldMapping, ListMode, OnConflict, SyncOptions, WritePolicy};
 use crate::pipefy::Card;
 
 use super::hash::{field_value_hash, list_hash, refs_hash, text_hash};
@@ -38,6 +38,9 @@ pub struct Target {
     pub mode: ListMode,
     /// `on_conflict: keep_edits` applies: a value a person changed in Pipefy is left alone.
     pub keep_edits: bool,
+    /// What Pipefy shows of the target after a write is recorded (`keep_edits`, or
+    /// `sync.track_edits`): the baseline a person's edit is told by.
+    pub tracks_shown: bool,
 }
 
 impl Target {
@@ -45,7 +48,7 @@ impl Target {
         name: &str,
         place: &Place,
         fm: &FieldMapping,
-        default_conflict: OnConflict,
+        sync: &SyncOptions,
     ) -> Option<Target> {
         let place = match place {
             Place::Id | Place::Phase => return None,
@@ -67,13 +70,15 @@ impl Target {
             ..fm.clone()
         };
         let definition = serde_json::to_vec(&(name, &what)).unwrap_or_default();
+        let keep_edits = fm.on_conflict.unwrap_or(sync.on_conflict) == OnConflict::KeepEdits;
         Some(Target {
             name: name.into(),
             place,
             slot: xxh3_64(&definition),
             write: fm.write,
             mode: fm.mode,
-            keep_edits: fm.on_conflict.unwrap_or(default_conflict) == OnConflict::KeepEdits,
+            keep_edits,
+            tracks_shown: keep_edits || sync.track_edits,
         })
     }
 

@@ -12,7 +12,7 @@ use super::error::{ErrorClass, Failure, OpError, OpResult, PipefyError};
 use super::limiter::RateLimiter;
 use super::ops::{Mutation, UpdateTableRecordInput};
 use super::reads::{
-    is_canonical_uuid, Card, CardPage, CardQuery, ListCardsQuery, Lookup, PipeSchemaQuery,
+    is_canonical_uuid, Card, CardPage, CardQuery, Listing, ListQuery, Lookup, PipeSchemaQuery,
     TableSchemaQuery, INVALID_RESPONSE,
 };
 use super::retry::Backoff;
@@ -154,7 +154,8 @@ fn op_error(class: ErrorClass, f: &Failure, attempts: u32) -> OpError {
 }
 
 /// A query's failure as a call-level error.
-fn query_error(e: OpError) -> PipefyError {
+/// A read's failure as the error of the call that made it.
+pub(crate) fn query_error(e: OpError) -> PipefyError {
     match e.class {
         ErrorClass::Retryable | ErrorClass::Ambiguous => PipefyError::Unavailable {
             attempts: e.attempts,
@@ -373,7 +374,17 @@ impl PipefyClient {
         pipe_id: &str,
         after: Option<&str>,
     ) -> Result<CardPage, PipefyError> {
-        self.query_one(ListCardsQuery { pipe_id, after }).await
+        self.list_page(&Listing::Pipe(pipe_id.to_string()), after)
+            .await
+    }
+
+    /// One page of a pipe's or a phase's cards, or of a table's records.
+    pub async fn list_page(
+        &self,
+        of: &Listing,
+        after: Option<&str>,
+    ) -> Result<CardPage, PipefyError> {
+        self.query_one(ListQuery { of, after }).await
     }
 
     /// A card by id; `None` when Pipefy says it does not exist. (A missing card may also

@@ -37,7 +37,8 @@ pub use ops::{
     CreateCardInput, CreateTableRecordInput, FieldOperation, FieldValueInput, Mutation,
     NodeFieldValue, UpdateCardInput, UpdateTableRecordInput, MAX_VALUES_PER_UPDATE,
 };
-pub use reads::{Card, CardField, CardPage, PhaseRef, UserRef, CARDS_PAGE_SIZE};
+pub(crate) use client::query_error;
+pub use reads::{Card, CardField, CardPage, Listing, PhaseRef, UserRef, CARDS_PAGE_SIZE};
 pub use schema::{FieldDef, FieldType, LabelDef, MemberDef, PhaseDef, PipeSchema, TableSchema};
 pub use secret::Secret;
 pub use stats::ClientStats;

@@ -9,7 +9,8 @@ use super::batch::{BatchOp, Vars};
 use super::error::Failure;
 use super::schema::{FieldDef, FieldType, LabelDef, MemberDef, PhaseDef, PipeSchema, TableSchema};
 
-/// Largest page Pipefy serves for card listings (docs/pipefy-api.md §5).
+/// Largest page Pipefy serves for card listings (docs/pipefy-api.md §5); table record
+/// listings ask for the same (their cap is not documented by Pipefy).
 pub const CARDS_PAGE_SIZE: u32 = 50;
 
 /// Lookups ask for two matches: enough to tell "one" from "duplicates".
@@ -350,24 +351,61 @@ impl BatchOp for Lookup<'_> {
     }
 }
 
-pub(crate) struct ListCardsQuery<'a> {
-    pub pipe_id: &'a str,
+/// What a listing pages through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listing {
+    /// A pipe's cards, done ones included.
+    Pipe(String),
+    /// One phase's cards (a pipe read phase by phase, several phases at a time).
+    Phase(String),
+    /// A table's records, read into the card shape.
+    Table(String),
+}
+
+/// One page of a listing.
+pub(crate) struct ListQuery<'a> {
+    pub of: &'a Listing,
     pub after: Option<&'a str>,
 }
 
-impl BatchOp for ListCardsQuery<'_> {
+impl BatchOp for ListQuery<'_> {
     type Output = CardPage;
     fn render(&self, vars: &mut Vars) -> String {
-        let pipe = vars.add("ID!", json!(self.pipe_id));
         let first = vars.add("Int", json!(CARDS_PAGE_SIZE));
         let after = vars.add("String", json!(self.after));
-        format!(
-            // `cards` leaves cards in done phases out unless asked (docs/pipefy-api.md §5).
-            "cards(pipe_id: {pipe}, first: {first}, after: {after}, search: {{include_done: true}}) {{ \
-             pageInfo {{ hasNextPage endCursor }} edges {{ node {{ {CARD_SELECTION} }} }} }}"
-        )
+        let connection = |selection: &str| {
+            format!("pageInfo {{ hasNextPage endCursor }} edges {{ node {{ {selection} }} }}")
+        };
+        match self.of {
+            Listing::Pipe(pipe_id) => {
+                let pipe = vars.add("ID!", json!(pipe_id));
+                format!(
+                    // `cards` leaves cards in done phases out unless asked (docs/pipefy-api.md §5).
+                    "cards(pipe_id: {pipe}, first: {first}, after: {after}, search: {{include_done: true}}) {{ {} }}",
+                    connection(CARD_SELECTION)
+                )
+            }
+            Listing::Phase(phase_id) => {
+                let phase = vars.add("ID!", json!(phase_id));
+                format!(
+                    "phase(id: {phase}) {{ cards(first: {first}, after: {after}) {{ {} }} }}",
+                    connection(CARD_SELECTION)
+                )
+            }
+            Listing::Table(table_id) => {
+                let table = vars.add("ID!", json!(table_id));
+                format!(
+                    "table_records(table_id: {table}, first: {first}, after: {after}) {{ {} }}",
+                    connection(RECORD_SELECTION)
+                )
+            }
+        }
     }
     fn parse(&self, payload: &Value) -> Result<CardPage, Failure> {
+        let payload = match self.of {
+            Listing::Phase(_) => payload.get("cards").unwrap_or(&Value::Null),
+            Listing::Pipe(_) | Listing::Table(_) => payload,
+        };
         let edges = payload
             .get("edges")
             .and_then(Value::as_array)
@@ -467,8 +505,9 @@ mod tests {
 
     #[test]
     fn parses_cards_and_pages() {
-        let q = ListCardsQuery {
-            pipe_id: "1",
+        let pipe = Listing::Pipe("1".into());
+        let q = ListQuery {
+            of: &pipe,
             after: None,
         };
         let page = q

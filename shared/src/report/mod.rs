@@ -7,7 +7,8 @@
 //! reports/<destination>/<YYYY-MM-DD>/<run-id>/failed/part-00001.jsonl
 //! ```
 //! Parts are written at every checkpoint, so a run that hands off to a new invocation keeps
-//! adding parts to the same report.
+//! adding parts to the same report. A drift report ([`drift`]) sits in the same place, its
+//! lines under `drift/`.
 
 use std::sync::Arc;
 
@@ -18,6 +19,9 @@ use serde::{Deserialize, Serialize};
 use crate::failure::RowFailure;
 use crate::source::{Provenance, Row};
 use crate::store::{ObjectStore, StoreError, WriteCondition};
+
+pub mod drift;
+pub use drift::{DriftCounts, DriftLine, DriftState, DriftSummary};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Counts {
@@ -328,29 +332,30 @@ impl ReportWriter {
             return Ok(false);
         }
         if !self.results.is_empty() {
-            let body = Bytes::from(std::mem::take(&mut self.results));
-            self.store
-                .put_bytes(
-                    &format!("{}results/part-{part:05}.jsonl", self.prefix),
-                    body,
-                    WriteCondition::None,
-                )
-                .await?;
+            let body = std::mem::take(&mut self.results);
+            self.put_part("results", part, body).await?;
         }
         if !self.failed.is_empty() {
-            let body = Bytes::from(std::mem::take(&mut self.failed));
-            self.store
-                .put_bytes(
-                    &format!("{}failed/part-{part:05}.jsonl", self.prefix),
-                    body,
-                    WriteCondition::None,
-                )
-                .await?;
+            let body = std::mem::take(&mut self.failed);
+            self.put_part("failed", part, body).await?;
         }
         Ok(true)
     }
 
-    pub async fn write_summary(&self, summary: &RunSummary) -> Result<(), StoreError> {
+    /// Writes JSON Lines as `<dir>/part-NNNNN.jsonl` of this report.
+    pub async fn put_part(&self, dir: &str, part: u32, lines: Vec<u8>) -> Result<(), StoreError> {
+        self.store
+            .put_bytes(
+                &format!("{}{dir}/part-{part:05}.jsonl", self.prefix),
+                Bytes::from(lines),
+                WriteCondition::None,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Writes the report's `summary.json` (a run's or a drift report's).
+    pub async fn write_summary<S: Serialize>(&self, summary: &S) -> Result<(), StoreError> {
         let body = serde_json::to_vec_pretty(summary).unwrap_or_default();
         self.store
             .put_bytes(
@@ -363,7 +368,8 @@ impl ReportWriter {
     }
 }
 
-fn push_line<T: Serialize>(buf: &mut Vec<u8>, value: &T) {
+/// Appends `value` to `buf` as one JSON line.
+pub fn push_line<T: Serialize>(buf: &mut Vec<u8>, value: &T) {
     if serde_json::to_writer(&mut *buf, value).is_ok() {
         buf.push(b'\n');
     }

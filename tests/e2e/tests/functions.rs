@@ -15,6 +15,7 @@ use serde_json::json;
 const DEMO_TABLE: &str = include_str!("../../fixtures/demo/data/refined/customers/part-0001.csv");
 const UPLOAD_TABLE: &str = include_str!("../../fixtures/demo/data/refined/customers/part 1+ü.csv");
 const S3_EVENT: &str = include_str!("../../fixtures/demo/events/s3-upload.json");
+const DRIFT_EVENT: &str = include_str!("../../fixtures/demo/events/drift.json");
 const WEBHOOK_SECRET: &str = "pipefy-sync/slack-webhook";
 
 /// What every test of this file shares: moto, the system and data buckets, a webhook
@@ -354,6 +355,39 @@ async fn a_manual_dry_run_writes_nothing_to_pipefy() {
     assert!(list(&env().system_bucket, &format!("state/{}/", d.name))
         .await
         .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drift_payload_reads_pipefy_back_and_writes_its_report_to_s3() {
+    let emu = emulator().await;
+    let d = destination(&emu, Some("demo-token"), "sync: { track_edits: true }").await;
+    put(
+        &env().data_bucket,
+        &format!("refined/{}/part-0001.csv", d.table),
+        UPLOAD_TABLE,
+    )
+    .await;
+    let run = invoke("sync-scheduled", json!({"destination": d.name})).await;
+    assert_eq!(run.expect_ok()["counts"]["created"], 5);
+    let before = mutations(&emu);
+
+    // The repo's drift event, pointed at this test's destination.
+    let event: serde_json::Value =
+        serde_json::from_str(&DRIFT_EVENT.replace("customers-onboarding", &d.name)).unwrap();
+    let answer = invoke("sync-scheduled", event).await;
+    let summary = answer.expect_ok();
+    assert_eq!(summary["kind"], "drift", "{summary:#}");
+    assert_eq!(summary["counts"]["keys_in_ledger"], 5, "{summary:#}");
+    assert_eq!(summary["counts"]["in_sync"], 5, "{summary:#}");
+    assert_eq!(mutations(&emu), before, "drift wrote to Pipefy");
+    let run_id = summary["run_id"].as_str().unwrap();
+    let objects = list(&env().system_bucket, &format!("reports/{}/", d.name)).await;
+    let lines = objects
+        .iter()
+        .find(|k| k.contains(run_id) && k.contains("/drift/part-"))
+        .expect("drift lines in S3");
+    let text = get(&env().system_bucket, lines).await.unwrap();
+    assert_eq!(text.lines().count(), 5, "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
