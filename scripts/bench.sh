@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make bench: measures throughput to Pipefy (emulator), dry-run speed and memory, the
-# steady state, the ledger and start-up/size, side by side in one run; writes
+# steady state (overwrite and keep_edits), the ledger, start-up/size and drift, side by side in one run; writes
 # bench/out/results.json and bench/out/results.md (the table for the README).
 #
 # Builds, one at a time: the Lambda zips (`make build`, release arm64; x86_64 where the arm64
@@ -9,7 +9,7 @@
 #
 # Knobs (environment): BENCH_ROWS (1000000; the larger size is 10x, or BENCH_BIG_ROWS, 0 to
 # skip), BENCH_THROUGHPUT_ROWS (5000), BENCH_PEER_SECONDS (60), BENCH_PEER_CARDS (300),
-# BENCH_STEADY_ROWS, BENCH_STARTUP_RUNS (5), BENCH_ONLY (throughput,dry,steady,ledger,startup),
+# BENCH_STEADY_ROWS, BENCH_DRIFT_CARDS (100000), BENCH_STARTUP_RUNS (5), BENCH_ONLY (throughput,dry,steady,ledger,startup,drift),
 # BENCH_DRY_MODES (pipeline,engine), BENCH_SKIP_BUILD=1, BENCH_PYTHON, BENCH_PROFILE=debug
 # (quick trials with debug builds: figures are then not representative).
 # Generated tables are kept in bench/out/data/ and reused; delete the folder to regenerate.
@@ -23,7 +23,7 @@ case "$profile" in
   *) echo "bench: BENCH_PROFILE must be release or debug, not '$profile'" >&2; exit 2 ;;
 esac
 
-only=${BENCH_ONLY:-throughput,dry,steady,ledger,startup}
+only=${BENCH_ONLY:-throughput,dry,steady,ledger,startup,drift}
 wants() { [[ ",$only," == *",$1,"* ]]; }
 
 lambda_dir=target/lambda

@@ -15,7 +15,9 @@ use pipefy_sync::config::{load_destination_file, Destination};
 use pipefy_sync::engine::{drift, sync, DriftRequest, Progress, RunContext, RunRequest, RunScope};
 use pipefy_sync::mapping::{Mapper, Schema};
 use pipefy_sync::pipefy::{AllowedHosts, PipefyClient};
-use pipefy_sync::report::{Counts, DriftLine, DriftState, DriftSummary, RowResult, RunStatus, RunSummary};
+use pipefy_sync::report::{
+    Counts, DriftLine, DriftState, DriftSummary, RowResult, RunStatus, RunSummary,
+};
 use pipefy_sync::state::StateStore;
 use pipefy_sync::store::local::LocalStore;
 use pipefy_sync::store::s3::S3Store;

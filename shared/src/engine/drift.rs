@@ -61,9 +61,8 @@ pub async fn drift(
     let loaded = state.load_manifest().await?;
     let ledger = state.load_ledger(&loaded.manifest).await?;
     let (mapper, key_field, schema) = mapper_for(api, dest, &repo).await?;
-    let removal_phase = match RemovalOp::of(&dest.sync.removed_rows, |p| {
-        mapper.phase_id_by_name(p)
-    }) {
+    let removal_phase = match RemovalOp::of(&dest.sync.removed_rows, |p| mapper.phase_id_by_name(p))
+    {
         Some(RemovalOp::MoveToPhase { phase_id }) => Some(phase_id),
         _ => None,
     };
@@ -154,7 +153,10 @@ pub async fn drift(
                 edits: Vec::new(),
             },
         };
-        if matches!(line.state, DriftState::DeletedInPipefy | DriftState::EditedInPipefy) {
+        if matches!(
+            line.state,
+            DriftState::DeletedInPipefy | DriftState::EditedInPipefy
+        ) {
             pending.insert(key, line);
         } else {
             out.line(line).await?;
@@ -277,9 +279,9 @@ impl Judge<'_> {
             if by_key.is_some_and(|e| e.id == RecordId::parse(UNKNOWN_ID)) {
                 return line(DriftState::Untracked, Vec::new());
             }
-            let removed = self.removal_phase.is_some_and(|phase| {
-                card.current_phase.as_ref().is_some_and(|p| p.id == phase)
-            });
+            let removed = self
+                .removal_phase
+                .is_some_and(|phase| card.current_phase.as_ref().is_some_and(|p| p.id == phase));
             let state = if removed {
                 DriftState::Removed
             } else {

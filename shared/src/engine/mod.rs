@@ -57,10 +57,10 @@ use crate::store::{ObjectStore, StoreError};
 
 use crate::state::LeaseKeeper;
 pub use crate::state::RunScope;
+pub use drift::{drift, DriftRequest};
 pub use pipefy_api::{LookupResults, PipefyApi};
 use removed::RemovalOp;
 pub use requests::{ConnectionIds, OpRole, Repo};
-pub use drift::{drift, DriftRequest};
 pub use run::sync;
 
 #[derive(Debug, thiserror::Error)]

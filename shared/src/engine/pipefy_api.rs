@@ -6,7 +6,8 @@ use async_trait::async_trait;
 
 use crate::mapping::Schema;
 use crate::pipefy::{
-    Card, CardPage, ClientStats, Listing, FieldDef, Mutation, OpError, OpResult, PipefyClient, PipefyError, WriteGate,
+    Card, CardPage, ClientStats, FieldDef, Listing, Mutation, OpError, OpResult, PipefyClient,
+    PipefyError, WriteGate,
 };
 
 use super::Repo;

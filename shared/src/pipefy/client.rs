@@ -12,7 +12,7 @@ use super::error::{ErrorClass, Failure, OpError, OpResult, PipefyError};
 use super::limiter::RateLimiter;
 use super::ops::{Mutation, UpdateTableRecordInput};
 use super::reads::{
-    is_canonical_uuid, Card, CardPage, CardQuery, Listing, ListQuery, Lookup, PipeSchemaQuery,
+    is_canonical_uuid, Card, CardPage, CardQuery, ListQuery, Listing, Lookup, PipeSchemaQuery,
     TableSchemaQuery, INVALID_RESPONSE,
 };
 use super::retry::Backoff;

@@ -28,6 +28,7 @@ mod transport;
 pub use auth::{
     Credentials, CredentialsFn, CredentialsProvider, StaticCredentials, DEFAULT_TOKEN_URL,
 };
+pub(crate) use client::query_error;
 pub use client::{
     ClientConfig, PipefyClient, WriteGate, DEFAULT_ENDPOINT, MAX_MUTATIONS_PER_REQUEST, NOT_SENT,
 };
@@ -37,7 +38,6 @@ pub use ops::{
     CreateCardInput, CreateTableRecordInput, FieldOperation, FieldValueInput, Mutation,
     NodeFieldValue, UpdateCardInput, UpdateTableRecordInput, MAX_VALUES_PER_UPDATE,
 };
-pub(crate) use client::query_error;
 pub use reads::{Card, CardField, CardPage, Listing, PhaseRef, UserRef, CARDS_PAGE_SIZE};
 pub use schema::{FieldDef, FieldType, LabelDef, MemberDef, PhaseDef, PipeSchema, TableSchema};
 pub use secret::Secret;

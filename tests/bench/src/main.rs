@@ -1,10 +1,11 @@
 //! `pipefy-sync-bench`: the measurements behind `make bench` (scripts/bench.sh builds this
-//! binary in release and runs it). Five parts, side by side in one run:
+//! binary in release and runs it). Six parts, side by side in one run:
 //! 1. throughput to the Pipefy emulator set up like Pipefy, against a peer script;
 //! 2. dry-run speed and peak memory over generated CSV, JSON Lines and Parquet tables;
-//! 3. the steady state: a second run with 1 % of rows changed;
+//! 3. the steady state: a second run with 1 % of rows changed (`overwrite`, `keep_edits`);
 //! 4. the ledger's size, save and load times;
-//! 5. the functions' start-up time and zip sizes.
+//! 5. the functions' start-up time and zip sizes;
+//! 6. drift: a pipe of 100 k cards read back against the ledger, at the rate limit.
 //!
 //! Results go to `<out>/results.json` and `<out>/results.md`. Every figure names its
 //! target and whether it was met; nothing here fails because a target was missed (tests
@@ -14,6 +15,7 @@
 static GLOBAL: pipefy_sync::Allocator = pipefy_sync::ALLOCATOR;
 
 mod child;
+mod drift;
 mod dry;
 mod error;
 mod gen;
@@ -99,6 +101,9 @@ struct RunArgs {
         default_value = "scripts/bench_peer.py"
     )]
     peer_script: PathBuf,
+    /// Cards of the drift part.
+    #[arg(long, env = "BENCH_DRIFT_CARDS", default_value_t = 100_000)]
+    drift_cards: u64,
     /// Rows of the steady-state table; default: --rows.
     #[arg(long, env = "BENCH_STEADY_ROWS")]
     steady_rows: Option<u64>,
@@ -121,11 +126,11 @@ struct RunArgs {
     /// Build profile of the measured binaries, for the results header.
     #[arg(long, env = "BENCH_PROFILE", default_value = "release")]
     profile: String,
-    /// Only these parts (comma-separated: throughput,dry,steady,ledger,startup).
+    /// Only these parts (comma-separated: throughput,dry,steady,ledger,startup,drift).
     #[arg(
         long,
         env = "BENCH_ONLY",
-        default_value = "throughput,dry,steady,ledger,startup"
+        default_value = "throughput,dry,steady,ledger,startup,drift"
     )]
     only: String,
     /// Dry-run modes (comma-separated: pipeline,engine).
@@ -218,6 +223,7 @@ async fn run(a: RunArgs) -> Result<()> {
             "peer_seconds": a.peer_seconds,
             "peer_cards": a.peer_cards,
             "steady_rows": steady_rows,
+            "drift_cards": a.drift_cards,
             "startup_runs": a.startup_runs,
             "skip_build": skip_build,
             "parts": only,
@@ -273,6 +279,18 @@ async fn run(a: RunArgs) -> Result<()> {
         };
         if let Err(e) = ledger::run(&p, &mut results).await {
             results.error("state", &e);
+        }
+        results.write(&out)?;
+    }
+    if wants("drift") {
+        let p = drift::Params {
+            data_dir: data_dir.clone(),
+            work_dir: work_dir.clone(),
+            cards: a.drift_cards,
+            latency_ms: a.latency_ms,
+        };
+        if let Err(e) = drift::run(&p, &mut results).await {
+            results.error("drift", &e);
         }
         results.write(&out)?;
     }

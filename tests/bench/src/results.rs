@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::error::{BenchError, Result};
 
 /// The sections, in the order the Markdown shows them.
-pub const SECTIONS: [(&str, &str); 5] = [
+pub const SECTIONS: [(&str, &str); 6] = [
     (
         "throughput",
         "1. Throughput to Pipefy (emulator set up like Pipefy)",
@@ -22,6 +22,7 @@ pub const SECTIONS: [(&str, &str); 5] = [
     ),
     ("state", "4. State (the ledger)"),
     ("startup", "5. Start-up and size"),
+    ("drift", "6. Drift (a destination read back)"),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

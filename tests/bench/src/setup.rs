@@ -61,6 +61,12 @@ impl Rate {
 /// (templates, transforms, select options, dates, a checklist, assignees by email, labels
 /// and the phase by name); connections are left out because they need lookups.
 pub fn destination(op: Op, endpoint: &str, rate: Rate) -> Result<Destination> {
+    destination_with(op, endpoint, rate, "")
+}
+
+/// The bench destination with `sync` options (YAML flow mapping members, such as
+/// `on_conflict: keep_edits`).
+pub fn destination_with(op: Op, endpoint: &str, rate: Rate, sync: &str) -> Result<Destination> {
     let operation = match op {
         Op::CreateCard => "create_card",
         Op::UpsertCard => "upsert_card",
@@ -91,6 +97,7 @@ mapping:
   label_ids: {{ column: tags, transforms: [{{ split: {{ separator: "," }} }}] }}
   phase_id: stage
 partial_success: true
+sync: {{ {sync} }}
 limits:
   requests_per_window: {}
   window_seconds: {}

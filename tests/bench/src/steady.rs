@@ -14,7 +14,8 @@ use std::time::Instant;
 
 use pipefy_emulator::{Card, EmulatorConfig, Fixture};
 use pipefy_sync::config::{CsvOptions, FileFormat};
-use pipefy_sync::mapping::canonical_hash;
+use pipefy_sync::mapping::{canonical_hash, Target};
+use pipefy_sync::pipefy::CardField;
 use pipefy_sync::report::Counts;
 use pipefy_sync::source::read_local_file;
 use pipefy_sync::state::ledger::encode_delta;
@@ -26,7 +27,7 @@ use serde_json::json;
 use crate::error::{BenchError, Result};
 use crate::gen::{self, Format, Variant};
 use crate::procfs;
-use crate::results::{fmt_num, Figure, Results, Target, MIB};
+use crate::results::{fmt_num, Figure, Results, Target as Goal, MIB};
 use crate::setup::{self, Op, Rate, PIPE_ID};
 
 const SECTION: &str = "steady_state";
@@ -44,6 +45,9 @@ pub struct ChildArgs {
     pub work: PathBuf,
     #[arg(long)]
     pub rows: u64,
+    /// The destination's `sync.on_conflict`.
+    #[arg(long, default_value = "overwrite")]
+    pub on_conflict: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -62,28 +66,61 @@ fn changed_rows(rows: u64) -> u64 {
     (0..rows).filter(|&i| gen::is_changed(i)).count() as u64
 }
 
+/// The card the seeded first run left for row `i`, as the emulator holds it.
+pub fn seeded_card(i: u64) -> Card {
+    let r = gen::row(i, Variant::Base);
+    let mut card = Card {
+        id: (CARD_ID_BASE + i).to_string(),
+        pipe_id: PIPE_ID.into(),
+        title: format!("{} ({})", r.name, r.plan),
+        ..Card::default()
+    };
+    card.fields
+        .insert("external_id".into(), json!(r.customer_id));
+    card.fields.insert("customer_name".into(), json!(r.name));
+    card
+}
+
+/// [`seeded_card`] as the client reads it back: what the first run's baselines record.
+fn shown_card(i: u64) -> pipefy_sync::pipefy::Card {
+    let card = seeded_card(i);
+    pipefy_sync::pipefy::Card {
+        id: card.id,
+        title: Some(card.title),
+        done: false,
+        due_date: None,
+        current_phase: None,
+        labels: Vec::new(),
+        assignees: Vec::new(),
+        fields: card
+            .fields
+            .iter()
+            .map(|(slug, v)| CardField {
+                field_id: slug.clone(),
+                name: slug.clone(),
+                value: v.as_str().map(str::to_string),
+            })
+            .collect(),
+    }
+}
+
 /// The child: the emulator holding the cards of the changed rows, then the second run.
 pub async fn child(args: ChildArgs) -> Result<ChildOutput> {
     let mut fixture = Fixture::demo();
     for i in (0..args.rows).filter(|&i| gen::is_changed(i)) {
-        let r = gen::row(i, Variant::Base);
-        let mut card = Card {
-            id: (CARD_ID_BASE + i).to_string(),
-            pipe_id: PIPE_ID.into(),
-            title: format!("{} ({})", r.name, r.plan),
-            ..Card::default()
-        };
-        card.fields
-            .insert("external_id".into(), json!(r.customer_id));
-        card.fields.insert("customer_name".into(), json!(r.name));
-        fixture.cards.push(card);
+        fixture.cards.push(seeded_card(i));
     }
     let emu = setup::start_emulator(EmulatorConfig {
         fixture,
         ..setup::emulator_config(Rate::UNLIMITED, 0, 0)
     })
     .await?;
-    let dest = setup::destination(Op::UpsertCard, &emu.graphql_url(), Rate::UNLIMITED)?;
+    let dest = setup::destination_with(
+        Op::UpsertCard,
+        &emu.graphql_url(),
+        Rate::UNLIMITED,
+        &format!("on_conflict: {}", args.on_conflict),
+    )?;
     let ctx = setup::run_context(&args.table_root, &args.work, setup::client(&dest)?)?;
     let before = procfs::self_usage();
     let started = Instant::now();
@@ -110,61 +147,76 @@ pub struct Params {
     pub rows: u64,
 }
 
-/// Writes the ledger the first run over the original table would have left.
-async fn seed_state(p: &Params, base: &gen::Table, work: &std::path::Path) -> Result<u64> {
+/// Writes the ledger the first run over the original table would have left: with
+/// `baselines`, also what Pipefy showed of each target after the write (a destination that
+/// tracks edits records it).
+pub async fn seed_state(
+    rows: u64,
+    base: &gen::Table,
+    work: &std::path::Path,
+    baselines: bool,
+) -> Result<u64> {
     let emu = setup::start_emulator(setup::emulator_config(Rate::UNLIMITED, 0, 0)).await?;
     let dest = setup::destination(Op::UpsertCard, &emu.graphql_url(), Rate::UNLIMITED)?;
     let mapper = setup::mapper(&dest, &setup::client(&dest)?).await?;
     emu.shutdown().await;
     let now_min = u32::try_from(chrono::Utc::now().timestamp() / 60).unwrap_or(0);
     let files = base.files.clone();
-    let writes = tokio::task::spawn_blocking(move || -> Result<Vec<(u64, Option<Entry>)>> {
-        let mut writes = Vec::new();
-        let mut index = 0u64;
-        for f in &files {
-            let rows = read_local_file(
-                f,
-                Arc::from(f.display().to_string()),
-                FileFormat::Csv,
-                pipefy_sync::config::Compression::None,
-                &CsvOptions::default(),
-            );
-            for row in rows {
-                let row =
-                    row.map_err(|e| BenchError::State(format!("reading the original table: {e}")))?;
-                let mapped = mapper
-                    .map(&row)
-                    .map_err(|e| BenchError::State(format!("mapping the original table: {e}")))?;
-                let key = mapped.key.clone().unwrap_or_default();
-                writes.push((
-                    key_hash(&key),
-                    Some(Entry {
-                        written_at_min: now_min,
-                        targets: mapper
-                            .targets()
-                            .iter()
-                            .zip(mapper.fingerprints(&mapped))
-                            .filter_map(|(t, f)| f.map(|f| (t.slot, f)))
-                            .collect(),
-                        ..Entry::new(
-                            RecordId::Num(CARD_ID_BASE + index),
-                            canonical_hash(&mapped),
-                            phase_hash(mapped.phase_id.as_deref()),
-                        )
-                    }),
-                ));
-                index += 1;
+    let writes =
+        tokio::task::spawn_blocking(move || -> Result<Vec<(u64, Option<Entry>)>> {
+            let mut writes = Vec::new();
+            let mut index = 0u64;
+            for f in &files {
+                let rows = read_local_file(
+                    f,
+                    Arc::from(f.display().to_string()),
+                    FileFormat::Csv,
+                    pipefy_sync::config::Compression::None,
+                    &CsvOptions::default(),
+                );
+                for row in rows {
+                    let row = row.map_err(|e| {
+                        BenchError::State(format!("reading the original table: {e}"))
+                    })?;
+                    let mapped = mapper.map(&row).map_err(|e| {
+                        BenchError::State(format!("mapping the original table: {e}"))
+                    })?;
+                    let key = mapped.key.clone().unwrap_or_default();
+                    let mut targets: Vec<(u64, u32)> = mapper
+                        .targets()
+                        .iter()
+                        .zip(mapper.fingerprints(&mapped))
+                        .filter_map(|(t, f)| f.map(|f| (t.slot, f)))
+                        .collect();
+                    if baselines {
+                        let shown = shown_card(index);
+                        targets.extend(mapper.targets().iter().map(|t| {
+                            (t.shown_slot(), Target::shown_fingerprint(&t.shown(&shown)))
+                        }));
+                    }
+                    writes.push((
+                        key_hash(&key),
+                        Some(Entry {
+                            written_at_min: now_min,
+                            targets: targets.into_boxed_slice(),
+                            ..Entry::new(
+                                RecordId::Num(CARD_ID_BASE + index),
+                                canonical_hash(&mapped),
+                                phase_hash(mapped.phase_id.as_deref()),
+                            )
+                        }),
+                    ));
+                    index += 1;
+                }
             }
-        }
-        Ok(writes)
-    })
-    .await
-    .map_err(|e| BenchError::State(format!("seeding task: {e}")))??;
+            Ok(writes)
+        })
+        .await
+        .map_err(|e| BenchError::State(format!("seeding task: {e}")))??;
     let seeded = writes.len() as u64;
-    if seeded != p.rows {
+    if seeded != rows {
         return Err(BenchError::State(format!(
-            "seeded {seeded} ledger entries for {} rows",
-            p.rows
+            "seeded {seeded} ledger entries for {rows} rows"
         )));
     }
     let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(work.join("state")));
@@ -177,6 +229,33 @@ async fn seed_state(p: &Params, base: &gen::Table, work: &std::path::Path) -> Re
     Ok(seeded)
 }
 
+/// The second run over the changed table, in a child process.
+async fn second_run(
+    changed_table: &gen::Table,
+    work: &std::path::Path,
+    rows: u64,
+    on_conflict: &str,
+) -> Result<ChildOutput> {
+    let args = vec![
+        "child-steady".to_string(),
+        "--table-root".into(),
+        changed_table.root.display().to_string(),
+        "--work".into(),
+        work.display().to_string(),
+        "--rows".into(),
+        rows.to_string(),
+        "--on-conflict".into(),
+        on_conflict.to_string(),
+    ];
+    crate::child::run("steady-state run", &args).await
+}
+
+/// Requests at Pipefy's 500 per 30 s, in seconds.
+pub fn seconds_at_limit(requests: u64) -> f64 {
+    requests as f64
+        / (f64::from(setup::PIPEFY_REQUESTS_PER_WINDOW) / f64::from(setup::PIPEFY_WINDOW_SECONDS))
+}
+
 pub async fn run(p: &Params, results: &mut Results) -> Result<()> {
     let base = gen::ensure(&p.data_dir, Format::Csv, p.rows, Variant::Base)?;
     let changed_table = gen::ensure(&p.data_dir, Format::Csv, p.rows, Variant::Changed)?;
@@ -187,25 +266,15 @@ pub async fn run(p: &Params, results: &mut Results) -> Result<()> {
         "steady state: seeding the first run's ledger"
     );
     let seed_started = Instant::now();
-    seed_state(p, &base, &work).await?;
+    seed_state(p.rows, &base, &work, false).await?;
     let seed_seconds = seed_started.elapsed().as_secs_f64();
     tracing::info!(rows = p.rows, "steady state: the second run");
-    let args = vec![
-        "child-steady".to_string(),
-        "--table-root".into(),
-        changed_table.root.display().to_string(),
-        "--work".into(),
-        work.display().to_string(),
-        "--rows".into(),
-        p.rows.to_string(),
-    ];
-    let out: ChildOutput = crate::child::run("steady-state run", &args).await?;
+    let out = second_run(&changed_table, &work, p.rows, "overwrite").await?;
     let changed = changed_rows(p.rows);
     let c = out.counts;
     let sent_rows = c.created + c.updated;
     let mutations: u64 = out.mutations.values().sum();
-    let at_pipefy_limit = out.http_requests as f64
-        / (f64::from(setup::PIPEFY_REQUESTS_PER_WINDOW) / f64::from(setup::PIPEFY_WINDOW_SECONDS));
+    let at_pipefy_limit = seconds_at_limit(out.http_requests);
 
     results.push(Figure::new(
         SECTION,
@@ -236,7 +305,7 @@ pub async fn run(p: &Params, results: &mut Results) -> Result<()> {
             c.updated,
             c.created
         ))
-        .target(Target::at_most(SENT_PER_CHANGED_TARGET, "≤ 1.1 ×")),
+        .target(Goal::at_most(SENT_PER_CHANGED_TARGET, "≤ 1.1 ×")),
     );
     results.push(
         Figure::new(
@@ -300,6 +369,7 @@ pub async fn run(p: &Params, results: &mut Results) -> Result<()> {
             seed_seconds
         ),
     );
+    let keep = keep_edits_run(p, &base, &changed_table, changed, &out, results).await?;
     results.detail(
         SECTION,
         json!({
@@ -307,7 +377,80 @@ pub async fn run(p: &Params, results: &mut Results) -> Result<()> {
             "changed_rows": changed,
             "seed_seconds": seed_seconds,
             "run": out,
+            "keep_edits_run": keep,
         }),
     );
     Ok(())
+}
+
+/// The same second run with `on_conflict: keep_edits` (its ledger seeded with baselines):
+/// what reading the changed cards before and after their update costs against `overwrite`.
+async fn keep_edits_run(
+    p: &Params,
+    base: &gen::Table,
+    changed_table: &gen::Table,
+    changed: u64,
+    overwrite: &ChildOutput,
+    results: &mut Results,
+) -> Result<ChildOutput> {
+    let work = p.work_dir.join("steady-keep-edits");
+    setup::fresh_dir(&work)?;
+    tracing::info!(rows = p.rows, "steady state: seeding a keep_edits ledger");
+    seed_state(p.rows, base, &work, true).await?;
+    tracing::info!(
+        rows = p.rows,
+        "steady state: the second run with keep_edits"
+    );
+    let out = second_run(changed_table, &work, p.rows, "keep_edits").await?;
+    let c = out.counts;
+    let extra = out.http_requests.saturating_sub(overwrite.http_requests);
+    results.push(
+        Figure::new(
+            SECTION,
+            "keep_edits_http_requests",
+            "keep_edits: HTTP requests sent",
+            out.http_requests as f64,
+            "requests",
+        )
+        .note(format!(
+            "{} cards read ({} per changed row: before the update and after it, for the new baseline), {} edits kept, {} rows updated",
+            fmt_num(c.current_value_reads as f64),
+            fmt_num(c.current_value_reads as f64 / changed.max(1) as f64),
+            c.kept_edits,
+            c.updated
+        )),
+    );
+    results.push(Figure::new(
+        SECTION,
+        "keep_edits_extra_requests_per_changed",
+        "keep_edits: extra read requests per changed row, against overwrite",
+        extra as f64 / changed.max(1) as f64,
+        "requests",
+    ));
+    results.push(
+        Figure::new(
+            SECTION,
+            "keep_edits_seconds_at_pipefy_limit",
+            "keep_edits: wall time at Pipefy's 500 requests / 30 s (projected)",
+            out.seconds.max(seconds_at_limit(out.http_requests)),
+            "s",
+        )
+        .note(format!(
+            "overwrite: {:.1} s; measured without latency or limit: {:.2} s",
+            overwrite
+                .seconds
+                .max(seconds_at_limit(overwrite.http_requests)),
+            out.seconds
+        )),
+    );
+    if c.kept_edits > 0 || c.updated != overwrite.counts.updated {
+        results.note(
+            SECTION,
+            format!(
+                "the keep_edits run updated {} rows and kept {} edits (overwrite updated {}): no person edited these cards, so both should update the same rows",
+                c.updated, c.kept_edits, overwrite.counts.updated
+            ),
+        );
+    }
+    Ok(out)
 }

@@ -136,9 +136,17 @@ async fn drift_finds_an_edit_a_deletion_and_a_stranger_and_writes_nothing() {
     .await
     .expect("drift succeeds");
 
-    assert_eq!(h.all_mutations(), mutations, "drift writes nothing to Pipefy");
+    assert_eq!(
+        h.all_mutations(),
+        mutations,
+        "drift writes nothing to Pipefy"
+    );
     assert_eq!(h.snapshot().cards.len(), cards_before);
-    assert_eq!(state_files(&h), state_before, "drift leaves the state alone");
+    assert_eq!(
+        state_files(&h),
+        state_before,
+        "drift leaves the state alone"
+    );
     let c = s.counts;
     assert_eq!(c.keys_in_ledger, 3, "{c:?}");
     assert_eq!(
@@ -215,7 +223,10 @@ async fn drift_finds_an_edit_a_deletion_and_a_stranger_and_writes_nothing() {
             },
         )
         .await;
-    assert_eq!(resync.counts.recreated, 1, "K2 is created again: {resync:#?}");
+    assert_eq!(
+        resync.counts.recreated, 1,
+        "K2 is created again: {resync:#?}"
+    );
 }
 
 #[tokio::test]
@@ -229,7 +240,11 @@ async fn without_baselines_cards_are_untracked_and_deletions_still_found() {
         .expect("drift succeeds");
     assert_eq!(h.all_mutations(), mutations);
     let c = s.counts;
-    assert_eq!((c.untracked, c.in_sync, c.edited_in_pipefy), (2, 0, 0), "{c:?}");
+    assert_eq!(
+        (c.untracked, c.in_sync, c.edited_in_pipefy),
+        (2, 0, 0),
+        "{c:?}"
+    );
     assert_eq!(c.deleted_in_pipefy, 1, "{c:?}");
     assert!(s.tracked_targets.is_empty());
 }
