@@ -200,9 +200,9 @@ pub(crate) async fn process(
     resolve_lookups(shared, &mut slots).await?;
     let conns = resolve_connections(shared, &mut slots).await?;
     check_creates(shared, &mut slots);
-    if !shared.dry_run {
-        read_current(shared, &mut slots).await?;
-    }
+    // A dry run reads too (it writes nothing): what it says would happen to `if_empty`,
+    // `mode: add` and `keep_edits` targets is then what a run does.
+    read_current(shared, &mut slots).await?;
 
     if shared.dry_run {
         for slot in slots.iter_mut().filter(|s| s.outcome.is_none()) {
@@ -341,15 +341,18 @@ pub(super) fn finish_slot(slot: Slot) -> DoneItem {
                     intent_done: was_create.then_some(item.key_hash),
                 },
                 Some(Outcome::Planned(action)) => DoneItem {
-                    result: RowResult::ok(
-                        &item.provenance,
-                        item.key.clone(),
-                        action,
-                        match plan {
-                            Plan::Update { id, .. } | Plan::Remove { id } => Some(id),
-                            Plan::Create | Plan::Lookup => None,
-                        },
-                    ),
+                    result: RowResult {
+                        kept_edits: kept,
+                        ..RowResult::ok(
+                            &item.provenance,
+                            item.key.clone(),
+                            action,
+                            match plan {
+                                Plan::Update { id, .. } | Plan::Remove { id } => Some(id),
+                                Plan::Create | Plan::Lookup => None,
+                            },
+                        )
+                    },
                     failure: None,
                     row: None,
                     raw: None,

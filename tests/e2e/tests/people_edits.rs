@@ -153,3 +153,41 @@ async fn an_edit_reverted_by_the_person_is_written_again() {
         "Umbrella Inc"
     );
 }
+
+#[tokio::test]
+async fn a_dry_run_reads_pipefy_and_says_which_edits_would_be_kept() {
+    let h = Harness::new().await;
+    let d = dest(&h, "edits-dry-run", "keep_edits", MAPPING);
+    h.write_file(FILE, "cid,name,seats\nP1,Pied Piper,3\n");
+    h.run(&d).await;
+    person_sets(&h, "P1", "customer_name", "Pied Piper Inc.").await;
+    let before = h.all_mutations();
+
+    h.write_file(FILE, "cid,name,seats\nP1,Pied Piper LLC,3\n");
+    let s = h
+        .run_with(
+            &d,
+            pipefy_sync::engine::RunRequest {
+                trigger: "test".into(),
+                dry_run: true,
+                report_unchanged: true,
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(h.all_mutations(), before, "a dry run writes nothing");
+    assert_eq!(s.counts.kept_edits, 1, "{s:#?}");
+    assert!(s.counts.current_value_reads >= 1, "{s:#?}");
+    let results = h.results(&s);
+    let p1 = results
+        .iter()
+        .find(|r| r.key.as_deref() == Some("P1"))
+        .expect("P1's result");
+    assert_eq!(p1.action, RowAction::WouldUpdate, "the title still changes");
+    assert_eq!(p1.kept_edits.len(), 1);
+    assert_eq!(p1.kept_edits[0].field, "customer_name");
+    assert_eq!(
+        field_text(card(&h, "P1").fields.get("customer_name")),
+        "Pied Piper Inc."
+    );
+}
