@@ -491,6 +491,8 @@ def check_payloads(tf: dict[str, Any], evaluated: dict[str, Any] | None) -> None
             payloads.append((f"manual run of {name}", json.loads(cmds["run"])))
             payloads.append((f"manual dry run of {name}", json.loads(cmds["dry_run"])))
             R.check(json.loads(cmds["dry_run"]).get("dry_run") is True, f"dry-run payload of {name} has dry_run: true")
+            payloads.append((f"manual drift report of {name}", json.loads(cmds["drift"])))
+            R.check(json.loads(cmds["drift"]).get("drift") is True, f"drift payload of {name} has drift: true")
 
     if not EVENTS_RS.exists():
         R.check(

@@ -148,12 +148,14 @@ locals {
     n => "{\"destination\":${jsonencode(n)},\"scheduled_time\":\"<aws.scheduler.scheduled-time>\"}"
   }
 
-  # Manual runs (outputs.run_commands): a run now, and a dry run that reads, maps and
-  # reports without writing to Pipefy.
+  # Manual runs (outputs.run_commands): a run now, a dry run that reads, maps and reports
+  # without writing to Pipefy, and a drift report (the destination read back, nothing
+  # written to Pipefy).
   manual_payloads = {
     for n in keys(local.destinations) : n => {
       run     = jsonencode({ destination = n })
       dry_run = jsonencode({ destination = n, dry_run = true })
+      drift   = jsonencode({ destination = n, drift = true })
     }
   }
 

@@ -67,11 +67,12 @@ output "log_group_names" {
 }
 
 output "run_commands" {
-  description = "AWS CLI command lines that start a run of each destination now (asynchronous, like a schedule): run, and dry_run (reads, maps and reports without writing to Pipefy)."
+  description = "AWS CLI command lines that start a run of each destination now (asynchronous, like a schedule): run, dry_run (reads, maps and reports without writing to Pipefy), and drift (reads the destination back and reports what people changed)."
   value = {
     for n in sort(keys(local.destinations)) : n => {
       run     = "aws lambda invoke --region ${local.region} --function-name ${aws_lambda_function.this["sync-scheduled"].function_name} --invocation-type Event --cli-binary-format raw-in-base64-out --payload '${local.manual_payloads[n].run}' /dev/stdout"
       dry_run = "aws lambda invoke --region ${local.region} --function-name ${aws_lambda_function.this["sync-scheduled"].function_name} --invocation-type Event --cli-binary-format raw-in-base64-out --payload '${local.manual_payloads[n].dry_run}' /dev/stdout"
+      drift   = "aws lambda invoke --region ${local.region} --function-name ${aws_lambda_function.this["sync-scheduled"].function_name} --invocation-type Event --cli-binary-format raw-in-base64-out --payload '${local.manual_payloads[n].drift}' /dev/stdout"
     }
   }
 }
