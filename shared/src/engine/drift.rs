@@ -408,40 +408,16 @@ impl DriftOutput {
 mod tests {
     use super::*;
     use crate::config::parse_destination;
-    use crate::pipefy::schema::{FieldType, PhaseDef, PipeSchema};
+    use crate::engine::tests::pipe;
     use crate::pipefy::{CardField, PhaseRef};
 
     fn mapper() -> Mapper {
         let dest = parse_destination(
             "d.yaml",
-            "name: d\npipe_id: \"1\"\noperation: upsert_card\nkey: { columns: [cid], field: external_id }\nsync: { track_edits: true }\ntoken: { env: T }\nsource: { path: x, layer: raw, table: t }\nmapping:\n  title: name\n  customer_name: name\n",
+            "name: d\npipe_id: \"301\"\noperation: upsert_card\nkey: { columns: [cid], field: external_id }\nsync: { track_edits: true }\ntoken: { env: T }\nsource: { path: x, layer: raw, table: t }\nmapping:\n  title: name\n  customer_name: name\n",
         )
         .unwrap();
-        let field = |id: &str| FieldDef {
-            id: id.into(),
-            label: id.into(),
-            uuid: None,
-            internal_id: None,
-            field_type: FieldType::ShortText,
-            required: false,
-            options: Vec::new(),
-        };
-        let schema = Schema::Pipe(PipeSchema {
-            id: "1".into(),
-            name: "P".into(),
-            start_form_phase_id: Some("10".into()),
-            start_form_fields: vec![field("external_id"), field("customer_name")],
-            phases: vec![PhaseDef {
-                id: "10".into(),
-                name: "Inbox".into(),
-                done: false,
-                fields: Vec::new(),
-                cards_can_be_moved_to_phases: Vec::new(),
-            }],
-            labels: Vec::new(),
-            members: Vec::new(),
-        });
-        Mapper::new(&dest, &schema).unwrap()
+        Mapper::new(&dest, &Schema::Pipe(pipe())).unwrap()
     }
 
     fn card(id: &str, title: &str, name: &str) -> Card {
@@ -482,19 +458,11 @@ mod tests {
     fn a_card_is_judged_by_its_baselines() {
         let m = mapper();
         let ledger = Ledger::new();
-        let key_field = FieldDef {
-            id: "external_id".into(),
-            label: "external_id".into(),
-            uuid: None,
-            internal_id: None,
-            field_type: FieldType::ShortText,
-            required: false,
-            options: Vec::new(),
-        };
+        let key_field = pipe().field("external_id").cloned();
         let judge = Judge {
             mapper: &m,
             ledger: &ledger,
-            key_field: Some(&key_field),
+            key_field: key_field.as_ref(),
             update_card: false,
             removal_phase: Some("99"),
         };

@@ -147,7 +147,8 @@ fn field(id: &str, ty: FieldType, required: bool) -> FieldDef {
     }
 }
 
-fn pipe() -> PipeSchema {
+/// Pipe 301 of the stages' tests (also the drift judge's).
+pub(super) fn pipe() -> PipeSchema {
     PipeSchema {
         id: "301".into(),
         name: "Customers".into(),

@@ -315,17 +315,14 @@ pub(super) fn finish_slot(slot: Slot) -> DoneItem {
                 row: item.row,
                 raw: item.raw,
             };
+            // The row's result, with the values people changed that it kept.
+            let done = |action, id| RowResult {
+                kept_edits: kept,
+                ..RowResult::ok(&item.provenance, item.key.clone(), action, id)
+            };
             match slot.outcome {
                 Some(Outcome::Written { action, id }) => DoneItem {
-                    result: RowResult {
-                        kept_edits: kept,
-                        ..RowResult::ok(
-                            &item.provenance,
-                            item.key.clone(),
-                            action,
-                            Some(id.clone()),
-                        )
-                    },
+                    result: done(action, Some(id.clone())),
                     failure: None,
                     row: None,
                     raw: None,
@@ -341,18 +338,13 @@ pub(super) fn finish_slot(slot: Slot) -> DoneItem {
                     intent_done: was_create.then_some(item.key_hash),
                 },
                 Some(Outcome::Planned(action)) => DoneItem {
-                    result: RowResult {
-                        kept_edits: kept,
-                        ..RowResult::ok(
-                            &item.provenance,
-                            item.key.clone(),
-                            action,
-                            match plan {
-                                Plan::Update { id, .. } | Plan::Remove { id } => Some(id),
-                                Plan::Create | Plan::Lookup => None,
-                            },
-                        )
-                    },
+                    result: done(
+                        action,
+                        match plan {
+                            Plan::Update { id, .. } | Plan::Remove { id } => Some(id),
+                            Plan::Create | Plan::Lookup => None,
+                        },
+                    ),
                     failure: None,
                     row: None,
                     raw: None,
