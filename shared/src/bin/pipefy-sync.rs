@@ -446,10 +446,16 @@ fn print_summary(s: &RunSummary) {
         s.run_id, s.destination, s.trigger, s.status
     );
     println!("  files            {}", s.source_files.len());
+    // A dry run sent nothing: its counts are what a run would do.
+    let (created, updated, removed) = if s.dry_run {
+        ("would create", "would update", "would remove")
+    } else {
+        ("created", "updated", "removed")
+    };
     for (label, n) in [
         ("read", c.read),
-        ("created", c.created),
-        ("updated", c.updated),
+        (created, c.created),
+        (updated, c.updated),
         ("unchanged", c.unchanged),
         ("recreated", c.recreated),
         ("exists (left alone)", c.exists),
@@ -457,7 +463,7 @@ fn print_summary(s: &RunSummary) {
         ("skipped (preflight)", c.skipped_by_preflight),
         ("failed", c.failed),
         ("not attempted", c.not_attempted),
-        ("removed", c.removed),
+        (removed, c.removed),
         ("recovered creates", c.recovered_creates),
         ("read before update", c.current_value_reads),
         ("API requests", c.requests),

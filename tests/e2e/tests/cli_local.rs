@@ -68,3 +68,52 @@ async fn a_local_run_prints_no_aws_warning() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_counts_what_a_run_would_do_and_writes_nothing() {
+    let h = Harness::new().await;
+    h.write_file(
+        "refined/customers/part-0001.csv",
+        "cid,name\nW1,Would one\nW2,Would two\n",
+    );
+    let dest_file = h.dir.path().join("would.yaml");
+    std::fs::write(
+        &dest_file,
+        format!(
+            "name: would\npipe_id: \"301\"\noperation: upsert_card\nkey: {{ columns: [cid], field: external_id }}\n\
+             source: {{ path: {}, layer: refined, table: customers }}\n\
+             mapping:\n  title: name\n  customer_name: name\n\
+             token: {{ env: WOULD_TEST_PIPEFY_TOKEN }}\nendpoint: {}\n",
+            h.data_root().display(),
+            h.emulator.graphql_url()
+        ),
+    )
+    .expect("write destination");
+    let out = Command::new(cli_binary())
+        .arg("plan")
+        .arg(&dest_file)
+        .arg("--state")
+        .arg(h.state_root())
+        .arg("--reports")
+        .arg(h.reports_root())
+        .env("WOULD_TEST_PIPEFY_TOKEN", DEMO_TOKEN)
+        .output()
+        .expect("run pipefy-sync plan");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let count = |label: &str| -> Option<u64> {
+        stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|n| n.parse().ok())
+    };
+    assert_eq!(count("would create"), Some(2), "{stdout}");
+    assert_eq!(
+        count("created"),
+        None,
+        "a dry run created nothing:\n{stdout}"
+    );
+    assert!(h.cards_with("301", "external_id", "W1").is_empty());
+    assert_eq!(h.emulator.stats().mutations.values().sum::<u64>(), 0);
+}
