@@ -96,3 +96,13 @@ pub fn cli_binary() -> std::path::PathBuf {
         .next_back()
         .expect("cargo names the pipefy-sync executable it built")
 }
+
+/// The number the command line printed at the end of the summary line starting with
+/// `label` (`  in sync   1`), if there is one.
+pub fn printed_count(stdout: &str, label: &str) -> Option<u64> {
+    stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with(label))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|n| n.parse().ok())
+}

@@ -5,7 +5,7 @@
 use std::process::Command;
 
 use pipefy_sync_tests::sync::{Harness, DEMO_TOKEN};
-use pipefy_sync_tests::tools::cli_binary;
+use pipefy_sync_tests::tools::{cli_binary, printed_count};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_run_prints_no_aws_warning() {
@@ -101,13 +101,7 @@ async fn a_plan_counts_what_a_run_would_do_and_writes_nothing() {
         .expect("run pipefy-sync plan");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
-    let count = |label: &str| -> Option<u64> {
-        stdout
-            .lines()
-            .find(|l| l.trim_start().starts_with(label))
-            .and_then(|l| l.split_whitespace().last())
-            .and_then(|n| n.parse().ok())
-    };
+    let count = |label: &str| printed_count(&stdout, label);
     assert_eq!(count("would create"), Some(2), "{stdout}");
     assert_eq!(
         count("created"),

@@ -13,7 +13,7 @@ use pipefy_sync::pipefy::{
 };
 use pipefy_sync::report::{DriftLine, DriftState, DriftSummary};
 use pipefy_sync_tests::sync::{read_jsonl, Harness, DEMO_TOKEN};
-use pipefy_sync_tests::tools::cli_binary;
+use pipefy_sync_tests::tools::{cli_binary, printed_count};
 use serde_json::json;
 
 const FILE: &str = "refined/customers/part-0001.csv";
@@ -294,13 +294,7 @@ async fn the_command_line_prints_what_drift_found() {
     ] {
         assert!(stdout.contains(expected), "'{expected}' missing:\n{stdout}");
     }
-    let count = |label: &str| -> Option<u64> {
-        stdout
-            .lines()
-            .find(|l| l.trim_start().starts_with(label))
-            .and_then(|l| l.split_whitespace().last())
-            .and_then(|n| n.parse().ok())
-    };
+    let count = |label: &str| printed_count(&stdout, label);
     assert_eq!(count("edited in Pipefy"), Some(1), "{stdout}");
     assert_eq!(count("deleted in Pipefy"), Some(1), "{stdout}");
     assert_eq!(count("in sync"), Some(1), "{stdout}");
