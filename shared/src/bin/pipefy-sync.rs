@@ -16,7 +16,7 @@ use pipefy_sync::engine::{drift, sync, DriftRequest, Progress, RunContext, RunRe
 use pipefy_sync::mapping::{Mapper, Schema};
 use pipefy_sync::pipefy::{AllowedHosts, PipefyClient};
 use pipefy_sync::report::{
-    Counts, DriftLine, DriftState, DriftSummary, RowResult, RunStatus, RunSummary,
+    report_prefix, Counts, DriftLine, DriftState, DriftSummary, RowResult, RunStatus, RunSummary,
 };
 use pipefy_sync::state::StateStore;
 use pipefy_sync::store::local::LocalStore;
@@ -386,13 +386,12 @@ async fn print_plan(ctx: &RunContext, summary: &RunSummary, limit: usize) {
     let Some(location) = &summary.report_location else {
         return;
     };
-    let dir = format!(
-        "{}{}/{}/{}/results/",
-        ctx.reports_prefix,
-        summary.destination,
-        summary.started_at.format("%Y-%m-%d"),
-        summary.run_id
-    );
+    let dir = report_prefix(
+        &ctx.reports_prefix,
+        &summary.destination,
+        summary.started_at,
+        &summary.run_id,
+    ) + "results/";
     let Ok(parts) = ctx.report_store.list(&dir).await else {
         return;
     };
@@ -493,13 +492,8 @@ fn print_summary(s: &RunSummary) {
 
 /// The keys that are not in sync (at most `limit`), then the counts.
 async fn print_drift(ctx: &RunContext, s: &DriftSummary, limit: usize) {
-    let dir = format!(
-        "{}{}/{}/{}/drift/",
-        ctx.reports_prefix,
-        s.destination,
-        s.started_at.format("%Y-%m-%d"),
-        s.run_id
-    );
+    let dir =
+        report_prefix(&ctx.reports_prefix, &s.destination, s.started_at, &s.run_id) + "drift/";
     let mut shown = 0;
     for part in ctx.report_store.list(&dir).await.unwrap_or_default() {
         let Ok((_, bytes)) = ctx.report_store.get_bytes(&part.key).await else {

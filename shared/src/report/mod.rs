@@ -253,6 +253,22 @@ pub fn failed_row_json(
     serde_json::Value::Object(obj)
 }
 
+/// Where a run's (or a drift report's) files go: `<reports>/<destination>/<date>/<run-id>/`.
+pub fn report_prefix(
+    reports_prefix: &str,
+    destination: &str,
+    started_at: DateTime<Utc>,
+    run_id: &str,
+) -> String {
+    let base = reports_prefix.trim_end_matches('/');
+    let date = started_at.format("%Y-%m-%d");
+    if base.is_empty() {
+        format!("{destination}/{date}/{run_id}/")
+    } else {
+        format!("{base}/{destination}/{date}/{run_id}/")
+    }
+}
+
 /// Buffers report lines and writes them as numbered parts.
 pub struct ReportWriter {
     store: Arc<dyn ObjectStore>,
@@ -275,16 +291,9 @@ impl ReportWriter {
         started_at: DateTime<Utc>,
         run_id: &str,
     ) -> Self {
-        let base = reports_prefix.trim_end_matches('/');
-        let date = started_at.format("%Y-%m-%d");
-        let prefix = if base.is_empty() {
-            format!("{destination}/{date}/{run_id}/")
-        } else {
-            format!("{base}/{destination}/{date}/{run_id}/")
-        };
         ReportWriter {
             store,
-            prefix,
+            prefix: report_prefix(reports_prefix, destination, started_at, run_id),
             results: Vec::new(),
             failed: Vec::new(),
             include_unchanged: false,
@@ -372,5 +381,22 @@ impl ReportWriter {
 pub fn push_line<T: Serialize>(buf: &mut Vec<u8>, value: &T) {
     if serde_json::to_writer(&mut *buf, value).is_ok() {
         buf.push(b'\n');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_prefixes_join_with_one_slash() {
+        let at = DateTime::<Utc>::UNIX_EPOCH;
+        assert_eq!(report_prefix("", "d", at, "r1"), "d/1970-01-01/r1/");
+        for base in ["reports", "reports/"] {
+            assert_eq!(
+                report_prefix(base, "d", at, "r1"),
+                "reports/d/1970-01-01/r1/"
+            );
+        }
     }
 }
