@@ -2,7 +2,8 @@
 # make demo: the main job end to end on local parts. Starts moto (S3, Secrets Manager), the
 # Pipefy emulator and `cargo lambda watch` with the real functions; sets up the bucket, the
 # token secret and the destination file; uploads the sample table; invokes sync-scheduled,
-# sync-upload (with an S3 event) and notify; prints the reports and what the emulator holds.
+# sync-upload (with an S3 event) and notify; ends with what each run did, its failed rows and
+# why, and the run pages copied into .demo/pages/ to open in a browser.
 # Everything it starts is stopped on exit, also when a step fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,19 +57,31 @@ env_vars="PIPEFY_SYNC_BUCKET=$system_bucket,AWS_ENDPOINT_URL=$aws,AWS_ENDPOINT_U
 "$venv/cargo-lambda" lambda watch -q --ignore-changes -P "$lambda_port" -A 127.0.0.1 --concurrency 2 --env-vars "$env_vars" >"$work/lambda.log" 2>&1 & pids+=($!)
 wait_port "$lambda_port" "cargo lambda watch"
 
+# Invokes a function; its response is kept in .demo/<name>.json and told in one line.
 invoke() {
-  local fn=$1 data=$2
-  timeout 600 "$venv/cargo-lambda" lambda invoke "$fn" -P "$lambda_port" -A 127.0.0.1 --data-file "$data" --output-format json
+  local fn=$1 data=$2 name=$3
+  timeout 600 "$venv/cargo-lambda" lambda invoke "$fn" -P "$lambda_port" -A 127.0.0.1 --data-file "$data" --output-format json >"$work/$name.json"
+  python3 - "$work/$name.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+for s in r.get("runs", [r]) if "runs" in r or "counts" in r else []:
+    c = s["counts"]
+    print(f"{s['destination']}: {s['status']}, created {c['created']}, updated {c['updated']}, unchanged {c['unchanged']}, "
+          f"failed {c['skipped_by_preflight'] + c['failed'] + c['not_attempted']}")
+if "event" in r:
+    print(f"notify: event {r['event']}; {r.get('message') or 'nothing to say'}")
+print(f"(response in {sys.argv[1]})")
+PY
 }
 
 step "sync-scheduled: a scheduled run of customers-onboarding"
-invoke sync-scheduled tests/fixtures/demo/events/scheduled.json | tee "$work/scheduled.json"
+invoke sync-scheduled tests/fixtures/demo/events/scheduled.json scheduled
 
 step "upload 'refined/customers/part 1+ü.csv' and send its S3 event to sync-upload"
 "$venv/python" scripts/local_aws.py "$aws" put "$data_bucket" "refined/customers/part 1+ü.csv" "tests/fixtures/demo/data/refined/customers/part 1+ü.csv"
 size=$("$venv/python" scripts/local_aws.py "$aws" size "$data_bucket" "refined/customers/part 1+ü.csv")
 sed -e "s|\${DATA_BUCKET}|$data_bucket|g" -e "s|\${OBJECT_SIZE}|$size|" tests/fixtures/demo/events/s3-upload.json >"$work/s3-event.json"
-invoke sync-upload "$work/s3-event.json" | tee "$work/upload.json"
+invoke sync-upload "$work/s3-event.json" upload
 
 step "notify: the scheduled run's on-success record (it had failed rows)"
 python3 - "$work/scheduled.json" >"$work/notify-event.json" <<'PY'
@@ -80,19 +93,16 @@ print(json.dumps({"version": "1.0", "timestamp": "2026-11-22T06:00:05Z",
   "responseContext": {"statusCode": 200, "executedVersion": "$LATEST"},
   "responsePayload": summary}))
 PY
-invoke notify "$work/notify-event.json"
+invoke notify "$work/notify-event.json" notify
 
-step "run reports in s3://$system_bucket/reports/"
-"$venv/python" scripts/local_aws.py "$aws" report "$system_bucket" customers-onboarding
-
-step "what the Pipefy emulator now holds"
+step "what the emulator holds"
 python3 - "http://127.0.0.1:$emu_port" <<'PY'
 import json, sys, urllib.request
 state = json.load(urllib.request.urlopen(sys.argv[1] + "/_emulator/state"))
 cards = [c for c in state.get("cards", []) if str(c.get("pipe_id")) == "301"]
-print(f"{len(cards)} cards in pipe 301 (Customer onboarding); the first five:")
-for c in cards[:5]:
-    f = c.get("fields", {})
-    print(f"  card {c['id']}: {c.get('title')!r} phase {c.get('phase_id')} external_id {f.get('external_id')} plan {f.get('plan')} mrr {f.get('mrr')}")
+print(f"{len(cards)} cards in pipe 301 (Customer onboarding)")
 PY
-printf '\ndemo: done. Logs in .demo/\n'
+
+step "what happened (reports in s3://$system_bucket/reports/customers-onboarding/)"
+"$venv/python" scripts/local_aws.py "$aws" report "$system_bucket" customers-onboarding "$work/pages"
+printf '\ndemo: done. Open the pages above in a browser; logs and responses are in .demo/\n'

@@ -1,9 +1,10 @@
 # One role per function, each allowed only what that function does:
 #   sync-*  read the source prefixes of its destinations, read config, read/write state,
-#           write reports, read its destinations' token secrets, invoke itself (hand-off) and
+#           read/write reports, read its destinations' token secrets, invoke itself (hand-off) and
 #           notify (its asynchronous destinations), dead-letter to SQS, write its logs.
 #   notify  read config, read/write its state/<destination>/notify.json, read the Slack
-#           webhook secret, dead-letter to SQS, write its logs.
+#           webhook secret, read run pages (the presigned links it posts are signed with
+#           its role), dead-letter to SQS, write its logs.
 
 data "aws_iam_policy_document" "lambda_assume" {
   statement {
@@ -64,13 +65,24 @@ data "aws_iam_policy_document" "function" {
     }
   }
 
-  # Reports are written in parts, never read back.
+  # Reports are written in parts; at the end of a run its parts are read back for the run
+  # page, and the destination's history.json is updated read-modify-write.
   dynamic "statement" {
     for_each = contains(local.sync_functions, each.key) ? [1] : []
     content {
-      sid       = "WriteReports"
-      actions   = ["s3:PutObject", "s3:AbortMultipartUpload"]
+      sid       = "ReadWriteReports"
+      actions   = ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"]
       resources = ["${local.bucket_arn}/${local.report_prefix}*"]
+    }
+  }
+
+  # notify's messages link run pages through presigned URLs, which act with its role.
+  dynamic "statement" {
+    for_each = each.key == "notify" ? [1] : []
+    content {
+      sid       = "ReadRunPages"
+      actions   = ["s3:GetObject"]
+      resources = ["${local.bucket_arn}/${local.report_prefix}*/report.html"]
     }
   }
 

@@ -82,9 +82,10 @@ locals {
       PIPEFY_SYNC_ALLOWED_HOSTS       = join(",", var.allowed_pipefy_hosts)
     }
     "notify" = {
-      PIPEFY_SYNC_BUCKET               = local.bucket_name
-      PIPEFY_SYNC_CONFIG_PREFIX        = local.config_prefix
-      PIPEFY_SYNC_SLACK_WEBHOOK_SECRET = local.slack_webhook_secret_arn
+      PIPEFY_SYNC_BUCKET                   = local.bucket_name
+      PIPEFY_SYNC_CONFIG_PREFIX            = local.config_prefix
+      PIPEFY_SYNC_SLACK_WEBHOOK_SECRET     = local.slack_webhook_secret_arn
+      PIPEFY_SYNC_REPORT_LINK_EXPIRY_HOURS = tostring(var.report_link_expiry_hours)
     }
   }
 

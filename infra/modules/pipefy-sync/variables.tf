@@ -263,6 +263,17 @@ variable "slack_webhook_secret_name" {
   }
 }
 
+variable "report_link_expiry_hours" {
+  description = "Hours the run page links in notify's Slack messages stay valid (presigned S3 URLs, signed with notify's role: a link also ends when the role session that signed it does)."
+  type        = number
+  default     = 168
+
+  validation {
+    condition     = var.report_link_expiry_hours >= 1 && var.report_link_expiry_hours <= 168 && floor(var.report_link_expiry_hours) == var.report_link_expiry_hours
+    error_message = "report_link_expiry_hours must be a whole number from 1 to 168 (S3 signs links for at most 7 days)."
+  }
+}
+
 variable "source_kms_key_arns" {
   description = "KMS keys the source buckets or existing secrets are encrypted with (customer managed keys only; SSE-S3 and aws/* keys need nothing). The functions get kms:Decrypt on them."
   type        = list(string)

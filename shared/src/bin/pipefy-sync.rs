@@ -1,5 +1,6 @@
 //! `pipefy-sync`: the local command line. Validates destination files, plans a run without
-//! writing anything, runs a sync from local files or S3 with a progress bar, and reports drift.
+//! writing anything, runs a sync from local files or S3 with a progress bar, reports drift, and
+//! renders the run pages and history of a destination's reports.
 
 #[global_allocator]
 static GLOBAL: pipefy_sync::Allocator = pipefy_sync::ALLOCATOR;
@@ -16,7 +17,8 @@ use pipefy_sync::engine::{drift, sync, DriftRequest, Progress, RunContext, RunRe
 use pipefy_sync::mapping::{Mapper, Schema};
 use pipefy_sync::pipefy::{AllowedHosts, PipefyClient};
 use pipefy_sync::report::{
-    report_prefix, Counts, DriftLine, DriftState, DriftSummary, RowResult, RunStatus, RunSummary,
+    destination_prefix, record_runs, report_prefix, Counts, DriftLine, DriftState, DriftSummary,
+    HistoryEntry, ReportWriter, RowResult, RunStatus, RunSummary,
 };
 use pipefy_sync::state::StateStore;
 use pipefy_sync::store::local::LocalStore;
@@ -97,6 +99,18 @@ enum Command {
         /// Print at most this many keys that are not in sync.
         #[arg(long, default_value_t = 200)]
         limit: usize,
+    },
+    /// Render the run pages (`report.html`) and the history page (`index.html`) of a
+    /// destination's runs in a reports folder (or s3://bucket/prefix), and print where they
+    /// are.
+    Report {
+        destination: PathBuf,
+        /// Where the reports are: a folder or s3://bucket/prefix.
+        #[arg(long, default_value = ".pipefy-sync/reports")]
+        reports: String,
+        /// Open the history page in the browser (local reports only).
+        #[arg(long)]
+        open: bool,
     },
     /// Forget creates whose outcome is unknown (after checking the pipe by hand), so the
     /// next run may create those rows.
@@ -197,6 +211,14 @@ async fn dispatch(command: Command) -> Result<ExitCode, String> {
             let summary = drift(&ctx, &dest, req).await.map_err(|e| e.to_string())?;
             print_drift(&ctx, &summary, limit).await;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Report {
+            destination,
+            reports,
+            open,
+        } => {
+            let dest = load(&destination)?;
+            report_pages(&dest.name, &reports, open).await
         }
         Command::ForgetIntents {
             destination,
@@ -459,9 +481,7 @@ fn print_summary(s: &RunSummary) {
         ("recreated", c.recreated),
         ("exists (left alone)", c.exists),
         ("kept people's edits", c.kept_edits),
-        ("skipped (preflight)", c.skipped_by_preflight),
-        ("failed", c.failed),
-        ("not attempted", c.not_attempted),
+        ("failed rows", c.failed_rows()),
         (removed, c.removed),
         ("recovered creates", c.recovered_creates),
         ("read before update", c.current_value_reads),
@@ -470,6 +490,12 @@ fn print_summary(s: &RunSummary) {
         ("throttles", c.throttles),
     ] {
         println!("  {label:<20} {n}");
+    }
+    if c.failed_rows() > 0 {
+        println!(
+            "  (failed rows: {} at preflight, never sent; {} refused by Pipefy; {} not attempted; each row's code says which)",
+            c.skipped_by_preflight, c.failed, c.not_attempted
+        );
     }
     if let Some(why) = &s.removal_skipped {
         println!("  removal skipped  {why}");
@@ -487,6 +513,87 @@ fn print_summary(s: &RunSummary) {
     }
     if let Some(loc) = &s.report_location {
         println!("  report           {loc}");
+    }
+    if let Some(page) = &s.report_page {
+        println!("  run page         {page}");
+    }
+}
+
+/// Renders every run page of the destination's reports and its history page again (runs
+/// written before the pages existed gain theirs), then prints where they are.
+async fn report_pages(destination: &str, reports: &str, open: bool) -> Result<ExitCode, String> {
+    let (store, prefix) = store_for(reports).await?;
+    let dir = destination_prefix(&prefix, destination);
+    let objects = store.list(&dir).await.map_err(|e| e.to_string())?;
+    let mut entries = Vec::new();
+    for meta in objects.iter().filter(|m| m.key.ends_with("/summary.json")) {
+        let Ok((_, bytes)) = store.get_bytes(&meta.key).await else {
+            continue;
+        };
+        // Drift reports have summaries of their own kind: they have no run page.
+        let Ok(mut summary) = serde_json::from_slice::<RunSummary>(&bytes) else {
+            continue;
+        };
+        if summary.status == RunStatus::HandedOff {
+            continue;
+        }
+        let writer = ReportWriter::new(
+            store.clone(),
+            &prefix,
+            &summary.destination,
+            summary.started_at,
+            &summary.run_id,
+        );
+        let page = writer
+            .write_page(&summary)
+            .await
+            .map_err(|e| e.to_string())?;
+        summary.report_page = Some(page.clone());
+        println!(
+            "{}  {:<10} {}",
+            summary.started_at.format("%Y-%m-%d %H:%M"),
+            summary.status.name(),
+            page
+        );
+        entries.push(HistoryEntry::of(&summary));
+    }
+    if entries.is_empty() {
+        return Err(format!(
+            "no runs of '{destination}' in {reports}: run `pipefy-sync run` first, or pass --reports"
+        ));
+    }
+    let index = record_runs(&*store, &prefix, destination, entries)
+        .await
+        .map_err(|e| e.to_string())?;
+    let index_location = format!("{}/{index}", store.describe().trim_end_matches('/'));
+    println!("history page: {index_location}");
+    if open {
+        let Some(path) = store.local_path(&index) else {
+            return Err("--open needs a local reports folder".into());
+        };
+        open_in_browser(&path)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Opens a file with the desktop's handler (`xdg-open`, `open` on macOS).
+fn open_in_browser(path: &Path) -> Result<(), String> {
+    let opener = if cfg!(target_os = "macos") {
+        "open"
+    } else {
+        "xdg-open"
+    };
+    // The opener hands the file to the browser and returns.
+    match std::process::Command::new(opener).arg(path).status() {
+        Ok(status) if status.success() => Ok(()),
+        Ok(status) => Err(format!(
+            "{opener} could not open {} ({status})",
+            path.display()
+        )),
+        Err(e) => Err(format!(
+            "could not open {} with {opener}: {e}",
+            path.display()
+        )),
     }
 }
 

@@ -133,13 +133,13 @@ impl Runner<'_> {
                 run_id: self.cursor.run_id.clone(),
                 finished_at: Utc::now(),
                 failed_rows: self.cursor.counts.failed_rows(),
-                status: status_name(status),
+                status: status.name(),
             };
             state
                 .finish(last_run, self.cursor.seen_saved, || self.merged_ledger())
                 .await?;
         }
-        let summary = RunSummary {
+        let mut summary = RunSummary {
             run_id: self.cursor.run_id.clone(),
             destination: self.shared.dest.name.clone(),
             trigger: self.cursor.trigger.clone(),
@@ -151,13 +151,25 @@ impl Runner<'_> {
             counts: self.cursor.counts,
             invocations: self.cursor.invocations,
             report_location: Some(self.report.location()),
+            report_page: None,
+            requests_avoided: self
+                .cursor
+                .counts
+                .unchanged
+                .div_ceil(u64::from(self.shared.dest.limits.mutations_per_request.max(1))),
             error: (status == RunStatus::LeaseLost).then(|| {
                 "the run's lease on the destination could not be renewed in time, so it stopped sending; the rows it did not send are NOT_ATTEMPTED and the next run syncs them".to_string()
             }),
             stopped_at: self.stopped_at.clone(),
             removal_skipped: self.removal_skipped.clone(),
         };
+        if status != RunStatus::HandedOff {
+            self.write_pages(&mut summary).await;
+        }
         self.report.write_summary(&summary).await?;
+        if status != RunStatus::HandedOff {
+            self.record_history(&summary).await;
+        }
         if status == RunStatus::HandedOff {
             match &self.ctx.hand_off {
                 Some(h) => {
@@ -169,12 +181,29 @@ impl Runner<'_> {
         }
         Ok(summary)
     }
-}
 
-/// A status as the manifest's `last_run` and the summary's JSON spell it.
-pub(super) fn status_name(status: RunStatus) -> String {
-    serde_json::to_value(status)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_else(|| format!("{status:?}").to_lowercase())
+    /// The run's page, written once the run has ended. The rows are committed and the JSON
+    /// report is complete without it, so a page that cannot be written is logged, not fatal.
+    async fn write_pages(&self, summary: &mut RunSummary) {
+        summary.report_page = Some(format!("{}report.html", self.report.location()));
+        if let Err(e) = self.report.write_page(summary).await {
+            tracing::warn!(error = %e, "the run page could not be written; summary.json has the run");
+            summary.report_page = None;
+        }
+    }
+
+    /// Adds the run to the destination's history page (logged, not fatal, when it fails).
+    async fn record_history(&self, summary: &RunSummary) {
+        let entry = crate::report::HistoryEntry::of(summary);
+        if let Err(e) = crate::report::record_runs(
+            &*self.ctx.report_store,
+            &self.ctx.reports_prefix,
+            &summary.destination,
+            vec![entry],
+        )
+        .await
+        {
+            tracing::warn!(error = %e, "the destination's run history could not be updated");
+        }
+    }
 }

@@ -127,12 +127,12 @@ impl WorkItem {
         item
     }
 
-    pub fn not_attempted(row: Row) -> Self {
+    pub fn not_attempted(row: Row, key: Option<String>) -> Self {
         let provenance = row.provenance.clone();
         Self::not_sent(
             provenance,
             Some(row),
-            None,
+            key,
             "not attempted: partial success is off and an earlier row failed",
         )
     }

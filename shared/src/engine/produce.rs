@@ -96,7 +96,11 @@ pub(super) async fn produce(mut p: Producer) -> Result<Produced, EngineError> {
                     });
                     WorkItem::read_failure(e)
                 }
-                Ok(row) if stop_sending => WorkItem::not_attempted(row),
+                Ok(row) if stop_sending => {
+                    // Its key is known even though it is not sent: the report shows it.
+                    let key = p.shared.mapper.key(&row).ok().flatten();
+                    WorkItem::not_attempted(row, key)
+                }
                 Ok(row) => {
                     rows_read += 1;
                     let provenance = row.provenance.clone();

@@ -207,6 +207,8 @@ pub(super) async fn defer(
         counts: Counts::default(),
         invocations: 1,
         report_location: None,
+        report_page: None,
+        requests_avoided: 0,
         error: None,
         stopped_at: None,
         removal_skipped: None,

@@ -148,6 +148,8 @@ pub fn summary(destination: &str, trigger: &str, status: RunStatus) -> RunSummar
         counts: Counts::default(),
         invocations: 1,
         report_location: Some(format!("s3://b/reports/{destination}/")),
+        report_page: None,
+        requests_avoided: 0,
         error: None,
         stopped_at: None,
         removal_skipped: None,

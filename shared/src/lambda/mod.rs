@@ -31,7 +31,7 @@ pub mod settings;
 pub mod upload;
 
 #[cfg(test)]
-mod fakes;
+pub(crate) mod fakes;
 
 pub use catalog::{Catalog, DestinationCatalog};
 pub use deps::{ClientCache, Deps, Runner};

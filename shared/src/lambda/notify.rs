@@ -3,6 +3,11 @@
 //! pass (`REMOVAL_GUARD`, a file it could not read), when its failed rows exceed the
 //! destination's threshold, and when a destination recovers. Without a webhook it only logs.
 //!
+//! A message about a run links to its page (`report.html`) through a presigned S3 URL
+//! ([`PageLinks`]), valid for `PIPEFY_SYNC_REPORT_LINK_EXPIRY_HOURS` (default 168, a week,
+//! the longest S3 signs). The link is a credential for that object: it goes to Slack only,
+//! never to the log or the function's response, which name the page's `s3://` location.
+//!
 //! Whether a destination is currently failing is kept in `state/<destination>/notify.json`,
 //! so "recovered" is said once, on the first good run after a bad one.
 
@@ -23,6 +28,46 @@ use super::events::InvocationRecord;
 pub trait Notifier: Send + Sync {
     /// Posts one message; an error means it was not delivered.
     async fn post(&self, text: &str) -> Result<(), HandlerError>;
+}
+
+/// Turns the `s3://` location of a run page into a link a person can open.
+#[async_trait]
+pub trait PageLinks: Send + Sync {
+    /// `None` when no link can be made (the page is not in S3, signing failed).
+    async fn link(&self, location: &str) -> Option<String>;
+}
+
+/// What a notification says: the words, and the run's page (or its report folder) to point
+/// at, which the message links when a link can be made.
+#[derive(Debug, Clone, PartialEq)]
+struct Message {
+    text: String,
+    page: Option<String>,
+}
+
+impl Message {
+    fn plain(text: String) -> Message {
+        Message { text, page: None }
+    }
+
+    fn about(text: String, summary: &RunSummary) -> Message {
+        Message {
+            text,
+            page: summary
+                .report_page
+                .clone()
+                .or_else(|| summary.report_location.clone()),
+        }
+    }
+
+    /// The message with the page as `link` (Slack's `<url|text>`), or as its location.
+    fn render(&self, link: Option<&str>) -> String {
+        match (&self.page, link) {
+            (_, Some(url)) => format!("{} <{url}|Open the run page>", self.text),
+            (Some(page), None) => format!("{} Run page: {page}", self.text),
+            (None, None) => self.text.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -100,62 +145,77 @@ fn decide(
     summary: Option<&RunSummary>,
     threshold: u64,
     was_failing: bool,
-) -> (&'static str, Option<String>, bool) {
+) -> (&'static str, Option<Message>, bool) {
     match (failure, summary) {
         (Some(f), _) => (
             "failed",
-            Some(format!(":red_circle: pipefy-sync: destination `{destination}` failed: {f}")),
+            Some(Message::plain(format!(
+                ":red_circle: pipefy-sync: destination `{destination}` failed: {f}"
+            ))),
             true,
         ),
         (None, Some(s)) if s.status == RunStatus::LeaseLost => (
             "lease_lost",
-            Some(format!(
-                ":warning: pipefy-sync: destination `{destination}` run {} lost its lease and stopped sending; the next run syncs the rest. Report: {}",
+            Some(Message::about(format!(
+                ":warning: pipefy-sync: destination `{destination}` run {} lost its lease and stopped sending; the next run syncs the rest.",
                 s.run_id,
-                s.report_location.clone().unwrap_or_default()
-            )),
+            ), s)),
             true,
         ),
         (None, Some(s)) if s.removal_skipped.is_some() => (
             "removal_skipped",
-            Some(format!(
-                ":warning: pipefy-sync: destination `{destination}` run {} removed no cards: {}. Report: {}",
+            Some(Message::about(format!(
+                ":warning: pipefy-sync: destination `{destination}` run {} removed no cards: {}.",
                 s.run_id,
                 s.removal_skipped.as_deref().unwrap_or_default(),
-                s.report_location.clone().unwrap_or_default()
-            )),
+            ), s)),
             true,
         ),
         (None, Some(s)) if s.counts.failed_rows() > threshold => (
             "failed_rows",
-            Some(format!(
-                ":warning: pipefy-sync: destination `{destination}` run {}: {} of {} rows failed (threshold {threshold}); failed rows in {}failed/",
+            Some(Message::about(format!(
+                ":warning: pipefy-sync: destination `{destination}` run {}: {} of {} rows failed (threshold {threshold}).",
                 s.run_id,
                 s.counts.failed_rows(),
                 s.counts.read,
-                s.report_location.clone().unwrap_or_default()
-            )),
+            ), s)),
             true,
         ),
         (None, _) if was_failing => (
             "recovered",
-            Some(format!(":large_green_circle: pipefy-sync: destination `{destination}` recovered")),
+            Some(Message::plain(format!(
+                ":large_green_circle: pipefy-sync: destination `{destination}` recovered"
+            ))),
             false,
         ),
         (None, _) => ("ok", None, false),
     }
 }
 
-/// One invocation record: the destination's failing state in `store` under
-/// `<state_prefix><destination>/notify.json`, and a message to `notifier` (when there is one)
-/// if the record says something worth saying.
+/// Where `notify` sends and what it keeps: its destination catalog, the store of its
+/// failing state (under `<state_prefix><destination>/notify.json`), the webhook (when there
+/// is one) and the maker of run page links (when pages are in S3).
+pub struct NotifyDeps<'a> {
+    pub catalog: &'a dyn Catalog,
+    pub store: &'a dyn ObjectStore,
+    pub notifier: Option<&'a dyn Notifier>,
+    pub links: Option<&'a dyn PageLinks>,
+    pub state_prefix: &'a str,
+}
+
+/// One invocation record: the destination's failing state, and a message to the notifier
+/// (when there is one) if the record says something worth saying.
 pub async fn handle(
-    catalog: &dyn Catalog,
-    store: &dyn ObjectStore,
-    notifier: Option<&dyn Notifier>,
-    state_prefix: &str,
+    deps: NotifyDeps<'_>,
     payload: serde_json::Value,
 ) -> Result<serde_json::Value, HandlerError> {
+    let NotifyDeps {
+        catalog,
+        store,
+        notifier,
+        links,
+        state_prefix,
+    } = deps;
     let record: InvocationRecord = serde_json::from_value(payload).map_err(|e| {
         HandlerError::InvalidEvent(format!("not a Lambda asynchronous invocation record: {e}"))
     })?;
@@ -187,10 +247,15 @@ pub async fn handle(
             .map_err(|e| HandlerError::storage("saving notify state", e))?;
     }
     let mut posted = false;
-    if let Some(text) = &message {
+    if let Some(message) = &message {
+        let text = message.render(None);
         tracing::warn!(destination = %destination, event, message = %text, "notification");
         if let Some(notifier) = notifier {
-            notifier.post(text).await?;
+            let link = match (links, message.page.as_deref()) {
+                (Some(links), Some(page)) if page.ends_with(".html") => links.link(page).await,
+                _ => None,
+            };
+            notifier.post(&message.render(link.as_deref())).await?;
             posted = true;
         }
     } else {
@@ -199,10 +264,48 @@ pub async fn handle(
     serde_json::to_value(NotifyResult {
         destination,
         event: event.into(),
-        message,
+        message: message.map(|m| m.render(None)),
         posted,
     })
     .map_err(|e| HandlerError::Setup(e.to_string()))
+}
+
+/// Presigned S3 GET links to run pages, signed with the function's own credentials.
+pub struct PresignedLinks {
+    s3: aws_sdk_s3::Client,
+    expiry: std::time::Duration,
+}
+
+impl Deps {
+    pub fn page_links(&self) -> PresignedLinks {
+        PresignedLinks {
+            s3: self.s3.clone(),
+            expiry: self.settings.report_link_expiry,
+        }
+    }
+}
+
+#[async_trait]
+impl PageLinks for PresignedLinks {
+    async fn link(&self, location: &str) -> Option<String> {
+        let (bucket, key) = location.strip_prefix("s3://")?.split_once('/')?;
+        let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(self.expiry).ok()?;
+        match self
+            .s3
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .presigned(config)
+            .await
+        {
+            Ok(request) => Some(request.uri().to_string()),
+            Err(e) => {
+                // The link is left out; the message still names the page's location.
+                tracing::warn!(page = location, error = %aws_sdk_s3::error::DisplayErrorContext(&e), "could not sign a link to the run page");
+                None
+            }
+        }
+    }
 }
 
 /// Posts to the Slack incoming webhook whose URL is the secret `secret_id`.
@@ -289,6 +392,20 @@ mod tests {
         catalog: FakeCatalog,
         store: MemoryStore,
         slack: FakeNotifier,
+        links: FakeLinks,
+    }
+
+    /// Signs nothing: a link is the location behind a made-up host.
+    struct FakeLinks;
+
+    #[async_trait]
+    impl PageLinks for FakeLinks {
+        async fn link(&self, location: &str) -> Option<String> {
+            Some(format!(
+                "https://signed.example/{}?X-Amz-Signature=abc",
+                location.strip_prefix("s3://")?
+            ))
+        }
     }
 
     impl World {
@@ -301,15 +418,19 @@ mod tests {
                 )]),
                 store: MemoryStore::new(),
                 slack: FakeNotifier::default(),
+                links: FakeLinks,
             }
         }
 
         async fn notify(&self, record: serde_json::Value) -> Result<(String, bool), HandlerError> {
             let out = handle(
-                &self.catalog,
-                &self.store,
-                Some(&self.slack),
-                "state/",
+                NotifyDeps {
+                    catalog: &self.catalog,
+                    store: &self.store,
+                    notifier: Some(&self.slack),
+                    links: Some(&self.links),
+                    state_prefix: "state/",
+                },
                 record,
             )
             .await?;
@@ -397,6 +518,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_message_links_the_run_page_in_slack_and_names_its_location_elsewhere() {
+        let w = World::new();
+        let mut rows = summary("customers", "schedule", RunStatus::Completed);
+        rows.counts.read = 10;
+        rows.counts.failed = 3;
+        rows.report_page = Some("s3://b/reports/customers/1970-01-01/r/report.html".into());
+        let out = handle(
+            NotifyDeps {
+                catalog: &w.catalog,
+                store: &w.store,
+                notifier: Some(&w.slack),
+                links: Some(&w.links),
+                state_prefix: "state/",
+            },
+            success(&rows),
+        )
+        .await
+        .unwrap();
+        let posts = w.slack.posts();
+        assert!(
+            posts[0].ends_with("<https://signed.example/b/reports/customers/1970-01-01/r/report.html?X-Amz-Signature=abc|Open the run page>"),
+            "{posts:?}"
+        );
+        // The response (and the log) name the page, never the signed link.
+        let message = out["message"].as_str().unwrap_or_default();
+        assert!(
+            message.ends_with("Run page: s3://b/reports/customers/1970-01-01/r/report.html"),
+            "{message}"
+        );
+        assert!(!message.contains("Signature"), "{message}");
+        // Without a page, the report folder is named and nothing is signed.
+        rows.report_page = None;
+        w.notify(success(&rows)).await.unwrap();
+        assert!(
+            w.slack.posts()[1].ends_with("Run page: s3://b/reports/customers/"),
+            "{:?}",
+            w.slack.posts()
+        );
+    }
+
+    #[tokio::test]
     async fn upload_results_and_unknown_destinations() {
         let w = World::new();
         // sync-upload answers {"runs": [...]}: the first run's summary is the one judged.
@@ -422,9 +584,18 @@ mod tests {
     #[tokio::test]
     async fn without_a_webhook_nothing_is_posted_but_the_state_is_kept() {
         let w = World::new();
-        let out = handle(&w.catalog, &w.store, None, "state/", failure("customers"))
-            .await
-            .unwrap();
+        let out = handle(
+            NotifyDeps {
+                catalog: &w.catalog,
+                store: &w.store,
+                notifier: None,
+                links: None,
+                state_prefix: "state/",
+            },
+            failure("customers"),
+        )
+        .await
+        .unwrap();
         assert_eq!(out["event"], "failed");
         assert_eq!(out["posted"], false);
         assert!(out["message"].as_str().is_some());

@@ -36,15 +36,15 @@ impl Handler {
             }
             Handler::Notify => {
                 let slack = deps.slack_notifier();
-                let notifier = slack.as_ref().map(|n| n as &dyn notify::Notifier);
-                notify::handle(
-                    &deps.catalog,
-                    deps.system_store.as_ref(),
-                    notifier,
-                    &deps.settings.state_prefix,
-                    payload,
-                )
-                .await
+                let links = deps.page_links();
+                let deps = notify::NotifyDeps {
+                    catalog: &deps.catalog,
+                    store: deps.system_store.as_ref(),
+                    notifier: slack.as_ref().map(|n| n as &dyn notify::Notifier),
+                    links: Some(&links),
+                    state_prefix: &deps.settings.state_prefix,
+                };
+                notify::handle(deps, payload).await
             }
         }
     }

@@ -19,6 +19,8 @@ pub struct Settings {
     /// Hand off after this long, whatever the deadline says.
     pub time_budget: Option<Duration>,
     pub slack_webhook_secret: Option<String>,
+    /// How long the run page links in notifications stay valid.
+    pub report_link_expiry: Duration,
     pub metrics_namespace: String,
     /// This function's name, for hand-off invocations.
     pub function_name: Option<String>,
@@ -52,6 +54,10 @@ impl Settings {
             reports_prefix: "reports/".into(),
             time_budget,
             slack_webhook_secret: var("PIPEFY_SYNC_SLACK_WEBHOOK_SECRET"),
+            report_link_expiry: var("PIPEFY_SYNC_REPORT_LINK_EXPIRY_HOURS")
+                .map(|v| parse_link_expiry(&v))
+                .transpose()?
+                .unwrap_or(DEFAULT_LINK_EXPIRY),
             metrics_namespace: var("PIPEFY_SYNC_METRICS_NAMESPACE")
                 .unwrap_or_else(|| metrics::DEFAULT_NAMESPACE.into()),
             function_name: var("AWS_LAMBDA_FUNCTION_NAME"),
@@ -73,6 +79,19 @@ impl Settings {
         let believable = deadline_ms > now_ms && remaining <= Duration::from_secs(15 * 60);
         let by_deadline = believable.then(|| remaining.saturating_sub(DEADLINE_MARGIN));
         now + by_deadline.map_or(budget, |d| d.min(budget))
+    }
+}
+
+/// Run page links stay valid a week unless set otherwise: the longest S3 signs for.
+pub const DEFAULT_LINK_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// `PIPEFY_SYNC_REPORT_LINK_EXPIRY_HOURS`: whole hours, 1 to 168 (S3's longest signature).
+fn parse_link_expiry(v: &str) -> Result<Duration, HandlerError> {
+    match v.trim().parse::<u64>() {
+        Ok(hours @ 1..=168) => Ok(Duration::from_secs(hours * 3600)),
+        _ => Err(HandlerError::Setup(format!(
+            "PIPEFY_SYNC_REPORT_LINK_EXPIRY_HOURS is '{v}': give the hours a run page link in a notification stays valid, a whole number from 1 to 168 (S3 signs links for at most 7 days)"
+        ))),
     }
 }
 
@@ -103,6 +122,7 @@ pub(crate) mod tests {
             reports_prefix: "reports/".into(),
             time_budget: Some(Duration::from_secs(5)),
             slack_webhook_secret: None,
+            report_link_expiry: DEFAULT_LINK_EXPIRY,
             metrics_namespace: "x".into(),
             function_name: None,
             allowed_hosts: AllowedHosts::default(),
@@ -124,6 +144,21 @@ pub(crate) mod tests {
             Duration::from_millis(400)
         );
         assert_eq!(parse_time_budget("900").unwrap(), Duration::from_secs(900));
+    }
+
+    #[test]
+    fn link_expiries_are_whole_hours_up_to_a_week() {
+        assert_eq!(
+            parse_link_expiry("24").unwrap(),
+            Duration::from_secs(86_400)
+        );
+        assert_eq!(parse_link_expiry("168").unwrap(), DEFAULT_LINK_EXPIRY);
+        for bad in ["0", "169", "1.5", "a week", "-1"] {
+            assert!(
+                matches!(parse_link_expiry(bad), Err(HandlerError::Setup(m)) if m.contains("PIPEFY_SYNC_REPORT_LINK_EXPIRY_HOURS")),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -7,8 +7,15 @@
 //! reports/<destination>/<YYYY-MM-DD>/<run-id>/failed/part-00001.jsonl
 //! ```
 //! Parts are written at every checkpoint, so a run that hands off to a new invocation keeps
-//! adding parts to the same report. A drift report ([`drift`]) sits in the same place, its
-//! lines under `drift/`.
+//! adding parts to the same report. When the run ends, `report.html` ([`page`]) is written
+//! beside `summary.json`, and the destination's history ([`history`]) gains the run:
+//!
+//! ```text
+//! reports/<destination>/<YYYY-MM-DD>/<run-id>/report.html
+//! reports/<destination>/history.json
+//! reports/<destination>/index.html
+//! ```
+//! A drift report ([`drift`]) sits in the same place as a run's, its lines under `drift/`.
 
 use std::sync::Arc;
 
@@ -21,7 +28,11 @@ use crate::source::{Provenance, Row};
 use crate::store::{ObjectStore, StoreError, WriteCondition};
 
 pub mod drift;
+pub mod history;
+pub mod page;
 pub use drift::{DriftCounts, DriftLine, DriftState, DriftSummary};
+pub use history::{record_runs, History, HistoryEntry};
+pub use page::{render_history, render_run_page, FailedRows, PAGE_ROWS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Counts {
@@ -182,6 +193,16 @@ pub enum RunStatus {
     LeaseLost,
 }
 
+impl RunStatus {
+    /// The status as the summary's JSON (and the manifest's `last_run`) spell it.
+    pub fn name(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_else(|| format!("{self:?}").to_lowercase())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
     pub run_id: String,
@@ -198,6 +219,13 @@ pub struct RunSummary {
     /// Where the report lives (`s3://bucket/reports/...` or a local folder).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report_location: Option<String>,
+    /// The run's page (`.../report.html`), when it was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_page: Option<String>,
+    /// Requests the unchanged rows would have taken had they been sent (change detection
+    /// kept them from Pipefy): unchanged rows over the destination's mutations per request.
+    #[serde(default)]
+    pub requests_avoided: u64,
     /// The run-level error, when the status is `failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -253,6 +281,16 @@ pub fn failed_row_json(
     serde_json::Value::Object(obj)
 }
 
+/// A destination's reports folder: `<reports>/<destination>/`.
+pub fn destination_prefix(reports_prefix: &str, destination: &str) -> String {
+    let base = reports_prefix.trim_end_matches('/');
+    if base.is_empty() {
+        format!("{destination}/")
+    } else {
+        format!("{base}/{destination}/")
+    }
+}
+
 /// Where a run's (or a drift report's) files go: `<reports>/<destination>/<date>/<run-id>/`.
 pub fn report_prefix(
     reports_prefix: &str,
@@ -260,13 +298,58 @@ pub fn report_prefix(
     started_at: DateTime<Utc>,
     run_id: &str,
 ) -> String {
-    let base = reports_prefix.trim_end_matches('/');
-    let date = started_at.format("%Y-%m-%d");
-    if base.is_empty() {
-        format!("{destination}/{date}/{run_id}/")
-    } else {
-        format!("{base}/{destination}/{date}/{run_id}/")
+    format!(
+        "{}{}/{run_id}/",
+        destination_prefix(reports_prefix, destination),
+        started_at.format("%Y-%m-%d")
+    )
+}
+
+/// Whether a row result is a failed row (any stage).
+pub fn is_failed(action: RowAction) -> bool {
+    matches!(
+        action,
+        RowAction::Skipped | RowAction::Failed | RowAction::NotAttempted
+    )
+}
+
+/// Reads back the failed rows of the report under `prefix` (the first `cap` of them, and how
+/// many there are) and the names of its parts, for its page.
+pub async fn read_failed_rows(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    cap: usize,
+) -> Result<FailedRows, StoreError> {
+    let mut out = FailedRows::default();
+    for meta in store.list(&format!("{prefix}failed/")).await? {
+        out.failed_parts.push(
+            meta.key
+                .strip_prefix(prefix)
+                .unwrap_or(&meta.key)
+                .to_string(),
+        );
     }
+    for meta in store.list(&format!("{prefix}results/")).await? {
+        out.result_parts.push(
+            meta.key
+                .strip_prefix(prefix)
+                .unwrap_or(&meta.key)
+                .to_string(),
+        );
+        let (_, bytes) = store.get_bytes(&meta.key).await?;
+        for line in bytes.split(|b| *b == b'\n') {
+            let Ok(result) = serde_json::from_slice::<RowResult>(line) else {
+                continue;
+            };
+            if is_failed(result.action) {
+                out.total += 1;
+                if out.rows.len() < cap {
+                    out.rows.push(result);
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Buffers report lines and writes them as numbered parts.
@@ -361,6 +444,21 @@ impl ReportWriter {
             )
             .await?;
         Ok(())
+    }
+
+    /// Renders the run's page from its summary and the failed rows its parts hold, and
+    /// writes it as `report.html`. Returns where it is.
+    pub async fn write_page(&self, summary: &RunSummary) -> Result<String, StoreError> {
+        let failed = read_failed_rows(&*self.store, &self.prefix, PAGE_ROWS).await?;
+        let page = render_run_page(summary, &failed);
+        self.store
+            .put_bytes(
+                &format!("{}report.html", self.prefix),
+                Bytes::from(page),
+                WriteCondition::None,
+            )
+            .await?;
+        Ok(format!("{}report.html", self.location()))
     }
 
     /// Writes the report's `summary.json` (a run's or a drift report's).

@@ -186,6 +186,7 @@ impl ObjectStore for S3Store {
             .put_object()
             .bucket(&self.bucket)
             .key(key)
+            .set_content_type(content_type(key).map(str::to_string))
             .body(ByteStream::from(body));
         req = match &when {
             WriteCondition::None => req,
@@ -240,5 +241,35 @@ impl ObjectStore for S3Store {
                 other => Err(other),
             },
         }
+    }
+}
+
+/// The media type of the report files a browser opens (a run page over a presigned link
+/// must be served as HTML, not downloaded); other objects keep S3's default.
+fn content_type(key: &str) -> Option<&'static str> {
+    let ext = key.rsplit_once('.').map(|(_, e)| e)?;
+    match ext {
+        "html" => Some("text/html; charset=utf-8"),
+        "json" => Some("application/json"),
+        "jsonl" => Some("application/x-ndjson"),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod content_type_tests {
+    use super::content_type;
+
+    #[test]
+    fn pages_are_served_as_html() {
+        assert_eq!(
+            content_type("reports/d/index.html"),
+            Some("text/html; charset=utf-8")
+        );
+        assert_eq!(
+            content_type("reports/d/x/results/part-00001.jsonl"),
+            Some("application/x-ndjson")
+        );
+        assert_eq!(content_type("state/d/ledger.seg"), None);
     }
 }

@@ -53,6 +53,49 @@ async fn a_local_run_prints_no_aws_warning() {
         "{stdout}"
     );
     assert_eq!(h.cards_with("301", "external_id", "Q1").len(), 1);
+    // The summary ends with where the run page is, and the page is there.
+    let page = stdout
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("run page"))
+        .map(str::trim)
+        .expect("the run page is printed");
+    assert!(
+        page.ends_with("report.html") && std::path::Path::new(page).exists(),
+        "{page}"
+    );
+
+    // `report` renders the pages again and prints where the history page is, quietly too.
+    let mut report = Command::new(&cli);
+    report
+        .arg("report")
+        .arg(&dest_file)
+        .arg("--reports")
+        .arg(h.reports_root())
+        .env("HOME", h.dir.path());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AWS_") {
+            report.env_remove(k);
+        }
+    }
+    let rendered = report.output().expect("run pipefy-sync report");
+    let report_out = String::from_utf8_lossy(&rendered.stdout);
+    let report_err = String::from_utf8_lossy(&rendered.stderr);
+    assert!(rendered.status.success(), "{report_out}\n{report_err}");
+    let index = report_out
+        .lines()
+        .find_map(|l| l.strip_prefix("history page: "))
+        .expect("the history page is printed");
+    let history = std::fs::read_to_string(index).expect("index.html written");
+    assert_eq!(
+        history.matches("class=\"run\"").count(),
+        1,
+        "the one run: {history}"
+    );
+    assert!(
+        report_out.contains(page),
+        "its run page is listed: {report_out}"
+    );
+    assert!(report_err.is_empty(), "{report_err}");
     for word in [
         "IMDS",
         "imds",

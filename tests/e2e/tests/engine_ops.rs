@@ -563,6 +563,9 @@ async fn partial_success_off_stops_at_the_first_failure_and_lists_what_was_not_a
             (6, RowAction::NotAttempted),
         ]
     );
+    // Rows that failed preflight or were not attempted still show their keys.
+    let keys: Vec<_> = results[2..].iter().map(|r| r.key.as_deref()).collect();
+    assert_eq!(keys, [Some("A3"), Some("A4"), Some("A5")]);
     let failed = h.failed_rows(&s);
     let codes: Vec<(u64, &str)> = failed
         .iter()

@@ -279,6 +279,79 @@ async fn scheduled_run_writes_cards_and_the_report_to_s3() {
         "{failed}"
     );
 
+    // The run page beside the summary, served as HTML, and the destination's history page.
+    let page_key = format!("{prefix}report.html");
+    assert_eq!(
+        summary["report_page"],
+        format!("s3://{}/{page_key}", env().system_bucket),
+        "the response says where the run page is"
+    );
+    let s3 = env().moto.s3().await;
+    let head = s3
+        .head_object()
+        .bucket(&env().system_bucket)
+        .key(&page_key)
+        .send()
+        .await
+        .expect("report.html in S3");
+    assert_eq!(head.content_type(), Some("text/html; charset=utf-8"));
+    let index = get(
+        &env().system_bucket,
+        &format!("reports/{}/index.html", d.name),
+    )
+    .await
+    .expect("history page");
+    assert!(index.contains(&format!("data-run=\"{run_id}\"")), "{index}");
+
+    // notify's Slack message links the page through a presigned URL that opens it.
+    let record = json!({
+        "version": "1.0",
+        "timestamp": "2026-11-22T06:00:05Z",
+        "requestContext": {"requestId": "r", "functionArn": "arn:aws:lambda:us-east-1:000000000000:function:sync-scheduled", "condition": "Success", "approximateInvokeCount": 1},
+        "requestPayload": {"destination": d.name},
+        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST"},
+        "responsePayload": summary,
+    });
+    let notified = invoke("notify", record).await;
+    let notified = notified.expect_ok();
+    assert_eq!(notified["event"], "failed_rows", "{notified:#}");
+    let message = notified["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("s3://{}/{page_key}", env().system_bucket))
+            && !message.contains("X-Amz-Signature"),
+        "the response names the page, without the signed link: {message}"
+    );
+    let post = env()
+        .webhook
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|m| m.contains(&d.name))
+        .cloned()
+        .expect("a Slack post about the run");
+    let link = post
+        .split('<')
+        .nth(1)
+        .and_then(|l| l.split('|').next())
+        .expect("a Slack link in the post");
+    assert!(
+        link.contains("X-Amz-Signature") && link.contains("report.html"),
+        "{post}"
+    );
+    let opened = reqwest::get(link).await.expect("the link answers");
+    assert_eq!(opened.status(), 200, "{link}");
+    assert_eq!(
+        opened.headers()["content-type"]
+            .to_str()
+            .unwrap_or_default(),
+        "text/html; charset=utf-8"
+    );
+    assert!(opened.text().await.unwrap_or_default().contains(run_id));
+    assert!(
+        !env().watch.logs().contains("X-Amz-Signature"),
+        "signed links stay out of the logs"
+    );
+
     // The token never reaches the logs.
     assert!(!env().watch.logs().contains("demo-token"));
 }
