@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help tools demo test lint unit infra-check build bench emulator clean-demo
+.PHONY: help tools demo-tools demo test lint unit infra-check build bench emulator clean-demo
 
 help:
 	@echo "make demo      run the main job end to end on local emulators and print the run report"
@@ -16,7 +16,12 @@ help:
 tools:
 	@scripts/setup-tools.sh
 
-demo: tools
+# The demo needs moto and cargo-lambda only; the tests also need checkov, the Pipefy SDK and
+# Chromium.
+demo-tools:
+	@scripts/setup-tools.sh demo
+
+demo: demo-tools
 	@scripts/demo.sh
 
 test: tools lint unit infra-check

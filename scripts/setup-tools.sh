@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Installs what the tests and the demo need, once each, so `make test` and `make demo` can
-# call it every time:
+# Installs what the tests (`setup-tools.sh`) or only the demo (`setup-tools.sh demo`) need,
+# once each, so `make test` and `make demo` can call it every time:
 #   - Debian's Chromium (the run page tests render pages in it), when /usr/bin/chromium is
-#     missing: apt-get, as root or through sudo;
-#   - the pinned Python tools into .venv: a stamp holding the requirements' hash makes a
-#     second run a no-op.
+#     missing: apt-get, as root or through sudo; the demo does not need it;
+#   - the pinned Python tools into .venv (requirements-dev.txt, or requirements-demo.txt for
+#     the demo): a stamp holding the requirements' hash makes a second run a no-op.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+for_demo=$([ "${1:-}" = demo ] && echo 1 || echo 0)
 
-if ! [ -x /usr/bin/chromium ]; then
+if [ "$for_demo" = 0 ] && ! [ -x /usr/bin/chromium ]; then
   echo "setup-tools: installing Debian's chromium (once)" >&2
   as_root=()
   if [ "$(id -u)" != 0 ]; then
@@ -21,13 +22,19 @@ if ! [ -x /usr/bin/chromium ]; then
     || { "${as_root[@]}" apt-get update -qq && "${as_root[@]}" apt-get install -y -qq chromium >/dev/null; }
 fi
 venv=.venv
-stamp="$venv/.requirements.sha256"
-want=$(sha256sum requirements-dev.txt | cut -d' ' -f1)
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/moto_server" ]; then
+# The full set's stamp covers the demo's too.
+full_stamp="$venv/.requirements.sha256"
+full_want=$(cat requirements-dev.txt requirements-demo.txt | sha256sum | cut -d' ' -f1)
+demo_stamp="$venv/.demo-requirements.sha256"
+demo_want=$(sha256sum requirements-demo.txt | cut -d' ' -f1)
+has() { [ -f "$1" ] && [ "$(cat "$1")" = "$2" ] && [ -x "$venv/bin/moto_server" ]; }
+if has "$full_stamp" "$full_want" || { [ "$for_demo" = 1 ] && has "$demo_stamp" "$demo_want"; }; then
   exit 0
 fi
-echo "setup-tools: installing pinned tools into $venv (once)" >&2
+requirements=$([ "$for_demo" = 1 ] && echo requirements-demo.txt || echo requirements-dev.txt)
+echo "setup-tools: installing the pinned tools of $requirements into $venv (once)" >&2
 python3 -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
-echo "$want" > "$stamp"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+echo "$demo_want" > "$demo_stamp"
+[ "$for_demo" = 1 ] || echo "$full_want" > "$full_stamp"

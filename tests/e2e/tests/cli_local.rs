@@ -147,6 +147,11 @@ async fn a_plan_counts_what_a_run_would_do_and_writes_nothing() {
     let count = |label: &str| printed_count(&stdout, label);
     assert_eq!(count("would create"), Some(2), "{stdout}");
     assert_eq!(
+        count("failed rows"),
+        Some(0),
+        "one failed-rows figure:\n{stdout}"
+    );
+    assert_eq!(
         count("created"),
         None,
         "a dry run created nothing:\n{stdout}"
