@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make demo: the main job end to end on local parts. Starts moto (S3, Secrets Manager), the
-# Pipefy emulator and `cargo lambda watch` with the real functions; sets up the bucket, the
+# Pipefy emulator, `cargo lambda watch` (the Lambda Runtime and Invoke APIs) and the real
+# functions attached to it; sets up the bucket, the
 # token secret and the destination file; uploads the sample table; invokes sync-scheduled,
 # sync-upload (with an S3 event) and notify; ends with what each run did, its failed rows and
 # why, and the run pages copied into .demo/pages/ to open in a browser.
@@ -29,10 +30,11 @@ wait_port() {
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "building the emulator and the functions (debug)"
-# Two builds: together, the emulator's dependency features would be unified into the
-# functions, and `cargo lambda watch` (which builds the functions alone) would build again.
-cargo build -q -p pipefy-emulator
-cargo build -q -p sync-scheduled -p sync-upload -p notify
+# One build: the crates the emulator and the functions share are compiled once, and both
+# cores stay busy. `cargo lambda watch` then serves only the Lambda APIs and the functions
+# are started from this build, so it never builds them again by itself.
+functions=(sync-scheduled sync-upload notify)
+cargo build -q -p pipefy-emulator -p sync-scheduled -p sync-upload -p notify
 
 moto_port=$(free_port); emu_port=$(free_port); lambda_port=$(free_port)
 aws=http://127.0.0.1:$moto_port
@@ -52,10 +54,17 @@ sed -e "s|\${DATA_BUCKET}|$data_bucket|" -e "s|\${PIPEFY_ENDPOINT}|http://127.0.
 "$venv/python" scripts/local_aws.py "$aws" put "$system_bucket" config/destinations/customers.yaml "$work/customers.yaml"
 "$venv/python" scripts/local_aws.py "$aws" put "$data_bucket" refined/customers/part-0001.csv tests/fixtures/demo/data/refined/customers/part-0001.csv
 
-step "starting cargo lambda watch on :$lambda_port"
-env_vars="PIPEFY_SYNC_BUCKET=$system_bucket,AWS_ENDPOINT_URL=$aws,AWS_ENDPOINT_URL_LAMBDA=http://127.0.0.1:$lambda_port,AWS_REGION=us-east-1,AWS_ACCESS_KEY_ID=testing,AWS_SECRET_ACCESS_KEY=testing,AWS_LAMBDA_LOG_FORMAT=Text"
-"$venv/cargo-lambda" lambda watch -q --ignore-changes -P "$lambda_port" -A 127.0.0.1 --concurrency 2 --env-vars "$env_vars" >"$work/lambda.log" 2>&1 & pids+=($!)
+step "starting cargo lambda watch on :$lambda_port and the functions"
+"$venv/cargo-lambda" lambda watch -q --only-lambda-apis --ignore-changes -P "$lambda_port" -A 127.0.0.1 >"$work/lambda.log" 2>&1 & pids+=($!)
 wait_port "$lambda_port" "cargo lambda watch"
+for fn in "${functions[@]}"; do
+  # What Lambda gives a function, with the Runtime API at this function's route.
+  env PIPEFY_SYNC_BUCKET="$system_bucket" AWS_ENDPOINT_URL="$aws" AWS_ENDPOINT_URL_LAMBDA="http://127.0.0.1:$lambda_port" \
+    AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_LAMBDA_LOG_FORMAT=Text \
+    AWS_LAMBDA_FUNCTION_NAME="$fn" AWS_LAMBDA_FUNCTION_VERSION='$LATEST' AWS_LAMBDA_FUNCTION_MEMORY_SIZE=1024 \
+    AWS_LAMBDA_RUNTIME_API="http://127.0.0.1:$lambda_port/.rt/$fn" \
+    "target/debug/$fn" >"$work/$fn.log" 2>&1 & pids+=($!)
+done
 
 # Invokes a function; its response is kept in .demo/<name>.json and told in one line.
 invoke() {
