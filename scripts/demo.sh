@@ -29,12 +29,12 @@ wait_port() {
 }
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "building the emulator and the functions (debug)"
+step "building the emulator and the functions (profile demo)"
 # One build: the crates the emulator and the functions share are compiled once, and both
 # cores stay busy. `cargo lambda watch` then serves only the Lambda APIs and the functions
 # are started from this build, so it never builds them again by itself.
 functions=(sync-scheduled sync-upload notify)
-cargo build -q -p pipefy-emulator -p sync-scheduled -p sync-upload -p notify
+cargo build -q --profile demo -p pipefy-emulator -p sync-scheduled -p sync-upload -p notify
 
 moto_port=$(free_port); emu_port=$(free_port); lambda_port=$(free_port)
 aws=http://127.0.0.1:$moto_port
@@ -43,7 +43,7 @@ data_bucket=demo-data-lake
 
 step "starting moto server on :$moto_port and the Pipefy emulator on :$emu_port"
 "$venv/moto_server" -H 127.0.0.1 -p "$moto_port" >"$work/moto.log" 2>&1 & pids+=($!)
-target/debug/pipefy-emulator --port "$emu_port" --fixture tests/fixtures/emulator/demo.json >"$work/emulator.log" 2>&1 & pids+=($!)
+target/demo/pipefy-emulator --port "$emu_port" --fixture tests/fixtures/emulator/demo.json >"$work/emulator.log" 2>&1 & pids+=($!)
 wait_port "$moto_port" moto; wait_port "$emu_port" emulator
 
 step "creating buckets, the token secret and the destination file; uploading the sample table"
@@ -63,7 +63,7 @@ for fn in "${functions[@]}"; do
     AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_LAMBDA_LOG_FORMAT=Text \
     AWS_LAMBDA_FUNCTION_NAME="$fn" AWS_LAMBDA_FUNCTION_VERSION='$LATEST' AWS_LAMBDA_FUNCTION_MEMORY_SIZE=1024 \
     AWS_LAMBDA_RUNTIME_API="http://127.0.0.1:$lambda_port/.rt/$fn" \
-    "target/debug/$fn" >"$work/$fn.log" 2>&1 & pids+=($!)
+    "target/demo/$fn" >"$work/$fn.log" 2>&1 & pids+=($!)
 done
 
 # Invokes a function; its response is kept in .demo/<name>.json and told in one line.
