@@ -17,8 +17,8 @@ use pipefy_sync::engine::{drift, sync, DriftRequest, Progress, RunContext, RunRe
 use pipefy_sync::mapping::{Mapper, Schema};
 use pipefy_sync::pipefy::{AllowedHosts, PipefyClient};
 use pipefy_sync::report::{
-    destination_prefix, record_runs, report_prefix, Counts, DriftLine, DriftState, DriftSummary,
-    HistoryEntry, ReportWriter, RowResult, RunStatus, RunSummary,
+    destination_prefix, outcome_words, record_runs, report_prefix, Counts, DriftLine, DriftState,
+    DriftSummary, HistoryEntry, ReportWriter, RowResult, RunStatus, RunSummary,
 };
 use pipefy_sync::state::StateStore;
 use pipefy_sync::store::local::LocalStore;
@@ -468,11 +468,7 @@ fn print_summary(s: &RunSummary) {
     );
     println!("  files            {}", s.source_files.len());
     // A dry run sent nothing: its counts are what a run would do.
-    let (created, updated, removed) = if s.dry_run {
-        ("would create", "would update", "would remove")
-    } else {
-        ("created", "updated", "removed")
-    };
+    let (created, updated, removed) = outcome_words(s.dry_run);
     for (label, n) in [
         ("read", c.read),
         (created, c.created),

@@ -85,6 +85,14 @@ pub struct History {
 }
 
 impl History {
+    /// A destination's history before its first run.
+    pub fn empty(destination: &str) -> History {
+        History {
+            destination: destination.to_string(),
+            runs: Vec::new(),
+        }
+    }
+
     /// Adds the entry, or replaces the one of the same run (a run rendered again), keeping
     /// the runs newest first and at most [`HISTORY_RUNS`].
     pub fn upsert(&mut self, entry: HistoryEntry) {
@@ -116,20 +124,11 @@ pub async fn read_history(
             // A history that does not parse is replaced rather than blocking every run.
             let history = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
                 tracing::warn!(key, error = %e, "run history unreadable; starting a new one");
-                History {
-                    destination: destination.to_string(),
-                    runs: Vec::new(),
-                }
+                History::empty(destination)
             });
             Ok((history, Some(meta.etag)))
         }
-        Err(StoreError::NotFound(_)) => Ok((
-            History {
-                destination: destination.to_string(),
-                runs: Vec::new(),
-            },
-            None,
-        )),
+        Err(StoreError::NotFound(_)) => Ok((History::empty(destination), None)),
         Err(e) => Err(e),
     }
 }

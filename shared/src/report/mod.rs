@@ -72,6 +72,16 @@ pub struct Counts {
     pub throttles: u64,
 }
 
+/// The words for rows created, updated and removed: what a dry run would do, or what a run
+/// did.
+pub fn outcome_words(dry_run: bool) -> (&'static str, &'static str, &'static str) {
+    if dry_run {
+        ("would create", "would update", "would remove")
+    } else {
+        ("created", "updated", "removed")
+    }
+}
+
 impl Counts {
     /// Every failed row, whatever the stage.
     pub fn failed_rows(&self) -> u64 {

@@ -153,11 +153,7 @@ fn close_page(out: &mut String, script: Option<&str>) {
 
 /// The counts a page shows, in order, with the words for a dry run.
 fn count_items(c: &Counts, dry_run: bool) -> Vec<(&'static str, &'static str, u64)> {
-    let (created, updated, removed) = if dry_run {
-        ("would create", "would update", "would remove")
-    } else {
-        ("created", "updated", "removed")
-    };
+    let (created, updated, removed) = super::outcome_words(dry_run);
     let mut items = vec![
         ("read", "read", c.read),
         ("created", created, c.created),

@@ -111,9 +111,9 @@ async fn run_pages_and_the_history_show_what_happened_in_a_browser() {
         failed_rows(&plain),
         [("K2".to_string(), false), ("K4".to_string(), false)]
     );
-    assert!(tags_with(&plain, "id=\"search\"")
-        .iter()
-        .all(|t| t.contains(" hidden")));
+    let search = tags_with(&plain, "id=\"search\"");
+    assert_eq!(search.len(), 1, "one search box");
+    assert!(search[0].contains(" hidden"), "{search:?}");
     assert_eq!(shown_count(&plain, "failed"), 2);
 
     // A second run: K2 fixed, K1 renamed.
