@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make bench: measures throughput to Pipefy (emulator), dry-run speed and memory, the
-# steady state (overwrite and keep_edits), the ledger, start-up/size and drift, side by side in one run; writes
+# steady state (overwrite and keep_edits), the ledger, start-up/size, drift and a large
+# attachment's upload, side by side in one run; writes
 # bench/out/results.json and bench/out/results.md (the table for the README).
 #
 # Builds, one at a time: the Lambda zips (`make build`, release arm64; x86_64 where the arm64
@@ -9,7 +10,8 @@
 #
 # Knobs (environment): BENCH_ROWS (1000000; the larger size is 10x, or BENCH_BIG_ROWS, 0 to
 # skip), BENCH_THROUGHPUT_ROWS (5000), BENCH_PEER_SECONDS (60), BENCH_PEER_CARDS (300),
-# BENCH_STEADY_ROWS, BENCH_DRIFT_CARDS (100000), BENCH_STARTUP_RUNS (5), BENCH_ONLY (throughput,dry,steady,ledger,startup,drift),
+# BENCH_STEADY_ROWS, BENCH_DRIFT_CARDS (100000), BENCH_STARTUP_RUNS (5), BENCH_UPLOAD_MIB (200),
+# BENCH_ONLY (throughput,dry,steady,ledger,startup,drift,uploads),
 # BENCH_DRY_MODES (pipeline,engine), BENCH_SKIP_BUILD=1, BENCH_PYTHON, BENCH_PROFILE=debug
 # (quick trials with debug builds: figures are then not representative).
 # Generated tables are kept in bench/out/data/ and reused; delete the folder to regenerate.
@@ -23,7 +25,7 @@ case "$profile" in
   *) echo "bench: BENCH_PROFILE must be release or debug, not '$profile'" >&2; exit 2 ;;
 esac
 
-only=${BENCH_ONLY:-throughput,dry,steady,ledger,startup,drift}
+only=${BENCH_ONLY:-throughput,dry,steady,ledger,startup,drift,uploads}
 wants() { [[ ",$only," == *",$1,"* ]]; }
 
 lambda_dir=target/lambda
@@ -49,7 +51,7 @@ elif wants startup && ! rustup target list --installed 2>/dev/null | grep -qx aa
   zip_arch=x86_64
 fi
 
-if wants startup; then
+if wants startup || wants uploads; then
   # Built on their own, not with the bench: building them together would unify the
   # emulator's dependency features into the functions.
   echo "bench: building the functions ($profile, x86_64) for the start-up figures" >&2

@@ -253,6 +253,33 @@ def rust_prefix(layer: str, table: str) -> str:
     return f"{layer.strip('/')}/{table.strip('/')}/"
 
 
+def attach_locations(d: dict[str, Any]) -> list[tuple[str, str]]:
+    """AttachSource::new in shared/src/mapping/attach.rs: each `attach:` of the mapping, its
+    bucket (default the source's) and its prefix as "<prefix>/" ("" for the whole bucket)."""
+    out = []
+    for m in (d.get("mapping") or {}).values():
+        if isinstance(m, dict) and m.get("attach") is not None:
+            a = m["attach"] or {}
+            bucket = a.get("bucket") or (d.get("source") or {}).get("bucket")
+            p = str(a.get("prefix") or "").strip("/")
+            if bucket:
+                out.append((bucket, f"{p}/" if p else ""))
+    return out
+
+
+def read_access(docs: list[tuple[str, Any]], uploads_only: bool) -> dict[str, set[str]]:
+    """bucket -> prefixes a sync function may read: tables and attach locations."""
+    out: dict[str, set[str]] = {}
+    for _, d in docs:
+        if uploads_only and (d.get("trigger") or {}).get("on_upload") is None:
+            continue
+        src = d["source"]
+        out.setdefault(src["bucket"], set()).add(rust_prefix(src["layer"], src["table"]))
+        for bucket, prefix in attach_locations(d):
+            out.setdefault(bucket, set()).add(prefix)
+    return out
+
+
 def load_destination_docs(folder: Path) -> list[tuple[str, Any]]:
     docs = []
     for f in sorted(list(folder.glob("*.yaml")) + list(folder.glob("*.yml"))):
@@ -539,6 +566,9 @@ TERRAFORM_READS = [
     ("OnUpload", "suffixes"),
     ("TokenSource", "secret"),
     ("SyncOptions", "failed_rows_alert_threshold"),
+    ("FieldMappingFull", "attach"),
+    ("AttachConfig", "bucket"),
+    ("AttachConfig", "prefix"),
 ]
 
 # Where each key of a destination file is described: path in the YAML -> struct.
@@ -591,11 +621,12 @@ def write_folder(root: Path, files: dict[str, str]) -> Path:
     return root
 
 
-def dest_yaml(name: str, layer: str = "refined", table: str = "t", bucket: str | None = "lake", trigger: str = "", token: bool = True) -> str:
+def dest_yaml(name: str, layer: str = "refined", table: str = "t", bucket: str | None = "lake", trigger: str = "", token: bool = True, mapping: str = "") -> str:
     lines = [f"name: {name}", "operation: create_card", 'pipe_id: "1"', "source:"]
     if bucket is not None:
         lines.append(f"  bucket: {bucket}")
     lines += [f"  layer: '{layer}'", f"  table: '{table}'", "mapping:", "  title: a"]
+    lines += ["  " + m for m in mapping.strip("\n").split("\n") if m]
     if trigger:
         lines.append("trigger:")
         lines += ["  " + t for t in trigger.strip("\n").split("\n")]
@@ -629,13 +660,8 @@ def check_example_evaluated(docs: list[tuple[str, Any]], ev: dict[str, Any]) -> 
     }
     R.check(ev["scheduled_destinations"] == want_sched, "example schedules: expression and time zone of each file", f"{ev['scheduled_destinations']}")
 
-    all_src: dict[str, set[str]] = {}
-    up_src: dict[str, set[str]] = {}
-    for _, d in docs:
-        src = d["source"]
-        all_src.setdefault(src["bucket"], set()).add(rust_prefix(src["layer"], src["table"]))
-        if (d.get("trigger") or {}).get("on_upload") is not None:
-            up_src.setdefault(src["bucket"], set()).add(rust_prefix(src["layer"], src["table"]))
+    all_src = read_access(docs, uploads_only=False)
+    up_src = read_access(docs, uploads_only=True)
     got = {f: {b: set(p) for b, p in m.items()} for f, m in ev["source_access"].items()}
     R.check(got.get("sync-scheduled") == all_src, "sync-scheduled may read the source prefixes of all destinations, only", f"{got.get('sync-scheduled')}")
     R.check(got.get("sync-upload") == up_src, "sync-upload may read the source prefixes of upload destinations, only", f"{got.get('sync-upload')}")
@@ -683,6 +709,32 @@ def check_handmade_folders(tmp: Path) -> None:
         R.check(ev["scheduled_destinations"] == {"a": {"expression": "rate(1 hour)", "timezone": "UTC"}}, "a schedule without timezone runs in UTC", f"{ev['scheduled_destinations']}")
         R.check(ev["source_access"]["sync-upload"] == {}, "sync-upload reads nothing when no destination has an upload trigger", f"{ev['source_access']}")
 
+    def attach_access(ev: dict[str, Any], docs: list[tuple[str, Any]]) -> None:
+        R.check(ev["destination_errors"] == [], "attach: no error", f"{ev['destination_errors']}")
+        got = {f: {b: set(p) for b, p in m.items()} for f, m in ev["source_access"].items()}
+        want = read_access(docs, uploads_only=False)
+        R.check(
+            want == {"lake": {"refined/t/", "invoices/2024/", ""}, "docs": {"contracts/"}},
+            "attach: the expectation covers another bucket, slashes, the whole bucket and `attach:` alone",
+            f"{want}",
+        )
+        R.check(got.get("sync-scheduled") == want, "sync-scheduled may read the attach locations of the mappings, only", f"{got.get('sync-scheduled')}")
+        R.check(got.get("sync-upload") == read_access(docs, uploads_only=True), "sync-upload may read the attach locations of upload destinations", f"{got.get('sync-upload')}")
+
+    cases.append(
+        (
+            "attachments from S3",
+            {
+                "a.yaml": dest_yaml(
+                    "a",
+                    trigger="on_upload: {}",
+                    mapping="invoice: { column: f, attach: { prefix: /invoices/2024/ } }\ncontract: { column: c, attach: { bucket: docs, prefix: contracts } }",
+                ),
+                "b.yaml": dest_yaml("b", mapping="scan: { column: s, attach: {} }\nother: { column: o, attach: }\nplain: p"),
+            },
+            attach_access,
+        )
+    )
     cases.append(("null on_upload", {"a.yaml": dest_yaml("a", trigger="schedule:\n  expression: rate(1 hour)\non_upload:")}, null_upload))
 
     def errors(expected: list[str]) -> Callable[[dict[str, Any], list[tuple[str, Any]]], None]:

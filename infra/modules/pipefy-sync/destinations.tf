@@ -53,6 +53,15 @@ locals {
       suffixes                    = try([for s in doc.trigger.on_upload.suffixes : tostring(s)], [])
       token_secret                = try(tostring(doc.token.secret), null)
       failed_rows_alert_threshold = coalesce(try(tonumber(doc.sync.failed_rows_alert_threshold), null), 0)
+      # Attachments read from S3 (`attach:` in a mapping entry; `attach:` alone is none): the
+      # bucket (default the source's) and the prefix, "<prefix>/" or "" for the whole
+      # bucket, as AttachSource::new in shared/src/mapping/attach.rs reads them.
+      attach = [
+        for m in try(values(doc.mapping), []) : {
+          bucket = try(coalesce(try(tostring(m.attach.bucket), null), try(tostring(doc.source.bucket), null)), null)
+          prefix = try(trim(tostring(m.attach.prefix), "/"), "") == "" ? "" : "${trim(tostring(m.attach.prefix), "/")}/"
+        } if try(m.attach != null, false)
+      ]
     }
   ]
 
@@ -119,16 +128,24 @@ locals {
     ]
   }
 
-  # What each sync function may read: bucket -> table prefixes. sync-scheduled runs any
-  # destination (schedules and manual runs); sync-upload only those with an upload trigger.
+  # What each sync function may read: bucket -> the table prefixes and the attach
+  # locations of its destinations' mappings. sync-scheduled runs any destination (schedules
+  # and manual runs); sync-upload only those with an upload trigger.
+  read_locations = {
+    for f, ds in {
+      "sync-scheduled" = values(local.destinations)
+      "sync-upload"    = values(local.upload_destinations)
+      } : f => flatten([
+        for d in ds : concat(
+          d.bucket != null && d.prefix != null ? [{ bucket = d.bucket, prefix = d.prefix }] : [],
+          [for a in d.attach : a if a.bucket != null]
+        )
+    ])
+  }
   source_access = {
-    "sync-scheduled" = {
-      for b in distinct([for d in values(local.destinations) : d.bucket if d.bucket != null && d.prefix != null]) :
-      b => distinct([for d in values(local.destinations) : d.prefix if d.bucket == b && d.prefix != null])
-    }
-    "sync-upload" = {
-      for b in distinct([for d in values(local.upload_destinations) : d.bucket]) :
-      b => distinct([for d in values(local.upload_destinations) : d.prefix if d.bucket == b])
+    for f, locations in local.read_locations : f => {
+      for b in distinct([for l in locations : l.bucket]) :
+      b => distinct([for l in locations : l.prefix if l.bucket == b])
     }
   }
 

@@ -367,6 +367,14 @@ fn resolve_files(files: &[String]) -> RunScope {
     )
 }
 
+/// Whether a mapping entry reads attachments from a bucket of its own.
+fn attaches_elsewhere(dest: &Destination) -> bool {
+    dest.mapping
+        .values()
+        .filter_map(|m| m.attach.as_ref())
+        .any(|a| a.bucket.is_some() && a.bucket != dest.source.bucket)
+}
+
 async fn context(
     dest: &Destination,
     dest_file: &Path,
@@ -392,8 +400,18 @@ async fn context(
     };
     let (state_store, state_prefix) = store_for(&storage.state).await?;
     let (report_store, reports_prefix) = store_for(&storage.reports).await?;
+    // Attachments in other buckets than the source's are read with the same AWS setup.
+    let attachment_buckets: Option<Arc<dyn pipefy_sync::store::BucketStores>> =
+        if attaches_elsewhere(dest) {
+            Some(Arc::new(pipefy_sync::store::S3Buckets(
+                pipefy_sync::aws::s3_client(aws().await),
+            )))
+        } else {
+            None
+        };
     Ok(RunContext {
         source_store,
+        attachment_buckets,
         state_store,
         state_prefix,
         report_store,
@@ -481,6 +499,8 @@ fn print_summary(s: &RunSummary) {
         (removed, c.removed),
         ("recovered creates", c.recovered_creates),
         ("read before update", c.current_value_reads),
+        ("files uploaded", c.files_uploaded),
+        ("bytes uploaded", c.bytes_uploaded),
         ("API requests", c.requests),
         ("retries", c.retries),
         ("throttles", c.throttles),

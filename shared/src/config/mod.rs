@@ -198,6 +198,22 @@ pub struct FieldMapping {
     pub mode: ListMode,
     /// Overrides `sync.on_conflict` for this target.
     pub on_conflict: Option<OnConflict>,
+    /// Attachment fields: the column names files in S3, which pipefy-sync uploads.
+    pub attach: Option<AttachConfig>,
+}
+
+/// Where the files an attachment column names are read from (docs/mapping.md,
+/// "Attachments from S3").
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachConfig {
+    /// The bucket that holds the files (default: the source's bucket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    /// The folder that holds them: a relative key is read under it, and a key outside it
+    /// is refused. It is also what the functions' IAM policy grants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
 }
 
 /// What an update does to a value a person changed in Pipefy since pipefy-sync wrote it.
@@ -297,6 +313,8 @@ struct FieldMappingFull {
     mode: ListMode,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     on_conflict: Option<OnConflict>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    attach: Option<AttachConfig>,
 }
 
 // By hand rather than `untagged`, so a typo inside an entry ("colum: name") gets serde's
@@ -325,6 +343,7 @@ impl<'de> serde::de::Visitor<'de> for FieldMappingVisitor {
             write: WritePolicy::default(),
             mode: ListMode::default(),
             on_conflict: None,
+            attach: None,
         })
     }
 
@@ -357,6 +376,7 @@ impl<'de> serde::de::Visitor<'de> for FieldMappingVisitor {
             write: full.write,
             mode: full.mode,
             on_conflict: full.on_conflict,
+            attach: full.attach,
         })
     }
 }
@@ -378,6 +398,7 @@ impl From<FieldMapping> for FieldMappingRepr {
             write: m.write,
             mode: m.mode,
             on_conflict: m.on_conflict,
+            attach: m.attach,
         })
     }
 }
@@ -450,6 +471,9 @@ pub struct Limits {
     /// HTTP requests in flight at once.
     #[serde(default = "default_concurrency")]
     pub concurrency: u32,
+    /// Attachment uploads (S3 to Pipefy's storage) in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub upload_concurrency: u32,
 }
 
 impl Default for Limits {
@@ -459,6 +483,7 @@ impl Default for Limits {
             window_seconds: default_window_seconds(),
             mutations_per_request: default_mutations_per_request(),
             concurrency: default_concurrency(),
+            upload_concurrency: default_concurrency(),
         }
     }
 }
@@ -556,6 +581,10 @@ pub struct SyncOptions {
     /// pipefy-sync wrote. `keep_edits` targets always record it.
     #[serde(default)]
     pub track_edits: bool,
+    /// The Pipefy organization that attachments are uploaded for. Absent: read from
+    /// `organizations { pipes / tables }` once per run that uploads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_id: Option<String>,
 }
 
 impl Default for SyncOptions {
@@ -569,6 +598,7 @@ impl Default for SyncOptions {
             lease_seconds: default_lease_seconds(),
             on_conflict: OnConflict::default(),
             track_edits: false,
+            organization_id: None,
         }
     }
 }

@@ -262,6 +262,10 @@ pub fn validate(d: &Destination) -> Result<(), Problem> {
     if !(1..=64).contains(&l.concurrency) {
         return Err(problem("limits.concurrency", "must be 1 to 64"));
     }
+    // Each upload in flight holds a read buffer and a connection, not the file.
+    if !(1..=32).contains(&l.upload_concurrency) {
+        return Err(problem("limits.upload_concurrency", "must be 1 to 32"));
+    }
     if let Some(s) = &d.trigger.schedule {
         check_schedule(&s.expression).map_err(|m| problem("trigger.schedule.expression", m))?;
         if s.timezone.parse::<chrono_tz::Tz>().is_err() {

@@ -10,6 +10,7 @@
 //!   window.rs     a window through the stages below, then each row's result
 //!   lookups.rs    3a unknown keys of upserts looked up in Pipefy -> update or create
 //!   connections.rs 3b connected cards and records by key -> ids
+//!   attachments.rs 3d files in S3 uploaded to Pipefy -> storage paths
 //!   send.rs       4 intents made durable, then the batched writes (requests.rs builds them)
 //!   ambiguous.rs  5 unknown outcomes resolved by key, never by blind repetition
 //!   commit.rs     6 counts, ledger writes, report, checkpoint, finish
@@ -23,6 +24,7 @@
 //! bookkeeping, sets the pace.
 
 mod ambiguous;
+mod attachments;
 mod commit;
 mod connections;
 mod current;
@@ -112,6 +114,9 @@ pub trait Progress: Send + Sync {
 #[derive(Clone)]
 pub struct RunContext {
     pub source_store: Arc<dyn ObjectStore>,
+    /// Buckets other than the source's that attachments are read from (`None`: only the
+    /// source's store).
+    pub attachment_buckets: Option<Arc<dyn crate::store::BucketStores>>,
     pub state_store: Arc<dyn ObjectStore>,
     pub state_prefix: String,
     pub report_store: Arc<dyn ObjectStore>,
@@ -189,6 +194,8 @@ pub(crate) struct RunShared {
     pub removal: Option<RemovalOp>,
     /// Cards or records read before updates (`write: if_empty`, `mode: add`).
     pub current_reads: std::sync::atomic::AtomicU64,
+    /// Uploads of attachments from S3 (`None`: the mapping has none, or a dry run).
+    pub attachments: Option<attachments::Attachments>,
 }
 
 impl RunShared {

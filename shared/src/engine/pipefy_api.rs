@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use crate::mapping::Schema;
 use crate::pipefy::{
     Card, CardPage, ClientStats, FieldDef, Listing, Mutation, OpError, OpResult, PipefyClient,
-    PipefyError, WriteGate,
+    PipefyError, PresignedUrl, UploadError, UploadRequest, WriteGate,
 };
 
 use super::Repo;
@@ -42,6 +42,22 @@ pub trait PipefyApi: Send + Sync {
     /// One page of a pipe's or phase's cards or a table's records; `after` is the previous
     /// page's `end_cursor`.
     async fn page(&self, of: &Listing, after: Option<&str>) -> Result<CardPage, PipefyError>;
+    /// The organization holding the pipe (`pipe`) or table `id`, if the token sees it.
+    async fn organization_of(&self, id: &str, pipe: bool) -> Result<Option<String>, PipefyError>;
+    /// An upload URL per file (`createPresignedUrl`), batched.
+    async fn presigned_urls(
+        &self,
+        requests: &[UploadRequest],
+        gate: Option<&dyn WriteGate>,
+    ) -> Result<Vec<Result<PresignedUrl, OpError>>, PipefyError>;
+    /// Streams a file to its upload URL.
+    async fn put_upload(
+        &self,
+        target: &PresignedUrl,
+        content_type: &str,
+        length: u64,
+        body: reqwest::Body,
+    ) -> Result<(), UploadError>;
     /// Requests, retries and throttles so far.
     fn stats(&self) -> ClientStats;
 }
@@ -85,6 +101,28 @@ impl PipefyApi for PipefyClient {
 
     async fn page(&self, of: &Listing, after: Option<&str>) -> Result<CardPage, PipefyError> {
         self.list_page(of, after).await
+    }
+
+    async fn organization_of(&self, id: &str, pipe: bool) -> Result<Option<String>, PipefyError> {
+        PipefyClient::organization_of(self, id, pipe).await
+    }
+
+    async fn presigned_urls(
+        &self,
+        requests: &[UploadRequest],
+        gate: Option<&dyn WriteGate>,
+    ) -> Result<Vec<Result<PresignedUrl, OpError>>, PipefyError> {
+        PipefyClient::presigned_urls(self, requests, gate).await
+    }
+
+    async fn put_upload(
+        &self,
+        target: &PresignedUrl,
+        content_type: &str,
+        length: u64,
+        body: reqwest::Body,
+    ) -> Result<(), UploadError> {
+        PipefyClient::put_upload(self, target, content_type, length, body).await
     }
 
     fn stats(&self) -> ClientStats {

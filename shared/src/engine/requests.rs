@@ -51,6 +51,12 @@ fn field_json(value: &FieldValue, conn: &dyn ConnectionIds) -> serde_json::Value
     match value {
         FieldValue::Json(v) => v.clone(),
         FieldValue::Connect(refs) => serde_json::Value::from(conn.ids(refs)),
+        // Replaced by storage paths once uploaded (engine/attachments.rs); left as it is only
+        // in a dry run's plan, where it says what would be uploaded. Pipefy refuses it.
+        FieldValue::Files(files) => files
+            .iter()
+            .map(|f| format!("upload {}", f.location()))
+            .collect(),
         FieldValue::Clear => serde_json::Value::Null,
     }
 }

@@ -255,6 +255,8 @@ pub(super) async fn run_once(
     let mut ledger = state.load_ledger(&loaded.manifest).await?;
 
     let (mapper, key_field, _) = mapper_for(&*api, dest, &repo).await?;
+    let attachments =
+        super::attachments::prepare(ctx, dest, &*api, &repo, &mapper, &state, req.dry_run).await?;
 
     // The cursor: continue the run named, or start a new one.
     let continuing = loaded
@@ -369,6 +371,7 @@ pub(super) async fn run_once(
         lease,
         removal,
         current_reads: Default::default(),
+        attachments,
     });
 
     let mut runner = Runner {
@@ -397,5 +400,10 @@ pub(super) async fn run_once(
         .shared
         .current_reads
         .load(std::sync::atomic::Ordering::SeqCst);
+    if let Some(att) = &runner.shared.attachments {
+        let counts = &mut runner.cursor.counts;
+        counts.files_uploaded += att.files_uploaded.load(std::sync::atomic::Ordering::SeqCst);
+        counts.bytes_uploaded += att.bytes_uploaded.load(std::sync::atomic::Ordering::SeqCst);
+    }
     runner.finish(status).await
 }

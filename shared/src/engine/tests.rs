@@ -16,7 +16,8 @@ use crate::config::parse_destination;
 use crate::mapping::{Mapper, Schema};
 use crate::pipefy::schema::{FieldDef, FieldType, PhaseDef, PipeSchema};
 use crate::pipefy::{
-    Card, ClientStats, ErrorClass, Mutation, OpError, OpResult, OpSuccess, PipefyError, WriteGate,
+    Card, ClientStats, ErrorClass, Mutation, OpError, OpResult, OpSuccess, PipefyError,
+    PresignedUrl, UploadError, UploadRequest, WriteGate,
 };
 use crate::report::RowAction;
 use crate::source::{Provenance, Row};
@@ -130,6 +131,40 @@ impl PipefyApi for FakePipefy {
         })
     }
 
+    async fn organization_of(&self, _id: &str, _pipe: bool) -> Result<Option<String>, PipefyError> {
+        Ok(Some("1".to_string()))
+    }
+
+    async fn presigned_urls(
+        &self,
+        requests: &[UploadRequest],
+        _gate: Option<&dyn WriteGate>,
+    ) -> Result<Vec<Result<PresignedUrl, OpError>>, PipefyError> {
+        Ok(requests
+            .iter()
+            .enumerate()
+            .map(|(n, r)| {
+                let url = format!("http://127.0.0.1/orgs/o/uploads/{n}/{}?sig=s", r.file_name);
+                PresignedUrl::parse(&url).map_err(|message| OpError {
+                    class: ErrorClass::Permanent,
+                    code: None,
+                    message,
+                    attempts: 1,
+                })
+            })
+            .collect())
+    }
+
+    async fn put_upload(
+        &self,
+        _target: &PresignedUrl,
+        _content_type: &str,
+        _length: u64,
+        _body: reqwest::Body,
+    ) -> Result<(), UploadError> {
+        Ok(())
+    }
+
     fn stats(&self) -> ClientStats {
         ClientStats::default()
     }
@@ -194,6 +229,7 @@ fn shared(operation: &str, fake: Arc<FakePipefy>, removal: Option<RemovalOp>) ->
         lease: None,
         removal,
         current_reads: Default::default(),
+        attachments: None,
     })
 }
 

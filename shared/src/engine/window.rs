@@ -10,6 +10,7 @@ use crate::report::{KeptEdit, RowAction, RowResult};
 use crate::source::Row;
 use crate::state::{Entry, RecordId};
 
+use super::attachments::upload_attachments;
 use super::connections::resolve_connections;
 use super::current::{read_current, read_shown};
 use super::lookups::resolve_lookups;
@@ -215,6 +216,8 @@ pub(crate) async fn process(
             }
         }
     } else {
+        // Files first: a row's fields are written only once its files are in Pipefy.
+        upload_attachments(shared, &mut slots).await?;
         record_intents(shared, &slots).await?;
         send(shared, &mut slots, &conns).await?;
         if resolve_missing(shared, &mut slots).await? {

@@ -121,6 +121,7 @@ impl Deps {
         });
         Ok(RunContext {
             source_store: Arc::new(S3Store::new(self.s3.clone(), bucket)),
+            attachment_buckets: Some(Arc::new(crate::store::S3Buckets(self.s3.clone()))),
             state_store: self.system_store.clone(),
             state_prefix: self.settings.state_prefix.clone(),
             report_store: self.system_store.clone(),

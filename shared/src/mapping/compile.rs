@@ -238,7 +238,13 @@ impl Compiler<'_, '_> {
             FieldType::Connector => {
                 Conv::Connect(self.connect_spec(path, fm.connect.as_ref(), false))
             }
-            FieldType::Attachment => Conv::Attachment,
+            FieldType::Attachment => match &fm.attach {
+                Some(attach) => Conv::Files(std::sync::Arc::new(super::AttachSource::new(
+                    attach,
+                    self.dest.source.bucket.as_deref(),
+                ))),
+                None => Conv::Attachment,
+            },
             FieldType::Statement
             | FieldType::DynamicContent
             | FieldType::Formula
@@ -256,6 +262,16 @@ impl Compiler<'_, '_> {
                 return None;
             }
         };
+        if fm.attach.is_some() && f.field_type != FieldType::Attachment {
+            self.issue(
+                format!("{path}.attach"),
+                format!(
+                    "field '{}' is of type {}; attach applies only to attachment fields",
+                    f.id,
+                    type_name(&f.field_type)
+                ),
+            );
+        }
         if fm.connect.is_some() && f.field_type != FieldType::Connector {
             self.issue(
                 format!("{path}.connect"),

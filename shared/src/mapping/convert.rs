@@ -8,6 +8,7 @@ use chrono::{DateTime, FixedOffset, NaiveDate, NaiveTime};
 use crate::failure::FailureCode;
 use crate::value::Value;
 
+use super::attach::{AttachSource, FileRef};
 use super::formats::{
     canonical_float, canonical_number, float_json, format_date, format_datetime_offset,
     format_datetime_utc, format_time, number_json, parse_iso, parse_time, round2,
@@ -49,7 +50,10 @@ pub(crate) enum Conv {
     Phase(Arc<NamedIndex>),
     /// `None`: values are card/record ids.
     Connect(Option<ConnectSpec>),
+    /// Storage paths of files already uploaded to Pipefy.
     Attachment,
+    /// Files in S3 that pipefy-sync uploads (`attach:`).
+    Files(Arc<AttachSource>),
     /// The card id of update_card.
     CardId,
 }
@@ -88,6 +92,7 @@ pub(crate) enum Converted {
     Json(serde_json::Value),
     List(Vec<String>),
     Refs(Vec<ConnectionRef>),
+    Files(Vec<FileRef>),
 }
 
 /// "the integer '42'" / "'abc'": what a person sees of the offending value.
@@ -421,7 +426,7 @@ impl Conv {
                 each_item(&v, |text| {
                     if !text.starts_with("orgs/") || text.contains("://") {
                         return Err(invalid(format!(
-                            "expected an uploaded file's storage path like orgs/<org>/uploads/<id>/<file>, got {} (pipefy-sync does not upload files or take URLs)",
+                            "expected an uploaded file's storage path like orgs/<org>/uploads/<id>/<file>, got {} (to upload files from S3, give the mapping entry `attach:`)",
                             quote(text)
                         )));
                     }
@@ -429,6 +434,14 @@ impl Conv {
                     Ok(())
                 })?;
                 Ok(Converted::List(out))
+            }
+            Conv::Files(source) => {
+                let mut out = Vec::new();
+                each_item(&v, |text| {
+                    push_unique(&mut out, source.resolve(text)?);
+                    Ok(())
+                })?;
+                Ok(Converted::Files(out))
             }
             Conv::CardId => {
                 let s = scalar_text(&v)?;

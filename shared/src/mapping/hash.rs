@@ -147,6 +147,16 @@ impl Enc<'_> {
                 self.tag(2);
                 self.refs(refs);
             }
+            // A file is its object and version: a replaced object is a new value.
+            FieldValue::Files(files) => {
+                self.tag(3);
+                self.len(files.len());
+                for f in files {
+                    self.opt_str(f.bucket.as_deref());
+                    self.str(&f.key);
+                    self.str(&f.etag);
+                }
+            }
         }
     }
 }

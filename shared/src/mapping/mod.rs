@@ -34,6 +34,7 @@ use crate::pipefy::schema::{PipeSchema, TableSchema};
 use crate::source::{Provenance, Row};
 use crate::value::Value;
 
+pub mod attach;
 mod compile;
 mod convert;
 mod formats;
@@ -46,6 +47,7 @@ mod template;
 mod tests;
 mod transform;
 
+pub use attach::{AttachSource, FileRef};
 pub use hash::canonical_hash;
 pub use targets::{Target, TargetPlace};
 
@@ -89,6 +91,9 @@ pub enum FieldValue {
     Json(serde_json::Value),
     /// Connector field: card/record ids once resolved.
     Connect(Vec<ConnectionRef>),
+    /// Attachment field filled from S3: the files, until the engine has uploaded them and
+    /// put their storage paths here as [`FieldValue::Json`].
+    Files(Vec<FileRef>),
     Clear,
 }
 
@@ -245,6 +250,7 @@ impl Slot {
         match self.conv.convert(v)? {
             Converted::List(items) if items.is_empty() => Ok(self.on_null()),
             Converted::Refs(items) if items.is_empty() => Ok(self.on_null()),
+            Converted::Files(items) if items.is_empty() => Ok(self.on_null()),
             c => Ok(Outcome::Value(c)),
         }
     }
@@ -334,6 +340,18 @@ fn unknown_provenance() -> Provenance {
 }
 
 impl Mapper {
+    /// The attach locations of the mapping's attachment fields that upload from S3: the run
+    /// lists each before its rows are mapped.
+    pub fn attach_sources(&self) -> Vec<Arc<AttachSource>> {
+        self.fields
+            .iter()
+            .filter_map(|s| match &s.conv {
+                convert::Conv::Files(source) => Some(source.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Compiles `dest.mapping` against `schema`; every problem found is returned at once.
     pub fn new(
         dest: &crate::config::Destination,
@@ -559,6 +577,7 @@ fn has_value(v: &FieldValue) -> bool {
     match v {
         FieldValue::Clear => false,
         FieldValue::Connect(refs) => !refs.is_empty(),
+        FieldValue::Files(files) => !files.is_empty(),
         FieldValue::Json(serde_json::Value::Null) => false,
         FieldValue::Json(serde_json::Value::String(s)) => !s.trim().is_empty(),
         FieldValue::Json(serde_json::Value::Array(a)) => !a.is_empty(),
@@ -580,6 +599,11 @@ fn converted_text(c: &Converted) -> String {
         Converted::Json(j) => j.to_string(),
         Converted::List(items) => items.join(", "),
         Converted::Refs(refs) => format!("{} connections", refs.len()),
+        Converted::Files(files) => files
+            .iter()
+            .map(FileRef::location)
+            .collect::<Vec<_>>()
+            .join(", "),
     }
 }
 
@@ -635,6 +659,7 @@ fn field_value(slot: &Slot, outcome: Outcome) -> Result<Option<MappedField>, Pro
             items.into_iter().map(serde_json::Value::String).collect(),
         )),
         Outcome::Value(Converted::Refs(refs)) => FieldValue::Connect(refs),
+        Outcome::Value(Converted::Files(files)) => FieldValue::Files(files),
     };
     Ok(Some(MappedField {
         field_id: slug.to_string(),

@@ -132,6 +132,11 @@ impl Target {
                 Some(FieldValue::Json(serde_json::Value::String(s))) => s.clone(),
                 Some(FieldValue::Json(v)) => v.to_string(),
                 Some(FieldValue::Connect(refs)) => format!("{} connections", refs.len()),
+                Some(FieldValue::Files(files)) => files
+                    .iter()
+                    .map(crate::mapping::FileRef::location)
+                    .collect::<Vec<_>>()
+                    .join(","),
                 Some(FieldValue::Clear) | None => String::new(),
             },
         }

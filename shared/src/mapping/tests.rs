@@ -585,6 +585,46 @@ fn attachments_take_storage_paths_only() {
     assert_names(&f, "files", "c");
 }
 
+#[test]
+fn attach_applies_to_attachment_fields_and_reads_listed_files() {
+    let d = card_dest("plan: {column: c, attach: {prefix: docs}}");
+    let found = issues(&d, Schema::Pipe(pipe()));
+    assert_eq!(paths(&found), ["mapping.plan.attach"]);
+    assert!(found[0]
+        .to_string()
+        .contains("attach applies only to attachment fields"));
+
+    let d = card_dest("files: {column: c, attach: {prefix: docs}}");
+    let m = mapper(&d);
+    let sources = m.attach_sources();
+    assert_eq!(sources.len(), 1);
+    assert_eq!(sources[0].prefix, "docs/");
+    // Until the run has listed the location, no file maps: the row fails, it is not sent.
+    assert!(m.map(&row(&[("c", s("a.pdf"))])).is_err());
+    sources[0].set_listing(Ok([(
+        "docs/a.pdf".to_string(),
+        crate::mapping::attach::ObjectStat {
+            etag: "\"e1\"".into(),
+            size: 4,
+        },
+    )]
+    .into_iter()
+    .collect()));
+    let out = m.map(&row(&[("c", s("a.pdf"))])).expect("maps");
+    let file = crate::mapping::FileRef {
+        bucket: None,
+        key: "docs/a.pdf".into(),
+        etag: "\"e1\"".into(),
+        size: 4,
+    };
+    let files = out
+        .fields
+        .iter()
+        .find(|f| f.field_id == "files")
+        .expect("files");
+    assert_eq!(files.value, FieldValue::Files(vec![file]));
+}
+
 // ---------- name resolution ----------
 
 #[test]

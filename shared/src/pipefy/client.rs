@@ -106,6 +106,9 @@ impl ClientConfig {
 struct Inner {
     config: ClientConfig,
     transport: Transport,
+    /// For attachment uploads: no whole-request timeout (a large file takes as long as it
+    /// takes), but one on each read, and no credentials.
+    upload_http: reqwest::Client,
     counters: Arc<Counters>,
     backoff: Backoff,
     /// Set once Pipefy refused a guessed shape: from then on only documented forms are
@@ -205,6 +208,13 @@ impl PipefyClient {
             .user_agent(concat!("pipefy-sync/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| PipefyError::Config(format!("cannot build the HTTP client: {e}")))?;
+        let upload_http = reqwest::Client::builder()
+            .use_rustls_tls()
+            .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
+            .read_timeout(config.request_timeout)
+            .user_agent(concat!("pipefy-sync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| PipefyError::Config(format!("cannot build the HTTP client: {e}")))?;
         let counters = Arc::new(Counters::default());
         let backoff = Backoff {
             max_retries: config.max_retries,
@@ -224,6 +234,7 @@ impl PipefyClient {
             inner: Arc::new(Inner {
                 config,
                 transport,
+                upload_http,
                 counters,
                 backoff,
                 documented_only: std::sync::atomic::AtomicBool::new(false),
@@ -234,6 +245,10 @@ impl PipefyClient {
     /// Whether `other` is a clone of this client (one limiter and token cache).
     pub fn is_same_client(&self, other: &PipefyClient) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    pub(crate) fn upload_http(&self) -> &reqwest::Client {
+        &self.inner.upload_http
     }
 
     pub fn config(&self) -> &ClientConfig {
@@ -426,7 +441,7 @@ impl PipefyClient {
             .collect())
     }
 
-    async fn query_one<O: BatchOp>(&self, op: O) -> Result<O::Output, PipefyError> {
+    pub(crate) async fn query_one<O: BatchOp>(&self, op: O) -> Result<O::Output, PipefyError> {
         let mut results = self
             .run_batch(DocKind::Query, std::slice::from_ref(&op), None)
             .await?;
@@ -439,7 +454,7 @@ impl PipefyClient {
     }
 
     /// Runs operations in aliased chunks, concurrently, and puts the results back in order.
-    async fn run_batch<O: BatchOp>(
+    pub(crate) async fn run_batch<O: BatchOp>(
         &self,
         kind: DocKind,
         ops: &[O],

@@ -24,6 +24,7 @@ pub mod schema;
 mod secret;
 mod stats;
 mod transport;
+pub mod uploads;
 
 pub use auth::{
     Credentials, CredentialsFn, CredentialsProvider, StaticCredentials, DEFAULT_TOKEN_URL,
@@ -42,3 +43,4 @@ pub use reads::{Card, CardField, CardPage, Listing, PhaseRef, UserRef, CARDS_PAG
 pub use schema::{FieldDef, FieldType, LabelDef, MemberDef, PhaseDef, PipeSchema, TableSchema};
 pub use secret::Secret;
 pub use stats::ClientStats;
+pub use uploads::{PresignedUrl, UploadError, UploadRequest, PRESIGNED_URL_LIFETIME};

@@ -67,6 +67,11 @@ pub struct Counts {
     /// `keep_edits`) or after a write (`keep_edits`: what Pipefy shows of it).
     #[serde(default)]
     pub current_value_reads: u64,
+    /// Attachments uploaded from S3 to Pipefy, and their bytes.
+    #[serde(default)]
+    pub files_uploaded: u64,
+    #[serde(default)]
+    pub bytes_uploaded: u64,
     pub requests: u64,
     pub retries: u64,
     pub throttles: u64,

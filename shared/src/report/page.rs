@@ -268,6 +268,8 @@ pub fn render_run_page(summary: &RunSummary, failed: &FailedRows) -> String {
         ),
         ("retries", "retries", c.retries),
         ("throttles", "throttled (429)", c.throttles),
+        ("files_uploaded", "files uploaded", c.files_uploaded),
+        ("bytes_uploaded", "bytes uploaded", c.bytes_uploaded),
     ] {
         let _ = write!(
             out,

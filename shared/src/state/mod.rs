@@ -14,6 +14,7 @@ mod lease;
 pub mod ledger;
 mod run;
 pub mod seen;
+mod uploads;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +29,7 @@ pub use lease::LeaseKeeper;
 pub use ledger::{key_hash, phase_hash, Entry, Ledger, RecordId};
 pub use run::{Checkpoint, RunState};
 pub use seen::SeenKeys;
+pub use uploads::{UploadedFile, UploadedFiles};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {

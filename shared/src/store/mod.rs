@@ -14,7 +14,7 @@ pub mod s3;
 pub use local::LocalStore;
 pub use memory::MemoryStore;
 pub use refusing::RefusingRenewals;
-pub use s3::S3Store;
+pub use s3::{S3Buckets, S3Store};
 
 /// Metadata of one listed or fetched object.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -73,6 +73,39 @@ pub enum StoreError {
     Other { key: String, message: String },
 }
 
+/// The media type of a file by its extension: what S3 serves report files as (a run page
+/// over a presigned link must open as HTML, not download), and what an attachment is
+/// uploaded as when its object carries no type of its own.
+pub fn media_type(key: &str) -> Option<&'static str> {
+    let ext = key.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase())?;
+    Some(match ext.as_str() {
+        "html" => "text/html; charset=utf-8",
+        "json" => "application/json",
+        "jsonl" => "application/x-ndjson",
+        "pdf" => "application/pdf",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "csv" => "text/csv",
+        "txt" => "text/plain",
+        "xml" => "application/xml",
+        "zip" => "application/zip",
+        "doc" => "application/msword",
+        "docx" => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "xls" => "application/vnd.ms-excel",
+        "xlsx" => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "pptx" => "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+        _ => return None,
+    })
+}
+
+/// Opens the store of a bucket by name: where attachments in buckets other than the
+/// source's are read from.
+pub trait BucketStores: Send + Sync {
+    fn bucket(&self, name: &str) -> std::sync::Arc<dyn ObjectStore>;
+}
+
 /// A readable byte stream of an object, for the streaming readers.
 pub type ObjectReader = std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>;
 
@@ -91,6 +124,11 @@ pub trait ObjectStore: Send + Sync {
     /// All objects under a prefix (recursive), sorted by key.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError>;
     async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError>;
+    /// The media type the object was stored with, where the store keeps one (S3 does; a
+    /// folder does not).
+    async fn content_type(&self, _key: &str) -> StoreResult<Option<String>> {
+        Ok(None)
+    }
     /// Streams the object; never buffers it whole.
     async fn get_stream(&self, key: &str) -> Result<(ObjectMeta, ObjectReader), StoreError>;
     /// Whole small object (state, config, checkpoints).

@@ -22,6 +22,15 @@ pub struct S3Store {
     page_size: Option<i32>,
 }
 
+/// Any bucket the S3 client may read, one [`S3Store`] each.
+pub struct S3Buckets(pub aws_sdk_s3::Client);
+
+impl super::BucketStores for S3Buckets {
+    fn bucket(&self, name: &str) -> std::sync::Arc<dyn ObjectStore> {
+        std::sync::Arc::new(S3Store::new(self.0.clone(), name))
+    }
+}
+
 impl S3Store {
     pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
         S3Store {
@@ -155,6 +164,18 @@ impl ObjectStore for S3Store {
         })
     }
 
+    async fn content_type(&self, key: &str) -> StoreResult<Option<String>> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.map_err(key, e))?;
+        Ok(out.content_type().map(str::to_string))
+    }
+
     async fn get_stream(&self, key: &str) -> Result<(ObjectMeta, ObjectReader), StoreError> {
         let (meta, out) = self.get_object(key).await?;
         Ok((meta, Box::pin(out.body.into_async_read())))
@@ -186,7 +207,7 @@ impl ObjectStore for S3Store {
             .put_object()
             .bucket(&self.bucket)
             .key(key)
-            .set_content_type(content_type(key).map(str::to_string))
+            .set_content_type(super::media_type(key).map(str::to_string))
             .body(ByteStream::from(body));
         req = match &when {
             WriteCondition::None => req,
@@ -244,21 +265,9 @@ impl ObjectStore for S3Store {
     }
 }
 
-/// The media type of the report files a browser opens (a run page over a presigned link
-/// must be served as HTML, not downloaded); other objects keep S3's default.
-fn content_type(key: &str) -> Option<&'static str> {
-    let ext = key.rsplit_once('.').map(|(_, e)| e)?;
-    match ext {
-        "html" => Some("text/html; charset=utf-8"),
-        "json" => Some("application/json"),
-        "jsonl" => Some("application/x-ndjson"),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod content_type_tests {
-    use super::content_type;
+    use crate::store::media_type as content_type;
 
     #[test]
     fn pages_are_served_as_html() {

@@ -5,7 +5,8 @@
 //! 3. the steady state: a second run with 1 % of rows changed (`overwrite`, `keep_edits`);
 //! 4. the ledger's size, save and load times;
 //! 5. the functions' start-up time and zip sizes;
-//! 6. drift: a pipe of 100 k cards read back against the ledger, at the rate limit.
+//! 6. drift: a pipe of 100 k cards read back against the ledger, at the rate limit;
+//! 7. a large attachment uploaded from S3 by sync-scheduled under `cargo lambda watch`.
 //!
 //! Results go to `<out>/results.json` and `<out>/results.md`. Every figure names its
 //! target and whether it was met; nothing here fails because a target was missed (tests
@@ -26,6 +27,7 @@ mod setup;
 mod startup;
 mod steady;
 mod throughput;
+mod upload;
 
 use std::path::PathBuf;
 
@@ -117,6 +119,16 @@ struct RunArgs {
     /// standard library is not installed).
     #[arg(long, env = "BENCH_ZIP_ARCH", default_value = "arm64")]
     zip_arch: String,
+    /// Size of the attachment uploaded by the uploads part, MiB.
+    #[arg(long, env = "BENCH_UPLOAD_MIB", default_value_t = 200)]
+    upload_mib: u64,
+    /// cargo-lambda, for the uploads part.
+    #[arg(
+        long,
+        env = "BENCH_CARGO_LAMBDA",
+        default_value = ".venv/bin/cargo-lambda"
+    )]
+    cargo_lambda: PathBuf,
     /// Cold starts per function.
     #[arg(long, env = "BENCH_STARTUP_RUNS", default_value_t = 5)]
     startup_runs: usize,
@@ -130,7 +142,7 @@ struct RunArgs {
     #[arg(
         long,
         env = "BENCH_ONLY",
-        default_value = "throughput,dry,steady,ledger,startup,drift"
+        default_value = "throughput,dry,steady,ledger,startup,drift,uploads"
     )]
     only: String,
     /// Dry-run modes (comma-separated: pipeline,engine).
@@ -225,6 +237,7 @@ async fn run(a: RunArgs) -> Result<()> {
             "steady_rows": steady_rows,
             "drift_cards": a.drift_cards,
             "startup_runs": a.startup_runs,
+            "upload_mib": a.upload_mib,
             "skip_build": skip_build,
             "parts": only,
             "dry_modes": modes,
@@ -291,6 +304,18 @@ async fn run(a: RunArgs) -> Result<()> {
         };
         if let Err(e) = drift::run(&p, &mut results).await {
             results.error("drift", &e);
+        }
+        results.write(&out)?;
+    }
+    if wants("uploads") {
+        let p = upload::Params {
+            work_dir: work_dir.clone(),
+            bin_dir: a.bin_dir.clone(),
+            cargo_lambda: a.cargo_lambda.clone(),
+            mib: a.upload_mib,
+        };
+        if let Err(e) = upload::run(&p, &mut results).await {
+            results.error("uploads", &e);
         }
         results.write(&out)?;
     }

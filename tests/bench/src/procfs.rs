@@ -44,8 +44,13 @@ fn cpu_seconds(stat: &str) -> Option<f64> {
 
 /// This process's usage now; zeros where `/proc` cannot be read (not Linux).
 pub fn self_usage() -> Usage {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    usage_of("self")
+}
+
+/// The usage of process `pid` (`self`, or a number: a child still running).
+pub fn usage_of(pid: &str) -> Usage {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     Usage {
         peak_rss_bytes: status_kib(&status, "VmHWM:").unwrap_or(0) * 1024,
         rss_bytes: status_kib(&status, "VmRSS:").unwrap_or(0) * 1024,

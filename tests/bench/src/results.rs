@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::error::{BenchError, Result};
 
 /// The sections, in the order the Markdown shows them.
-pub const SECTIONS: [(&str, &str); 6] = [
+pub const SECTIONS: [(&str, &str); 7] = [
     (
         "throughput",
         "1. Throughput to Pipefy (emulator set up like Pipefy)",
@@ -23,6 +23,10 @@ pub const SECTIONS: [(&str, &str); 6] = [
     ("state", "4. State (the ledger)"),
     ("startup", "5. Start-up and size"),
     ("drift", "6. Drift (a destination read back)"),
+    (
+        "uploads",
+        "7. Attachments from S3 (a large file through sync-scheduled)",
+    ),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

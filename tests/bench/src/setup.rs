@@ -170,6 +170,7 @@ pub fn run_context(table_root: &Path, work: &Path, client: PipefyClient) -> Resu
     }
     Ok(RunContext {
         source_store: Arc::new(LocalStore::new(table_root)),
+        attachment_buckets: None,
         state_store: Arc::new(LocalStore::new(work.join("state"))),
         state_prefix: String::new(),
         report_store: Arc::new(LocalStore::new(work.join("reports"))),

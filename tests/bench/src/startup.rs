@@ -34,8 +34,8 @@ use crate::setup::{self, Rate, TOKEN};
 
 const SECTION: &str = "startup";
 pub const FUNCTIONS: [&str; 3] = ["sync-scheduled", "sync-upload", "notify"];
-const SYSTEM_BUCKET: &str = "bench-system";
-const DATA_BUCKET: &str = "bench-data";
+pub(crate) const SYSTEM_BUCKET: &str = "bench-system";
+pub(crate) const DATA_BUCKET: &str = "bench-data";
 const STARTUP_TARGET_MS: f64 = 50.0;
 const ZIP_TARGET_BYTES: f64 = 6_000_000.0;
 /// Longest a function may take for its first event before the attempt counts as failed.
@@ -43,9 +43,11 @@ const EVENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 // ---- a minimal S3: path-style GET/HEAD/PUT/DELETE and ListObjectsV2, in memory ----
 
-type Objects = Arc<Mutex<BTreeMap<(String, String), Bytes>>>;
+pub(crate) type Objects = Arc<Mutex<BTreeMap<(String, String), Bytes>>>;
 
-fn lock(objects: &Objects) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), Bytes>> {
+pub(crate) fn lock(
+    objects: &Objects,
+) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), Bytes>> {
     // Nothing is left half-updated under this lock, so a poisoned one is still usable.
     objects.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -150,12 +152,12 @@ async fn s3_object(
     }
 }
 
-struct Server {
-    addr: std::net::SocketAddr,
-    task: tokio::task::JoinHandle<()>,
+pub(crate) struct Server {
+    pub(crate) addr: std::net::SocketAddr,
+    pub(crate) task: tokio::task::JoinHandle<()>,
 }
 
-async fn serve(router: Router) -> Result<Server> {
+pub(crate) async fn serve(router: Router) -> Result<Server> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
         .await
         .map_err(BenchError::io("binding a local port"))?;
@@ -168,6 +170,15 @@ async fn serve(router: Router) -> Result<Server> {
         }
     });
     Ok(Server { addr, task })
+}
+
+/// The in-memory S3, path-style.
+pub(crate) fn s3_router(objects: Objects) -> Router {
+    Router::new()
+        .route("/{bucket}", any(s3_bucket))
+        .route("/{bucket}/", any(s3_bucket))
+        .route("/{bucket}/{*key}", any(s3_object))
+        .with_state(objects)
 }
 
 // ---- a fake Lambda Runtime API serving one event ----
@@ -270,6 +281,40 @@ struct Attempt {
     answer: String,
 }
 
+/// A function's process as Lambda starts a custom runtime: only what Lambda sets (plus the
+/// local endpoints), no host AWS profile or settings.
+pub(crate) fn function_command(
+    binary: &Path,
+    function: &str,
+    runtime_api: &str,
+    s3: &str,
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(binary);
+    cmd.env_clear()
+        .env("AWS_LAMBDA_RUNTIME_API", runtime_api)
+        .env("AWS_LAMBDA_FUNCTION_NAME", function)
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
+        .env(
+            "AWS_LAMBDA_LOG_GROUP_NAME",
+            format!("/aws/lambda/{function}"),
+        )
+        .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
+        .env("AWS_LAMBDA_LOG_LEVEL", "INFO")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_ENDPOINT_URL", s3)
+        .env("PIPEFY_SYNC_BUCKET", SYSTEM_BUCKET)
+        .env("PIPEFY_BENCH_TOKEN", TOKEN)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    cmd
+}
+
 async fn cold_start(
     binary: &Path,
     function: &str,
@@ -290,32 +335,9 @@ async fn cold_start(
     let log_err = log_file
         .try_clone()
         .map_err(BenchError::io("duplicating the log file"))?;
-    let mut cmd = tokio::process::Command::new(binary);
-    // Only what Lambda sets (plus the local endpoints): no host AWS profile or settings.
-    cmd.env_clear()
-        .env("AWS_LAMBDA_RUNTIME_API", server.addr.to_string())
-        .env("AWS_LAMBDA_FUNCTION_NAME", function)
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
-        .env(
-            "AWS_LAMBDA_LOG_GROUP_NAME",
-            format!("/aws/lambda/{function}"),
-        )
-        .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
-        .env("AWS_LAMBDA_LOG_LEVEL", "INFO")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_ENDPOINT_URL", s3)
-        .env("PIPEFY_SYNC_BUCKET", SYSTEM_BUCKET)
-        .env("PIPEFY_BENCH_TOKEN", TOKEN)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log_file))
-        .stderr(Stdio::from(log_err))
-        .kill_on_drop(true);
+    let mut cmd = function_command(binary, function, &server.addr.to_string(), s3);
+    cmd.stdout(Stdio::from(log_file))
+        .stderr(Stdio::from(log_err));
     let started = Instant::now();
     let mut child = cmd.spawn().map_err(|e| BenchError::Startup {
         function: function.into(),
@@ -440,14 +462,7 @@ pub async fn run(p: &Params, results: &mut Results) -> Result<()> {
             Bytes::from(gen::csv_text(0..10)),
         );
     }
-    let s3 = serve(
-        Router::new()
-            .route("/{bucket}", any(s3_bucket))
-            .route("/{bucket}/", any(s3_bucket))
-            .route("/{bucket}/{*key}", any(s3_object))
-            .with_state(objects),
-    )
-    .await?;
+    let s3 = serve(s3_router(objects)).await?;
     let s3_url = format!("http://{}", s3.addr);
     let mut details = Vec::new();
     for function in FUNCTIONS {

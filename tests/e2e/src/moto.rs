@@ -25,6 +25,25 @@ impl Moto {
         MOTO.get_or_init(|| Moto::start().expect("start moto_server (run scripts/setup-tools.sh)"))
     }
 
+    /// [`Moto::shared`], started from a thread that lives as long as the process: the
+    /// server is asked to die with the thread that spawned it (PR_SET_PDEATHSIG is per
+    /// thread), and under `cargo test` every test runs on a thread of its own.
+    pub fn kept_alive() -> &'static Moto {
+        static STARTED: OnceLock<()> = OnceLock::new();
+        STARTED.get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = Moto::shared();
+                let _ = tx.send(());
+                loop {
+                    std::thread::park();
+                }
+            });
+            rx.recv().expect("moto started");
+        });
+        Moto::shared()
+    }
+
     pub fn start() -> std::io::Result<Moto> {
         let port = free_port();
         let mut cmd = Command::new(tool("moto_server"));

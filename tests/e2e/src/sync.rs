@@ -115,6 +115,7 @@ impl Harness {
         std::fs::create_dir_all(self.reports_root()).expect("mkdir reports");
         RunContext {
             source_store: Arc::new(LocalStore::new(self.data_root())),
+            attachment_buckets: None,
             state_store: Arc::new(LocalStore::new(self.state_root())),
             state_prefix: String::new(),
             report_store: Arc::new(LocalStore::new(self.reports_root())),

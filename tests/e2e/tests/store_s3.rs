@@ -16,23 +16,8 @@ use pipefy_sync::value::Value;
 use pipefy_sync_tests::moto::{new_bucket, Moto};
 use tokio::io::AsyncReadExt;
 
-/// The shared moto server, started from a thread that lives as long as the process: the
-/// harness asks the kernel to kill moto when the thread that spawned it exits
-/// (PR_SET_PDEATHSIG is per thread), and every test runs on a thread of its own.
 fn moto() -> &'static Moto {
-    static STARTED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-    STARTED.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = Moto::shared();
-            let _ = tx.send(());
-            loop {
-                std::thread::park();
-            }
-        });
-        rx.recv().expect("moto started");
-    });
-    Moto::shared()
+    Moto::kept_alive()
 }
 
 async fn s3_store(prefix: &str) -> S3Store {

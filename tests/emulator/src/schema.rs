@@ -459,6 +459,17 @@ impl PipeObj {
     async fn uuid(&self) -> String {
         pseudo_uuid("pipe", &self.0.id)
     }
+    /// The organisation holding the pipe (Pipefy's SDK reads it as `pipe { organizationId }`).
+    #[graphql(name = "organizationId")]
+    async fn organization_id(&self, ctx: &Context<'_>) -> Result<Option<ID>> {
+        Ok(inner(ctx)?
+            .cat
+            .fixture
+            .effective_organizations()
+            .into_iter()
+            .find(|o| o.pipe_ids.contains(&self.0.id))
+            .map(|o| ID(o.id)))
+    }
     async fn name(&self) -> &str {
         &self.0.name
     }

@@ -143,33 +143,7 @@ pub fn message(body: &Value) -> String {
         .to_string()
 }
 
-/// The demo fixture plus one `attachment` field on pipe 301's start form (`documents`)
-/// and one on table `tbl_accounts` (`contract`).
+/// The demo fixture with attachment fields (see [`Fixture::demo_with_attachments`]).
 pub fn fixture_with_attachments() -> Fixture {
-    let mut v = serde_json::to_value(Fixture::demo()).expect("fixture serialises");
-    let card_field = json!({
-        "id": "documents", "uuid": "5f0c2a52-6a8e-4d1e-9c61-0d6a3c1b7e01",
-        "internal_id": "428000199", "label": "Documents", "type": "attachment"
-    });
-    let record_field = json!({
-        "id": "contract", "uuid": "5f0c2a52-6a8e-4d1e-9c61-0d6a3c1b7e02",
-        "internal_id": "428000299", "label": "Contract", "type": "attachment"
-    });
-    for p in v["pipes"].as_array_mut().expect("pipes") {
-        if p["id"] == "301" {
-            p["start_form_fields"]
-                .as_array_mut()
-                .expect("start form")
-                .push(card_field.clone());
-        }
-    }
-    for t in v["tables"].as_array_mut().expect("tables") {
-        if t["id"] == "tbl_accounts" {
-            t["fields"]
-                .as_array_mut()
-                .expect("fields")
-                .push(record_field.clone());
-        }
-    }
-    serde_json::from_value(v).expect("fixture with attachments parses")
+    Fixture::demo_with_attachments()
 }
