@@ -581,8 +581,9 @@ pub struct SyncOptions {
     /// pipefy-sync wrote. `keep_edits` targets always record it.
     #[serde(default)]
     pub track_edits: bool,
-    /// The Pipefy organization that attachments are uploaded for. Absent: read from
-    /// `organizations { pipes / tables }` once per run that uploads.
+    /// The Pipefy organization that attachments are uploaded for. Absent: the pipe's
+    /// `organizationId` (read with its schema), or for a table the organization whose
+    /// `tables` list it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub organization_id: Option<String>,
 }

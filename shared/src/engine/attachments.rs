@@ -27,7 +27,7 @@ use tokio::time::Instant;
 
 use crate::config::Destination;
 use crate::failure::{FailureCode, RowFailure};
-use crate::mapping::{FieldValue, FileRef, Mapper};
+use crate::mapping::{FieldValue, FileRef, Mapper, Schema};
 use crate::pipefy::{OpError, PresignedUrl, UploadError, UploadRequest};
 use crate::state::{StateStore, UploadedFile, UploadedFiles};
 use crate::store::{media_type, ObjectStore};
@@ -35,7 +35,7 @@ use crate::store::{media_type, ObjectStore};
 use super::pipefy_api::PipefyApi;
 use super::plan::ItemKind;
 use super::window::{Outcome, Slot};
-use super::{EngineError, Repo, RunContext, RunShared};
+use super::{EngineError, RunContext, RunShared};
 
 /// Attempts of one file's upload, each with a fresh URL.
 const UPLOAD_ATTEMPTS: u32 = 3;
@@ -65,7 +65,7 @@ pub(super) async fn prepare(
     ctx: &RunContext,
     dest: &Destination,
     api: &dyn PipefyApi,
-    repo: &Repo,
+    schema: &Schema,
     mapper: &Mapper,
     state: &StateStore,
     dry_run: bool,
@@ -108,34 +108,41 @@ pub(super) async fn prepare(
     if dry_run {
         return Ok(None);
     }
-    let organization_id = match &dest.sync.organization_id {
-        Some(id) => id.clone(),
-        None => {
-            let (id, pipe) = match repo {
-                Repo::Pipe(p) => (p, true),
-                Repo::Table(t) => (t, false),
-            };
-            api.organization_of(id, pipe).await?.ok_or_else(|| {
-                EngineError::Mapping {
-                    destination: dest.name.clone(),
-                    issues: format!(
-                        "  - sync.organization_id: no organization this token sees lists {} {id}, and attachments are uploaded for one; set sync.organization_id",
-                        if pipe { "pipe" } else { "table" }
-                    ),
-                }
-            })?
-        }
+    let (id, found) = match (&dest.sync.organization_id, schema) {
+        (Some(id), _) => return Ok(Some(Attachments::new(dest, id.clone(), stores, state))),
+        (None, Schema::Pipe(p)) => (format!("pipe {}", p.id), p.organization_id.clone()),
+        (None, Schema::Table(t)) => (
+            format!("table {}", t.id),
+            api.table_organization(&t.id).await?,
+        ),
     };
-    Ok(Some(Attachments {
-        organization_id,
-        stores,
-        state: state.clone(),
-        permits: Semaphore::new(dest.limits.upload_concurrency.max(1) as usize),
-        uploaded: tokio::sync::OnceCell::new(),
-        parts: AtomicU64::new(0),
-        files_uploaded: AtomicU64::new(0),
-        bytes_uploaded: AtomicU64::new(0),
-    }))
+    let organization_id = found.ok_or_else(|| EngineError::Mapping {
+        destination: dest.name.clone(),
+        issues: format!(
+            "  - sync.organization_id: Pipefy names no organization for {id} that this token sees, and attachments are uploaded for one; set sync.organization_id"
+        ),
+    })?;
+    Ok(Some(Attachments::new(dest, organization_id, stores, state)))
+}
+
+impl Attachments {
+    fn new(
+        dest: &Destination,
+        organization_id: String,
+        stores: HashMap<Option<String>, Arc<dyn ObjectStore>>,
+        state: &StateStore,
+    ) -> Attachments {
+        Attachments {
+            organization_id,
+            stores,
+            state: state.clone(),
+            permits: Semaphore::new(dest.limits.upload_concurrency.max(1) as usize),
+            uploaded: tokio::sync::OnceCell::new(),
+            parts: AtomicU64::new(0),
+            files_uploaded: AtomicU64::new(0),
+            bytes_uploaded: AtomicU64::new(0),
+        }
+    }
 }
 
 /// One file of the window to upload, for one card or record.

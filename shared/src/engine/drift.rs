@@ -62,7 +62,7 @@ pub async fn drift(
     let ledger = state.load_ledger(&loaded.manifest).await?;
     let (mapper, key_field, schema) = mapper_for(api, dest, &repo).await?;
     // Rows map with their files' versions, as in a run (nothing is uploaded).
-    super::attachments::prepare(ctx, dest, api, &repo, &mapper, &state, true).await?;
+    super::attachments::prepare(ctx, dest, api, &schema, &mapper, &state, true).await?;
     let removal_phase = match RemovalOp::of(&dest.sync.removed_rows, |p| mapper.phase_id_by_name(p))
     {
         Some(RemovalOp::MoveToPhase { phase_id }) => Some(phase_id),

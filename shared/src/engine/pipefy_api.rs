@@ -42,8 +42,8 @@ pub trait PipefyApi: Send + Sync {
     /// One page of a pipe's or phase's cards or a table's records; `after` is the previous
     /// page's `end_cursor`.
     async fn page(&self, of: &Listing, after: Option<&str>) -> Result<CardPage, PipefyError>;
-    /// The organization holding the pipe (`pipe`) or table `id`, if the token sees it.
-    async fn organization_of(&self, id: &str, pipe: bool) -> Result<Option<String>, PipefyError>;
+    /// The organization holding the table, if the token sees it (a pipe's is in its schema).
+    async fn table_organization(&self, table_id: &str) -> Result<Option<String>, PipefyError>;
     /// An upload URL per file (`createPresignedUrl`), batched.
     async fn presigned_urls(
         &self,
@@ -103,8 +103,8 @@ impl PipefyApi for PipefyClient {
         self.list_page(of, after).await
     }
 
-    async fn organization_of(&self, id: &str, pipe: bool) -> Result<Option<String>, PipefyError> {
-        PipefyClient::organization_of(self, id, pipe).await
+    async fn table_organization(&self, table_id: &str) -> Result<Option<String>, PipefyError> {
+        PipefyClient::table_organization(self, table_id).await
     }
 
     async fn presigned_urls(

@@ -254,9 +254,10 @@ pub(super) async fn run_once(
     let loaded = state.load_manifest().await?;
     let mut ledger = state.load_ledger(&loaded.manifest).await?;
 
-    let (mapper, key_field, _) = mapper_for(&*api, dest, &repo).await?;
+    let (mapper, key_field, schema) = mapper_for(&*api, dest, &repo).await?;
     let attachments =
-        super::attachments::prepare(ctx, dest, &*api, &repo, &mapper, &state, req.dry_run).await?;
+        super::attachments::prepare(ctx, dest, &*api, &schema, &mapper, &state, req.dry_run)
+            .await?;
 
     // The cursor: continue the run named, or start a new one.
     let continuing = loaded

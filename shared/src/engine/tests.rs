@@ -131,7 +131,7 @@ impl PipefyApi for FakePipefy {
         })
     }
 
-    async fn organization_of(&self, _id: &str, _pipe: bool) -> Result<Option<String>, PipefyError> {
+    async fn table_organization(&self, _table_id: &str) -> Result<Option<String>, PipefyError> {
         Ok(Some("1".to_string()))
     }
 
@@ -188,6 +188,7 @@ pub(super) fn pipe() -> PipeSchema {
         id: "301".into(),
         name: "Customers".into(),
         start_form_phase_id: Some("10".into()),
+        organization_id: None,
         phases: vec![PhaseDef {
             id: "10".into(),
             name: "Inbox".into(),

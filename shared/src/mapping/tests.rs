@@ -36,6 +36,7 @@ fn pipe() -> PipeSchema {
         id: "301".into(),
         name: "Sales".into(),
         start_form_phase_id: Some("10".into()),
+        organization_id: None,
         phases: vec![
             PhaseDef {
                 id: "10".into(),

@@ -174,6 +174,7 @@ pub(crate) fn parse_pipe_schema(p: &Value) -> Result<PipeSchema, Failure> {
         id,
         name: text(p.get("name")).unwrap_or_default(),
         start_form_phase_id: text(p.get("startFormPhaseId")),
+        organization_id: text(p.get("organizationId")),
         phases,
         start_form_fields: fields(p.get("start_form_fields")),
         labels: list(p.get("labels")).filter_map(label).collect(),
@@ -248,7 +249,7 @@ impl BatchOp for PipeSchemaQuery<'_> {
     fn render(&self, vars: &mut Vars) -> String {
         let id = vars.add("ID!", json!(self.0));
         format!(
-            "pipe(id: {id}) {{ id name startFormPhaseId \
+            "pipe(id: {id}) {{ id name startFormPhaseId organizationId \
              start_form_fields {{ {FIELD_SELECTION} }} \
              phases {{ id name done fields {{ {FIELD_SELECTION} }} cards_can_be_moved_to_phases {{ id }} }} \
              labels {{ id name }} members {{ user {{ id name email }} }} }}"

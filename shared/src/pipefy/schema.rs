@@ -104,6 +104,9 @@ pub struct PipeSchema {
     pub name: String,
     #[serde(default)]
     pub start_form_phase_id: Option<String>,
+    /// The organization holding the pipe: what attachments are uploaded for.
+    #[serde(default)]
+    pub organization_id: Option<String>,
     pub phases: Vec<PhaseDef>,
     pub start_form_fields: Vec<FieldDef>,
     pub labels: Vec<LabelDef>,

@@ -1,5 +1,5 @@
 //! Attachment uploads, as Pipefy documents them (docs/pipefy-api.md §11): the organization
-//! of the pipe or table, `createPresignedUrl` for each file, a `PUT` of the bytes to the URL
+//! of the pipe (from its schema) or table, `createPresignedUrl` for each file, a `PUT` of the bytes to the URL
 //! it answers, and the storage path (the URL's path) written into the field.
 //!
 //! The `PUT` goes to Pipefy's storage, not to the GraphQL API: it carries no token, only the
@@ -130,23 +130,6 @@ impl BatchOp for PresignOp<'_> {
     }
 }
 
-/// `pipe(id) { organizationId }`, as Pipefy's SDK reads a pipe's organization
-/// (docs/pipefy-api.md §11).
-struct PipeOrganizationQuery<'a>(&'a str);
-
-impl BatchOp for PipeOrganizationQuery<'_> {
-    type Output = Option<String>;
-
-    fn render(&self, vars: &mut Vars) -> String {
-        let id = vars.add("ID!", json!(self.0));
-        format!("pipe(id: {id}) {{ organizationId }}")
-    }
-
-    fn parse(&self, payload: &Value) -> Result<Self::Output, Failure> {
-        Ok(id_text(payload.get("organizationId")))
-    }
-}
-
 /// `organizations { id tables(first:) { nodes { id } } }`: Pipefy's SDK shows no field from
 /// a table to its organization, only this listing (docs/pipefy-api.md §11).
 struct TableOrganizationsQuery;
@@ -191,20 +174,13 @@ fn id_text(v: Option<&Value>) -> Option<String> {
 }
 
 impl PipefyClient {
-    /// The organization that holds the pipe (or, with `pipe` false, the table); `None` if
-    /// no organization the token sees lists it.
-    pub async fn organization_of(
-        &self,
-        repo_id: &str,
-        pipe: bool,
-    ) -> Result<Option<String>, PipefyError> {
-        if pipe {
-            return self.query_one(PipeOrganizationQuery(repo_id)).await;
-        }
+    /// The organization that holds the table; `None` if no organization the token sees
+    /// lists it. (A pipe's comes with its schema: `pipe { organizationId }`.)
+    pub async fn table_organization(&self, table_id: &str) -> Result<Option<String>, PipefyError> {
         let orgs = self.query_one(TableOrganizationsQuery).await?;
         Ok(orgs
             .into_iter()
-            .find(|(_, ids)| ids.iter().any(|i| i == repo_id))
+            .find(|(_, ids)| ids.iter().any(|i| i == table_id))
             .map(|(org, _)| org))
     }
 

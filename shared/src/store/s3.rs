@@ -80,6 +80,19 @@ impl S3Store {
         }
     }
 
+    async fn head_object(
+        &self,
+        key: &str,
+    ) -> Result<aws_sdk_s3::operation::head_object::HeadObjectOutput, StoreError> {
+        self.client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.map_err(key, e))
+    }
+
     /// GetObject of `key`, with the metadata its response carries (the size from
     /// Content-Length).
     async fn get_object(
@@ -148,14 +161,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
-        let out = self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| self.map_err(key, e))?;
+        let out = self.head_object(key).await?;
         Ok(ObjectMeta {
             key: key.to_string(),
             size: size_of(out.content_length()),
@@ -165,14 +171,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn content_type(&self, key: &str) -> StoreResult<Option<String>> {
-        let out = self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| self.map_err(key, e))?;
+        let out = self.head_object(key).await?;
         Ok(out.content_type().map(str::to_string))
     }
 

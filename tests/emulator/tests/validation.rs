@@ -588,29 +588,32 @@ async fn the_clients_documents_pass_validation() {
     let field_sel = "id internal_id uuid label type required options";
     let card_sel = "id title done due_date current_phase { id name } labels { id name } assignees { id name email } fields { name value field { id } }";
     let reads = format!(
-        "query Batch($v0: ID!, $v1: ID!, $v2: ID!, $v3: FilterSet!, $v4: ID!, $v5: FindCards!, $v7: String!, $v8: String!, $v9: String!, $v10: ID!, $v11: Int, $v12: String, $v13: ID!) {{\n\
-  op0: pipe(id: $v0) {{ id name startFormPhaseId start_form_fields {{ {field_sel} }} phases {{ id name done fields {{ {field_sel} }} cards_can_be_moved_to_phases {{ id }} }} labels {{ id name }} members {{ user {{ id name email }} }} }}\n\
+        "query Batch($v0: ID!, $v1: ID!, $v2: ID!, $v3: FilterSet!, $v4: ID!, $v5: FindCards!, $v7: String!, $v8: String!, $v9: String!, $v10: ID!, $v11: Int, $v12: String, $v13: ID!, $v14: Int!) {{\n\
+  op0: pipe(id: $v0) {{ id name startFormPhaseId organizationId start_form_fields {{ {field_sel} }} phases {{ id name done fields {{ {field_sel} }} cards_can_be_moved_to_phases {{ id }} }} labels {{ id name }} members {{ user {{ id name email }} }} }}\n\
   op1: table(id: $v1) {{ id name table_fields {{ id internal_id label type required options }} }}\n\
   op2: records(repoId: $v2, where: $v3, first: 2) {{ edges {{ node {{ id }} }} }}\n\
   op3: findCards(pipeId: $v4, search: $v5, first: 2) {{ edges {{ node {{ id }} }} }}\n\
   op4: findRecords(tableId: $v7, search: {{fieldId: $v8, fieldValue: $v9}}, first: 2) {{ edges {{ node {{ id }} }} }}\n\
   op5: cards(pipe_id: $v10, first: $v11, after: $v12, search: {{include_done: true}}) {{ pageInfo {{ hasNextPage endCursor }} edges {{ node {{ {card_sel} }} }} }}\n\
-  op6: card(id: $v13) {{ {card_sel} }}\n}}"
+  op6: card(id: $v13) {{ {card_sel} }}\n\
+  op7: organizations {{ id tables(first: $v14) {{ nodes {{ id }} }} }}\n}}"
     );
     let vars = json!({
         "v0": "301", "v1": "tbl_accounts", "v2": "301",
         "v3": {"field": uuid_of("301", "external_id"), "eq": "CUST-0001"},
         "v4": "302", "v5": {"fieldId": "project_code", "fieldValue": "P-100"},
         "v7": "tbl_accounts", "v8": "code", "v9": "ACME",
-        "v10": "302", "v11": 50, "v12": null, "v13": "900004",
+        "v10": "302", "v11": 50, "v12": null, "v13": "900004", "v14": 200,
     });
     let d = e.data(&reads, vars).await;
     assert_eq!(d["op0"]["id"], "301");
+    assert_eq!(d["op0"]["organizationId"], "1", "{d}");
+    assert_eq!(d["op7"][0]["tables"]["nodes"][0]["id"], "tbl_accounts", "{d}");
     assert_eq!(d["op2"]["edges"][0]["node"]["id"], "900004", "{d}");
     assert_eq!(d["op3"]["edges"][0]["node"]["id"], "900001", "{d}");
     assert_eq!(d["op6"]["id"], "900004");
 
-    let writes = "mutation Batch($v0: CreateCardInput!, $v1: UpdateCardInput!, $v2: UpdateCardFieldInput!, $v3: UpdateFieldsValuesInput!, $v4: MoveCardToPhaseInput!, $v5: CreateTableRecordInput!, $v6: UpdateTableRecordInput!, $v7: SetTableRecordFieldValueInput!, $v8: DeleteTableRecordInput!, $v9: DeleteCardInput!) {\n\
+    let writes = "mutation Batch($v0: CreateCardInput!, $v1: UpdateCardInput!, $v2: UpdateCardFieldInput!, $v3: UpdateFieldsValuesInput!, $v4: MoveCardToPhaseInput!, $v5: CreateTableRecordInput!, $v6: UpdateTableRecordInput!, $v7: SetTableRecordFieldValueInput!, $v8: DeleteTableRecordInput!, $v9: DeleteCardInput!, $v10: ID!, $v11: String!, $v12: String, $v13: Int) {\n\
   op0: createCard(input: $v0) { card { id } }\n\
   op1: updateCard(input: $v1) { card { id } }\n\
   op2: updateCardField(input: $v2) { success card { id } }\n\
@@ -620,7 +623,8 @@ async fn the_clients_documents_pass_validation() {
   op6: updateTableRecord(input: $v6) { table_record { id } }\n\
   op7: setTableRecordFieldValue(input: $v7) { table_record { id } }\n\
   op8: deleteTableRecord(input: $v8) { success }\n\
-  op9: deleteCard(input: $v9) { success }\n}";
+  op9: deleteCard(input: $v9) { success }\n\
+  op10: createPresignedUrl(input: {organizationId: $v10, fileName: $v11, contentType: $v12, contentLength: $v13}) { url downloadUrl clientMutationId }\n}";
     let vars = json!({
         "v0": {"pipe_id": "301", "title": "T", "fields_attributes": [
             {"field_id": "external_id", "field_value": "CUST-9"},
@@ -635,12 +639,14 @@ async fn the_clients_documents_pass_validation() {
         "v7": {"table_record_id": "Xa7KpQ2m", "field_id": "region", "value": ["EU"]},
         "v8": {"id": "424242"},
         "v9": {"id": "900002"},
+        "v10": "1", "v11": "invoice.pdf", "v12": "application/pdf", "v13": 42,
     });
     let body = e.gql(writes, vars).await;
     let data = body.get("data").expect("the document passed validation");
     assert!(data["op0"]["card"]["id"].is_string(), "{body}");
     assert_eq!(data["op3"]["success"], true, "{body}");
     assert_eq!(data["op9"]["success"], true, "{body}");
+    assert!(data["op10"]["url"].is_string(), "{body}");
     for (code, msg) in all(&body) {
         assert!(
             !code.starts_with("variable") && code != "GRAPHQL_VALIDATION_FAILED",
