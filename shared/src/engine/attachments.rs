@@ -53,6 +53,8 @@ pub(crate) struct Attachments {
     permits: Semaphore,
     /// Read on the first window that uploads.
     uploaded: tokio::sync::OnceCell<Mutex<UploadedFiles>>,
+    /// Names this invocation's parts apart from those of the run's other invocations.
+    invocation: String,
     parts: AtomicU64,
     pub files_uploaded: AtomicU64,
     pub bytes_uploaded: AtomicU64,
@@ -126,7 +128,7 @@ pub(super) async fn prepare(
 }
 
 impl Attachments {
-    fn new(
+    pub(super) fn new(
         dest: &Destination,
         organization_id: String,
         stores: HashMap<Option<String>, Arc<dyn ObjectStore>>,
@@ -138,6 +140,7 @@ impl Attachments {
             state: state.clone(),
             permits: Semaphore::new(dest.limits.upload_concurrency.max(1) as usize),
             uploaded: tokio::sync::OnceCell::new(),
+            invocation: uuid::Uuid::new_v4().simple().to_string(),
             parts: AtomicU64::new(0),
             files_uploaded: AtomicU64::new(0),
             bytes_uploaded: AtomicU64::new(0),
@@ -225,7 +228,7 @@ pub(super) async fn upload_attachments(
     }
     if !new_entries.is_empty() {
         let part = att.parts.fetch_add(1, Ordering::SeqCst);
-        let name = format!("{}-{part:05}", shared.run_id);
+        let name = format!("{}-{}-{part:05}", shared.run_id, att.invocation);
         if let Err(e) = att.state.put_uploads(&name, &new_entries).await {
             // The cards still get their files; a later rewrite of the field uploads again.
             tracing::warn!(error = %e, "could not record the uploaded files");

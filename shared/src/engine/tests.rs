@@ -31,6 +31,10 @@ struct FakePipefy {
     answers: StdMutex<Vec<Vec<OpResult>>>,
     found: StdMutex<HashMap<String, Vec<Vec<String>>>>,
     sent: StdMutex<Vec<Vec<Mutation>>>,
+    /// Per file name: how many more PUTs fail on the way before one succeeds.
+    upload_failures: StdMutex<HashMap<String, u32>>,
+    /// Storage paths of the PUTs that succeeded.
+    uploads: StdMutex<Vec<String>>,
 }
 
 impl FakePipefy {
@@ -157,11 +161,24 @@ impl PipefyApi for FakePipefy {
 
     async fn put_upload(
         &self,
-        _target: &PresignedUrl,
+        target: &PresignedUrl,
         _content_type: &str,
         _length: u64,
         _body: reqwest::Body,
     ) -> Result<(), UploadError> {
+        let name = target.storage_path.rsplit('/').next().unwrap_or_default();
+        let mut failures = self.upload_failures.lock().unwrap();
+        if let Some(left @ 1..) = failures.get_mut(name) {
+            *left -= 1;
+            return Err(UploadError::Transient {
+                path: target.storage_path.clone(),
+                reason: "the connection failed while sending the file".into(),
+            });
+        }
+        self.uploads
+            .lock()
+            .unwrap()
+            .push(target.storage_path.clone());
         Ok(())
     }
 
@@ -200,6 +217,7 @@ pub(super) fn pipe() -> PipeSchema {
             field("customer_name", FieldType::ShortText, true),
             field("external_id", FieldType::ShortText, false),
             field("seats", FieldType::Number, false),
+            field("documents", FieldType::Attachment, false),
         ],
         labels: Vec::new(),
         members: Vec::new(),
@@ -470,5 +488,148 @@ async fn an_unchanged_row_is_not_sent_and_a_changed_one_is_updated() {
         ),
         "{:?}",
         fake.sent()
+    );
+}
+
+/// A run's share of attachments: a source store holding `files`, a fresh state.
+async fn with_attachments(fake: Arc<FakePipefy>, files: &[&str]) -> Arc<RunShared> {
+    let dest = parse_destination(
+        "t.yaml",
+        "name: t\npipe_id: \"301\"\noperation: create_card\nkey: { columns: [cid], field: external_id }\nsource: { path: data, layer: refined, table: customers }\nmapping:\n  title: name\n  customer_name: name\n  documents: { column: docs, transforms: [{ split: { separator: ';' } }], attach: { prefix: docs } }\ntoken: { env: T }\n",
+    )
+    .unwrap();
+    let mapper = Mapper::new(&dest, &Schema::Pipe(pipe())).unwrap();
+    let listing = files
+        .iter()
+        .map(|f| {
+            let stat = crate::mapping::attach::ObjectStat {
+                etag: format!("\"{f}\""),
+                size: 3,
+            };
+            (format!("docs/{f}"), stat)
+        })
+        .collect();
+    mapper.attach_sources()[0].set_listing(Ok(listing));
+    let source: Arc<dyn crate::store::ObjectStore> = Arc::new(crate::store::MemoryStore::new());
+    let state = crate::state::StateStore::new(Arc::new(crate::store::MemoryStore::new()), "", "t");
+    let attachments = super::attachments::Attachments::new(
+        &dest,
+        "1".into(),
+        [(None, source.clone())].into_iter().collect(),
+        &state,
+    );
+    let base = shared("create_card", fake, None);
+    let shared = Arc::new(RunShared {
+        dest,
+        mapper,
+        client: base.client.clone(),
+        repo: base.repo.clone(),
+        key_field: base.key_field.clone(),
+        dry_run: false,
+        settle: Duration::ZERO,
+        connections: Mutex::new(HashMap::new()),
+        state: None,
+        stopped: std::sync::atomic::AtomicBool::new(false),
+        run_id: "run-1".into(),
+        lease: None,
+        removal: None,
+        current_reads: Default::default(),
+        attachments: Some(attachments),
+    });
+    for f in files {
+        source
+            .put_bytes(
+                &format!("docs/{f}"),
+                bytes::Bytes::from_static(b"abc"),
+                crate::store::WriteCondition::None,
+            )
+            .await
+            .unwrap();
+    }
+    shared
+}
+
+#[tokio::test]
+async fn an_upload_that_fails_on_the_way_is_tried_again_and_one_that_keeps_failing_fails_its_row() {
+    let fake = Arc::new(FakePipefy::default().answer(vec![Ok(OpSuccess {
+        id: Some("7".into()),
+    })]));
+    // a.pdf fails once, then goes; b.pdf fails every attempt.
+    fake.upload_failures
+        .lock()
+        .unwrap()
+        .extend([("a.pdf".to_string(), 1), ("b.pdf".to_string(), 99)]);
+    let s = with_attachments(fake.clone(), &["a.pdf", "b.pdf"]).await;
+    let ledger = Arc::new(Ledger::new());
+    let mut seen = SeenKeys::new(ledger.clone());
+    let p = planner(ledger);
+    let (good, _) = p.plan(
+        &s,
+        &file(),
+        row(2, &[("cid", "A"), ("name", "One"), ("docs", "a.pdf")]),
+        &mut seen,
+    );
+    let (bad, _) = p.plan(
+        &s,
+        &file(),
+        row(
+            3,
+            &[("cid", "B"), ("name", "Two"), ("docs", "a.pdf; b.pdf")],
+        ),
+        &mut seen,
+    );
+    let done = one_window(&s, vec![good, bad]).await;
+
+    assert_eq!(
+        done[0].result.action,
+        RowAction::Created,
+        "{:?}",
+        done[0].result
+    );
+    let failure = done[1].failure.as_ref().expect("row 3 failed");
+    assert_eq!(failure.field.as_deref(), Some("documents"));
+    assert!(
+        failure.message.contains("docs/b.pdf"),
+        "{}",
+        failure.message
+    );
+    assert!(
+        failure.message.contains("gave up after 3 attempts"),
+        "{}",
+        failure.message
+    );
+    // Row 2's a.pdf went on its second attempt; row 3's a.pdf is its own upload (another
+    // card), and row 3 sent nothing since its b.pdf never went.
+    let uploads = fake.uploads.lock().unwrap().clone();
+    assert_eq!(
+        uploads.iter().filter(|u| u.ends_with("/a.pdf")).count(),
+        2,
+        "{uploads:?}"
+    );
+    assert!(
+        !uploads.iter().any(|u| u.ends_with("/b.pdf")),
+        "{uploads:?}"
+    );
+    let sent = fake.sent();
+    assert_eq!(sent.len(), 1, "one create request: {sent:?}");
+    let Mutation::CreateCard(input) = &sent[0][0] else {
+        panic!("a create: {sent:?}");
+    };
+    let docs = input
+        .fields_attributes
+        .iter()
+        .find(|f| f.field_id == "documents")
+        .expect("documents sent");
+    assert!(
+        docs.field_value[0]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("orgs/o/uploads/"),
+        "{docs:?}"
+    );
+    let att = s.attachments.as_ref().unwrap();
+    assert_eq!(
+        att.files_uploaded.load(std::sync::atomic::Ordering::SeqCst),
+        2
     );
 }

@@ -608,7 +608,10 @@ async fn the_clients_documents_pass_validation() {
     let d = e.data(&reads, vars).await;
     assert_eq!(d["op0"]["id"], "301");
     assert_eq!(d["op0"]["organizationId"], "1", "{d}");
-    assert_eq!(d["op7"][0]["tables"]["nodes"][0]["id"], "tbl_accounts", "{d}");
+    assert_eq!(
+        d["op7"][0]["tables"]["nodes"][0]["id"], "tbl_accounts",
+        "{d}"
+    );
     assert_eq!(d["op2"]["edges"][0]["node"]["id"], "900004", "{d}");
     assert_eq!(d["op3"]["edges"][0]["node"]["id"], "900001", "{d}");
     assert_eq!(d["op6"]["id"], "900004");
