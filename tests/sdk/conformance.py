@@ -147,6 +147,10 @@ class Run:
         await self.call("get_pipe_members", lambda: c.get_pipe_members(PIPE), lambda r: check(
             any(m["user"]["id"] == "1001" for m in r["pipe"]["members"]), "Ana is a member"))
 
+        # The organization attachments are uploaded for: `pipe(id) { organizationId }`.
+        await self.call("get_pipe_organization_id", lambda: c.get_pipe_organization_id(PIPE),
+                        lambda r: check(r == "1", f"organization {r}"))
+
         def v_start(r: Any) -> None:
             fs = r["start_form_fields"]
             check(any(f["id"] == "external_id" and f["required"] for f in fs), "external_id")
