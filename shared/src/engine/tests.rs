@@ -232,6 +232,16 @@ fn shared(operation: &str, fake: Arc<FakePipefy>, removal: Option<RemovalOp>) ->
         ),
     )
     .unwrap();
+    shared_with(dest, fake, removal, None)
+}
+
+/// The run's shared part for `dest`, compiled against [`pipe`].
+fn shared_with(
+    dest: crate::config::Destination,
+    fake: Arc<FakePipefy>,
+    removal: Option<RemovalOp>,
+    attachments: Option<super::attachments::Attachments>,
+) -> Arc<RunShared> {
     let mapper = Mapper::new(&dest, &Schema::Pipe(pipe())).unwrap();
     Arc::new(RunShared {
         key_field: pipe().field("external_id").cloned(),
@@ -248,7 +258,7 @@ fn shared(operation: &str, fake: Arc<FakePipefy>, removal: Option<RemovalOp>) ->
         lease: None,
         removal,
         current_reads: Default::default(),
-        attachments: None,
+        attachments,
     })
 }
 
@@ -498,44 +508,7 @@ async fn with_attachments(fake: Arc<FakePipefy>, files: &[&str]) -> Arc<RunShare
         "name: t\npipe_id: \"301\"\noperation: create_card\nkey: { columns: [cid], field: external_id }\nsource: { path: data, layer: refined, table: customers }\nmapping:\n  title: name\n  customer_name: name\n  documents: { column: docs, transforms: [{ split: { separator: ';' } }], attach: { prefix: docs } }\ntoken: { env: T }\n",
     )
     .unwrap();
-    let mapper = Mapper::new(&dest, &Schema::Pipe(pipe())).unwrap();
-    let listing = files
-        .iter()
-        .map(|f| {
-            let stat = crate::mapping::attach::ObjectStat {
-                etag: format!("\"{f}\""),
-                size: 3,
-            };
-            (format!("docs/{f}"), stat)
-        })
-        .collect();
-    mapper.attach_sources()[0].set_listing(Ok(listing));
     let source: Arc<dyn crate::store::ObjectStore> = Arc::new(crate::store::MemoryStore::new());
-    let state = crate::state::StateStore::new(Arc::new(crate::store::MemoryStore::new()), "", "t");
-    let attachments = super::attachments::Attachments::new(
-        &dest,
-        "1".into(),
-        [(None, source.clone())].into_iter().collect(),
-        &state,
-    );
-    let base = shared("create_card", fake, None);
-    let shared = Arc::new(RunShared {
-        dest,
-        mapper,
-        client: base.client.clone(),
-        repo: base.repo.clone(),
-        key_field: base.key_field.clone(),
-        dry_run: false,
-        settle: Duration::ZERO,
-        connections: Mutex::new(HashMap::new()),
-        state: None,
-        stopped: std::sync::atomic::AtomicBool::new(false),
-        run_id: "run-1".into(),
-        lease: None,
-        removal: None,
-        current_reads: Default::default(),
-        attachments: Some(attachments),
-    });
     for f in files {
         source
             .put_bytes(
@@ -546,6 +519,25 @@ async fn with_attachments(fake: Arc<FakePipefy>, files: &[&str]) -> Arc<RunShare
             .await
             .unwrap();
     }
+    let state = crate::state::StateStore::new(Arc::new(crate::store::MemoryStore::new()), "", "t");
+    let attachments = super::attachments::Attachments::new(
+        &dest,
+        "1".into(),
+        [(None, source)].into_iter().collect(),
+        &state,
+    );
+    let shared = shared_with(dest, fake, None, Some(attachments));
+    let listing = files
+        .iter()
+        .map(|f| {
+            let stat = crate::mapping::attach::ObjectStat {
+                etag: format!("\"{f}\""),
+                size: 3,
+            };
+            (format!("docs/{f}"), stat)
+        })
+        .collect();
+    shared.mapper.attach_sources()[0].set_listing(Ok(listing));
     shared
 }
 

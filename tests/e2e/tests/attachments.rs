@@ -105,6 +105,21 @@ impl Setup {
             .collect()
     }
 
+    /// Runs a table of two rows where the first names a file and the second none: the
+    /// second is created, the first fails; its message.
+    async fn only_first_row_fails(&self, d: &Destination) -> String {
+        let summary = self.run(d).await;
+        assert_eq!(
+            (summary.counts.created, summary.counts.failed_rows()),
+            (1, 1),
+            "{summary:#?}"
+        );
+        let results = self.h.results(&summary);
+        let first = result_at(&results, TABLE, 2);
+        assert_eq!(first.field.as_deref(), Some("documents"), "{first:?}");
+        first.error_message.clone().unwrap_or_default()
+    }
+
     fn presigns(&self) -> u64 {
         self.h.mutations("createPresignedUrl")
     }
@@ -261,17 +276,7 @@ async fn an_expired_upload_url_is_replaced_then_fails_only_its_row() {
     )
     .await;
     let d = s.cards("att-expired", "{ prefix: docs }");
-    let summary = s.run(&d).await;
-    assert_eq!(
-        (summary.counts.created, summary.counts.failed_rows()),
-        (1, 1),
-        "{summary:#?}"
-    );
-    let results = s.h.results(&summary);
-    let msg = result_at(&results, TABLE, 2)
-        .error_message
-        .clone()
-        .unwrap_or_default();
+    let msg = s.only_first_row_fails(&d).await;
     assert!(msg.contains("expired"), "{msg}");
     assert!(msg.contains("late.pdf"), "{msg}");
     assert!(
@@ -294,17 +299,7 @@ async fn a_bucket_that_cannot_be_listed_fails_the_rows_that_name_it() {
         "att-no-bucket",
         "{ bucket: pipefy-sync-no-such-bucket, prefix: docs }",
     );
-    let summary = s.run(&d).await;
-    assert_eq!(
-        (summary.counts.created, summary.counts.failed_rows()),
-        (1, 1),
-        "{summary:#?}"
-    );
-    let results = s.h.results(&summary);
-    let msg = result_at(&results, TABLE, 2)
-        .error_message
-        .clone()
-        .unwrap_or_default();
+    let msg = s.only_first_row_fails(&d).await;
     assert!(
         msg.contains("cannot read s3://pipefy-sync-no-such-bucket/docs/a.pdf"),
         "{msg}"
