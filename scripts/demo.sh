@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # make demo: the main job end to end on local parts. Starts moto (S3, Secrets Manager), the
 # Pipefy emulator, `cargo lambda watch` (the Lambda Runtime and Invoke APIs) and the real
-# functions attached to it; sets up the bucket, the
-# token secret and the destination file; uploads the sample table; invokes sync-scheduled,
-# sync-upload (with an S3 event) and notify; ends with what each run did, its failed rows and
-# why, and the run pages copied into .demo/pages/ to open in a browser.
+# functions attached to it; sets up the bucket, the token secret and two destination files;
+# uploads the sample tables and contract PDFs; invokes sync-scheduled, sync-upload (with an
+# S3 event), notify, and sync-scheduled again for the contracts (attachments from S3); ends
+# with what each run did, its failed rows and why, and the run pages copied into
+# .demo/pages/ to open in a browser.
 # Everything it starts is stopped on exit, also when a step fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,6 +54,14 @@ sed -e "s|\${DATA_BUCKET}|$data_bucket|" -e "s|\${PIPEFY_ENDPOINT}|http://127.0.
   tests/fixtures/demo/destinations/customers.yaml >"$work/customers.yaml"
 "$venv/python" scripts/local_aws.py "$aws" put "$system_bucket" config/destinations/customers.yaml "$work/customers.yaml"
 "$venv/python" scripts/local_aws.py "$aws" put "$data_bucket" refined/customers/part-0001.csv tests/fixtures/demo/data/refined/customers/part-0001.csv
+# The second destination: contract files in the lake, attached to the customers' cards.
+sed -e "s|\${DATA_BUCKET}|$data_bucket|" -e "s|\${PIPEFY_ENDPOINT}|http://127.0.0.1:$emu_port/graphql|" \
+  tests/fixtures/demo/destinations/contracts.yaml >"$work/contracts.yaml"
+"$venv/python" scripts/local_aws.py "$aws" put "$system_bucket" config/destinations/contracts.yaml "$work/contracts.yaml"
+"$venv/python" scripts/local_aws.py "$aws" put "$data_bucket" refined/contracts/part-0001.csv tests/fixtures/demo/data/refined/contracts/part-0001.csv
+for f in tests/fixtures/demo/documents/contracts/*.pdf; do
+  "$venv/python" scripts/local_aws.py "$aws" put "$data_bucket" "documents/contracts/$(basename "$f")" "$f"
+done
 
 step "starting cargo lambda watch on :$lambda_port and the functions"
 "$venv/cargo-lambda" lambda watch -q --only-lambda-apis --ignore-changes -P "$lambda_port" -A 127.0.0.1 >"$work/lambda.log" 2>&1 & pids+=($!)
@@ -104,14 +113,21 @@ print(json.dumps({"version": "1.0", "timestamp": "2026-11-22T06:00:05Z",
 PY
 invoke notify "$work/notify-event.json" notify
 
+step "sync-scheduled: customer-contracts attaches the contract PDFs in S3 to those cards"
+invoke sync-scheduled tests/fixtures/demo/events/contracts.json contracts
+
 step "what the emulator holds"
 python3 - "http://127.0.0.1:$emu_port" <<'PY'
 import json, sys, urllib.request
 state = json.load(urllib.request.urlopen(sys.argv[1] + "/_emulator/state"))
 cards = [c for c in state.get("cards", []) if str(c.get("pipe_id")) == "301"]
 print(f"{len(cards)} cards in pipe 301 (Customer onboarding)")
+uploads = json.load(urllib.request.urlopen(sys.argv[1] + "/_emulator/uploads"))
+with_files = [c for c in cards if c.get("fields", {}).get("documents")]
+print(f"{sum(1 for u in uploads if u.get('uploaded'))} files in Pipefy's storage, on {len(with_files)} cards' Documents field")
 PY
 
-step "what happened (reports in s3://$system_bucket/reports/customers-onboarding/)"
+step "what happened (reports in s3://$system_bucket/reports/)"
 "$venv/python" scripts/local_aws.py "$aws" report "$system_bucket" customers-onboarding "$work/pages"
+"$venv/python" scripts/local_aws.py "$aws" report "$system_bucket" customer-contracts "$work/pages/customer-contracts"
 printf '\ndemo: done. Open the pages above in a browser; logs and responses are in .demo/\n'

@@ -57,6 +57,7 @@ def print_runs(s3, bucket, destination, out):
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "w") as f:
                 f.write(read(key))
+    print(f"\n{destination}:")
     for _, prefix, s in sorted(runs, key=lambda r: r[0]):
         c = s["counts"]
         failed = c["skipped_by_preflight"] + c["failed"] + c["not_attempted"]
@@ -64,6 +65,8 @@ def print_runs(s3, bucket, destination, out):
         print(f"  read {c['read']}, created {c['created']}, updated {c['updated']}, "
               f"unchanged {c['unchanged']}, failed {failed}, removed {c['removed']}; "
               f"{c['requests']} Pipefy requests")
+        if c.get("files_uploaded"):
+            print(f"  {c['files_uploaded']} file(s) uploaded to Pipefy, {c['bytes_uploaded']} bytes")
         for key in keys:
             if key.startswith(prefix + "results/"):
                 for line in read(key).splitlines():

@@ -105,33 +105,19 @@ impl Fixture {
         })
     }
 
-    /// The demo fixture plus one `attachment` field on pipe 301's start form (`documents`)
-    /// and one on table `tbl_accounts` (`contract`).
+    /// The demo fixture, whose pipe 301 has the attachment field `documents` on its start
+    /// form, plus one on table `tbl_accounts` (`contract`).
     pub fn demo_with_attachments() -> Fixture {
         let mut fixture = Fixture::demo();
-        let field = |id: &str, uuid: &str, internal_id: &str, label: &str| {
-            serde_json::from_value::<FieldDef>(serde_json::json!({
-                "id": id, "uuid": uuid, "internal_id": internal_id, "label": label,
-                "type": "attachment"
-            }))
-        };
-        if let Some(p) = fixture.pipes.iter_mut().find(|p| p.id == "301") {
-            if let Ok(f) = field(
-                "documents",
-                "5f0c2a52-6a8e-4d1e-9c61-0d6a3c1b7e01",
-                "428000199",
-                "Documents",
-            ) {
-                p.start_form_fields.push(f);
-            }
-        }
-        if let Some(t) = fixture.tables.iter_mut().find(|t| t.id == "tbl_accounts") {
-            if let Ok(f) = field(
-                "contract",
-                "5f0c2a52-6a8e-4d1e-9c61-0d6a3c1b7e02",
-                "428000299",
-                "Contract",
-            ) {
+        let contract = serde_json::from_value::<FieldDef>(serde_json::json!({
+            "id": "contract", "uuid": "5f0c2a52-6a8e-4d1e-9c61-0d6a3c1b7e02",
+            "internal_id": "428000299", "label": "Contract", "type": "attachment"
+        }));
+        if let (Some(t), Ok(f)) = (
+            fixture.tables.iter_mut().find(|t| t.id == "tbl_accounts"),
+            contract,
+        ) {
+            if !t.fields.iter().any(|x| x.id == f.id) {
                 t.fields.push(f);
             }
         }
