@@ -568,7 +568,9 @@ impl Compiler<'_, '_> {
 
     fn required(&mut self, fields: &[Slot], key: Option<&KeySpec>) -> Vec<Required> {
         let op = self.dest.operation;
-        if matches!(op, Operation::UpdateCard) {
+        let upsert = matches!(op, Operation::UpsertCard | Operation::UpsertRecord);
+        // Operations that never create need no field a create needs.
+        if matches!(op, Operation::UpdateCard) || (upsert && !self.dest.upsert.create) {
             return Vec::new();
         }
         let mut out = Vec::new();

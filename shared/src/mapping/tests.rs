@@ -1126,6 +1126,26 @@ fn field_prefix_reaches_a_field_named_like_an_attribute() {
 // ---------- check_create ----------
 
 #[test]
+fn an_update_only_upsert_needs_no_required_field() {
+    let base = "name: d\npipe_id: \"301\"\noperation: upsert_card\nkey: { columns: [k], field: external_id }\nsource: { path: x, layer: l, table: t }\nmapping:\n  notes: n\ntoken: { env: T }\n";
+    let creating = crate::config::parse_destination("d.yaml", base).unwrap();
+    let found = issues(&creating, Schema::Pipe(pipe()));
+    assert!(
+        found
+            .iter()
+            .any(|i| i.to_string().contains("'customer_name'")
+                && i.to_string().contains("is not mapped")),
+        "{found:?}"
+    );
+    let update_only =
+        crate::config::parse_destination("d.yaml", &format!("{base}upsert: {{ create: false }}\n"))
+            .unwrap();
+    if let Err(found) = Mapper::new(&update_only, &Schema::Pipe(pipe())) {
+        panic!("{found:?}");
+    }
+}
+
+#[test]
 fn check_create_fails_a_blank_required_field() {
     let d = card_dest("");
     let m = mapper(&d);
