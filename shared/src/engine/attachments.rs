@@ -50,6 +50,8 @@ pub(crate) struct Attachments {
     /// The store of each attach bucket (`None`: the source's).
     stores: HashMap<Option<String>, Arc<dyn ObjectStore>>,
     state: StateStore,
+    /// Uploads at once (`limits.upload_concurrency`), over all windows in flight.
+    concurrency: usize,
     permits: Semaphore,
     /// Read on the first window that uploads.
     uploaded: tokio::sync::OnceCell<Mutex<UploadedFiles>>,
@@ -138,6 +140,7 @@ impl Attachments {
             organization_id,
             stores,
             state: state.clone(),
+            concurrency: dest.limits.upload_concurrency.max(1) as usize,
             permits: Semaphore::new(dest.limits.upload_concurrency.max(1) as usize),
             uploaded: tokio::sync::OnceCell::new(),
             invocation: uuid::Uuid::new_v4().simple().to_string(),
@@ -321,7 +324,7 @@ async fn upload_all(
         .map(|w| Box::pin(content_type_of(att, &w.file)) as BoxFuture<'_, String>)
         .collect();
     let types = futures::stream::iter(lookups)
-        .buffered(att.permits.available_permits().max(1) * 2)
+        .buffered(att.concurrency * 2)
         .collect::<Vec<_>>()
         .await;
     for (w, t) in wanted.iter_mut().zip(types) {
@@ -348,7 +351,7 @@ async fn upload_all(
         })
         .collect();
     Ok(futures::stream::iter(uploads)
-        .buffered(att.permits.available_permits().max(1))
+        .buffered(att.concurrency)
         .collect()
         .await)
 }

@@ -342,3 +342,35 @@ async fn a_record_gets_its_file_too() {
     assert!(paths[0].ends_with("/c-1.pdf"), "{paths:?}");
     assert_eq!(s.uploaded().len(), 1);
 }
+
+#[tokio::test]
+async fn files_in_a_local_source_folder_are_uploaded_too() {
+    // A local run (the CLI's `source.path`): the folder is the source's store, its
+    // listing gives each file's version, and the type comes from the extension.
+    let h = Harness::with_config(EmulatorConfig {
+        rate_limit_requests: fast_emulator_config().rate_limit_requests,
+        ..EmulatorConfig::with_fixture(Fixture::demo_with_attachments())
+    })
+    .await;
+    h.write_file("docs/plan.pdf", b"%PDF local plan");
+    h.write_file(TABLE, "cid,name,docs\nL1,Local,plan.pdf\n");
+    let d = h.destination(
+        "name: att-local\npipe_id: \"301\"\noperation: upsert_card\nkey: { columns: [cid], field: external_id }\nsource:\n  path: ${DATA}\n  layer: refined\n  table: customers\nmapping:\n  title: name\n  customer_name: name\n  documents: { column: docs, attach: { prefix: docs } }\n",
+    );
+    let s = h.run(&d).await;
+    assert_counts_add_up(&s);
+    assert_eq!(
+        (s.counts.created, s.counts.files_uploaded),
+        (1, 1),
+        "{s:#?}"
+    );
+    let uploads = h.emulator.uploads();
+    assert_eq!(uploads.len(), 1);
+    assert_eq!(uploads[0].content_type.as_deref(), Some("application/pdf"));
+    assert_eq!(uploads[0].size, Some(15));
+    let again = h.run(&d).await;
+    assert_eq!(
+        (again.counts.unchanged, again.counts.files_uploaded),
+        (1, 0)
+    );
+}
