@@ -34,7 +34,7 @@ use crate::store::{media_type, ObjectStore};
 
 use super::pipefy_api::PipefyApi;
 use super::plan::ItemKind;
-use super::window::{Outcome, Slot};
+use super::window::{failure_code, Outcome, Slot};
 use super::{EngineError, RunContext, RunShared};
 
 /// Attempts of one file's upload, each with a fresh URL.
@@ -202,7 +202,7 @@ pub(super) async fn upload_attachments(
         .uploaded
         .get_or_try_init(|| async { att.state.load_uploads().await.map(Mutex::new) })
         .await?;
-    let mut paths: HashMap<(u64, FileRef), Result<String, String>> = HashMap::new();
+    let mut paths: HashMap<(u64, FileRef), Uploaded> = HashMap::new();
     {
         let known = uploaded.lock().await;
         wanted.retain(|w| {
@@ -247,7 +247,7 @@ pub(super) async fn upload_attachments(
 }
 
 /// Puts each file's path into its row, or fails the row with the first file that has none.
-fn place_paths(slots: &mut [Slot], paths: &HashMap<(u64, FileRef), Result<String, String>>) {
+fn place_paths(slots: &mut [Slot], paths: &HashMap<(u64, FileRef), Uploaded>) {
     for slot in slots.iter_mut().filter(|s| s.outcome.is_none()) {
         let key_hash = slot.item.key_hash;
         let provenance = slot.item.provenance.clone();
@@ -267,8 +267,8 @@ fn place_paths(slots: &mut [Slot], paths: &HashMap<(u64, FileRef), Result<String
                         failure.get_or_insert_with(|| {
                             RowFailure::new(
                                 provenance.clone(),
-                                code_of(why),
-                                format!("{}: {why}", file.location()),
+                                why.code,
+                                format!("{}: {}", file.location(), why.message),
                             )
                             .with_field(f.field_id.clone())
                         });
@@ -296,26 +296,39 @@ fn place_paths(slots: &mut [Slot], paths: &HashMap<(u64, FileRef), Result<String
     }
 }
 
-/// The failure code of an upload's reason (the reason says which kind it is).
-fn code_of(why: &str) -> FailureCode {
-    if why.starts_with(NOT_FOUND) {
-        FailureCode::NotFound
-    } else if why.starts_with(REFUSED) {
-        FailureCode::PipefyRejected
-    } else {
-        FailureCode::PipefyUnavailable
+/// Why a file got no storage path: the code its row fails with, and what to say.
+#[derive(Debug, Clone)]
+struct UploadFailure {
+    code: FailureCode,
+    message: String,
+}
+
+impl UploadFailure {
+    fn new(code: FailureCode, message: impl Into<String>) -> Self {
+        UploadFailure {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The file could not be read from its store.
+    fn unreadable(why: impl std::fmt::Display) -> Self {
+        UploadFailure::new(
+            FailureCode::NotFound,
+            format!("cannot read the file: {why}"),
+        )
     }
 }
 
-const NOT_FOUND: &str = "cannot read the file";
-const REFUSED: &str = "Pipefy refused";
+/// A file's storage path in Pipefy, or why it has none.
+type Uploaded = Result<String, UploadFailure>;
 
 /// Content types, upload URLs (batched), then the uploads, bounded; one outcome per file.
 async fn upload_all(
     shared: &RunShared,
     att: &Attachments,
     wanted: &mut [Wanted],
-) -> Result<Vec<Result<String, String>>, EngineError> {
+) -> Result<Vec<Uploaded>, EngineError> {
     // The content type each URL is signed for.
     // Boxed, collected futures: a stream over a borrowing closure makes the window task's
     // `Send` bound higher-ranked, which `tokio::spawn` cannot satisfy.
@@ -337,7 +350,7 @@ async fn upload_all(
         .presigned_urls(&requests, shared.gate())
         .await
         .map_err(EngineError::Pipefy)?;
-    let uploads: Vec<BoxFuture<'_, Result<String, String>>> = wanted
+    let uploads: Vec<BoxFuture<'_, Uploaded>> = wanted
         .iter()
         .zip(urls)
         .map(|(w, url)| {
@@ -347,7 +360,7 @@ async fn upload_all(
                 w,
                 url.map_err(|e| no_url(&e)),
                 minted_at,
-            )) as BoxFuture<'_, Result<String, String>>
+            )) as BoxFuture<'_, Uploaded>
         })
         .collect();
     Ok(futures::stream::iter(uploads)
@@ -387,17 +400,17 @@ async fn upload_one(
     shared: &RunShared,
     att: &Attachments,
     w: &Wanted,
-    first: Result<PresignedUrl, String>,
+    first: Result<PresignedUrl, UploadFailure>,
     minted_at: Instant,
-) -> Result<String, String> {
+) -> Uploaded {
     let _permit = att
         .permits
         .acquire()
         .await
-        .map_err(|_| "the run stopped".to_string())?;
+        .map_err(|_| UploadFailure::new(FailureCode::PipefyUnavailable, "the run stopped"))?;
     let Some(store) = att.stores.get(&w.file.bucket) else {
-        return Err(format!(
-            "{NOT_FOUND}: its bucket is not readable by this run"
+        return Err(UploadFailure::unreadable(
+            "its bucket is not readable by this run",
         ));
     };
     // A URL minted with the window's batch may have waited for a permit.
@@ -411,7 +424,7 @@ async fn upload_one(
         let (_, reader) = store
             .get_stream(&w.file.key)
             .await
-            .map_err(|e| format!("{NOT_FOUND}: {e}"))?;
+            .map_err(UploadFailure::unreadable)?;
         let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(reader));
         match shared
             .client
@@ -427,12 +440,23 @@ async fn upload_one(
                 tracing::warn!(file = %w.file.location(), error = %e, "upload did not complete; trying again with a new URL");
                 last = e.to_string();
             }
-            Err(e @ UploadError::Refused { .. }) => return Err(format!("{REFUSED} the file: {e}")),
-            Err(e) => return Err(e.to_string()),
+            Err(e @ UploadError::Refused { .. }) => {
+                return Err(UploadFailure::new(
+                    FailureCode::PipefyRejected,
+                    format!("Pipefy refused the file: {e}"),
+                ))
+            }
+            Err(e) => {
+                return Err(UploadFailure::new(
+                    FailureCode::PipefyUnavailable,
+                    e.to_string(),
+                ))
+            }
         }
     }
-    Err(format!(
-        "{last} (gave up after {UPLOAD_ATTEMPTS} attempts; the next run retries it)"
+    Err(UploadFailure::new(
+        FailureCode::PipefyUnavailable,
+        format!("{last} (gave up after {UPLOAD_ATTEMPTS} attempts; the next run retries it)"),
     ))
 }
 
@@ -440,7 +464,7 @@ async fn fresh_url(
     shared: &RunShared,
     att: &Attachments,
     w: &Wanted,
-) -> Result<PresignedUrl, String> {
+) -> Result<PresignedUrl, UploadFailure> {
     let request = request_of(att, w);
     let answer = shared
         .client
@@ -450,16 +474,23 @@ async fn fresh_url(
         Ok(mut urls) => match urls.pop() {
             Some(Ok(u)) => Ok(u),
             Some(Err(e)) => Err(no_url(&e)),
-            None => Err("Pipefy gave no upload URL".to_string()),
+            None => Err(UploadFailure::new(
+                FailureCode::PipefyUnavailable,
+                "Pipefy gave no upload URL",
+            )),
         },
-        Err(e) => Err(format!("Pipefy gave no upload URL: {e}")),
+        Err(e) => Err(UploadFailure::new(
+            FailureCode::PipefyUnavailable,
+            format!("Pipefy gave no upload URL: {e}"),
+        )),
     }
 }
 
 /// Why `createPresignedUrl` gave no URL for a file.
-fn no_url(e: &OpError) -> String {
-    match &e.code {
-        Some(c) => format!("{REFUSED} the upload: {c}: {}", e.message),
+fn no_url(e: &OpError) -> UploadFailure {
+    let message = match &e.code {
+        Some(c) => format!("Pipefy refused the upload: {c}: {}", e.message),
         None => format!("Pipefy gave no upload URL: {}", e.message),
-    }
+    };
+    UploadFailure::new(failure_code(e.class), message)
 }

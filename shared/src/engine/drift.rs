@@ -61,8 +61,11 @@ pub async fn drift(
     let loaded = state.load_manifest().await?;
     let ledger = state.load_ledger(&loaded.manifest).await?;
     let (mapper, key_field, schema) = mapper_for(api, dest, &repo).await?;
-    // Rows map with their files' versions, as in a run (nothing is uploaded).
-    super::attachments::prepare(ctx, dest, api, &schema, &mapper, &state, true).await?;
+    // update_card rows are mapped for their card id, which needs their files' versions as
+    // in a run (nothing is uploaded); other rows are not mapped here.
+    if dest.operation == Operation::UpdateCard {
+        super::attachments::prepare(ctx, dest, api, &schema, &mapper, &state, true).await?;
+    }
     let removal_phase = match RemovalOp::of(&dest.sync.removed_rows, |p| mapper.phase_id_by_name(p))
     {
         Some(RemovalOp::MoveToPhase { phase_id }) => Some(phase_id),

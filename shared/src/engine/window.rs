@@ -146,12 +146,17 @@ pub(super) fn duplicate_in_pipefy(
     )
 }
 
-pub(super) fn op_failure(item: &WorkItem, e: &OpError, what: &str) -> RowFailure {
-    let code = match e.class {
+/// The row's failure code for an operation Pipefy failed in this way.
+pub(super) fn failure_code(class: ErrorClass) -> FailureCode {
+    match class {
         ErrorClass::Permanent => FailureCode::PipefyRejected,
         ErrorClass::Retryable => FailureCode::PipefyUnavailable,
         ErrorClass::Ambiguous => FailureCode::AmbiguousCreate,
-    };
+    }
+}
+
+pub(super) fn op_failure(item: &WorkItem, e: &OpError, what: &str) -> RowFailure {
+    let code = failure_code(e.class);
     let detail = match &e.code {
         Some(c) => format!("{what}: Pipefy answered {c}: {}", e.message),
         None => format!("{what}: {}", e.message),
