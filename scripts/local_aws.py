@@ -67,8 +67,10 @@ def print_runs(s3, bucket, destination, out):
               f"{c['requests']} Pipefy requests")
         if c.get("files_uploaded"):
             print(f"  {c['files_uploaded']} file(s) uploaded to Pipefy, {c['bytes_uploaded']} bytes")
+        # A day's result parts share one folder: reports/<destination>/results/<date>/.
+        parts = f"reports/{destination}/results/{s['started_at'][:10]}/{s['run_id']}-part-"
         for key in keys:
-            if key.startswith(prefix + "results/"):
+            if key.startswith(parts):
                 for line in read(key).splitlines():
                     r = json.loads(line)
                     if r["action"] in FAILED_ACTIONS:

@@ -4,7 +4,12 @@
 #   - Debian's Chromium (the run page tests render pages in it), when /usr/bin/chromium is
 #     missing: apt-get, as root or through sudo; the demo does not need it;
 #   - the pinned Python tools into .venv (requirements-dev.txt, or requirements-demo.txt for
-#     the demo): a stamp holding the requirements' hash makes a second run a no-op.
+#     the demo): a stamp holding the requirements' hash makes a second run a no-op;
+#   - the AWS provider schema that tests/infra/provider_schema.py checks infra/ against, for
+#     the two @cdktf/provider-aws releases of tests/infra/provider-schema.lock: npm pack,
+#     integrity checked against the lock, reduced to a few MB of JSON in
+#     .venv/provider-schema/ and the tarballs deleted; present files make it a no-op. The
+#     demo does not need it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for_demo=$([ "${1:-}" = demo ] && echo 1 || echo 0)
@@ -28,13 +33,17 @@ full_want=$(cat requirements-dev.txt requirements-demo.txt | sha256sum | cut -d'
 demo_stamp="$venv/.demo-requirements.sha256"
 demo_want=$(sha256sum requirements-demo.txt | cut -d' ' -f1)
 has() { [ -f "$1" ] && [ "$(cat "$1")" = "$2" ] && [ -x "$venv/bin/moto_server" ]; }
-if has "$full_stamp" "$full_want" || { [ "$for_demo" = 1 ] && has "$demo_stamp" "$demo_want"; }; then
-  exit 0
+if ! { has "$full_stamp" "$full_want" || { [ "$for_demo" = 1 ] && has "$demo_stamp" "$demo_want"; }; }; then
+  requirements=$([ "$for_demo" = 1 ] && echo requirements-demo.txt || echo requirements-dev.txt)
+  echo "setup-tools: installing the pinned tools of $requirements into $venv (once)" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+  echo "$demo_want" > "$demo_stamp"
+  [ "$for_demo" = 1 ] || echo "$full_want" > "$full_stamp"
 fi
-requirements=$([ "$for_demo" = 1 ] && echo requirements-demo.txt || echo requirements-dev.txt)
-echo "setup-tools: installing the pinned tools of $requirements into $venv (once)" >&2
-python3 -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
-echo "$demo_want" > "$demo_stamp"
-[ "$for_demo" = 1 ] || echo "$full_want" > "$full_stamp"
+
+# Stdlib only; it prints what it downloads (size, time) and says which release failed.
+if [ "$for_demo" = 0 ]; then
+  "$venv/bin/python" tests/infra/provider_schema.py fetch >&2
+fi

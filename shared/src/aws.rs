@@ -53,6 +53,10 @@ pub fn lambda_client(config: &SdkConfig) -> aws_sdk_lambda::Client {
     aws_sdk_lambda::Client::new(config)
 }
 
+pub fn eventbridge_client(config: &SdkConfig) -> aws_sdk_eventbridge::Client {
+    aws_sdk_eventbridge::Client::new(config)
+}
+
 /// Why a destination's Pipefy client could not be built. Each says which destination.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenSetupError {

@@ -7,6 +7,7 @@ pub mod aws;
 pub mod config;
 pub mod engine;
 pub mod failure;
+pub mod init;
 pub mod lambda;
 pub mod mapping;
 pub mod pipefy;

@@ -14,7 +14,17 @@ Checks that what infra/modules/pipefy-sync deploys matches what the Rust code ex
     fields Terraform reads still exist there, and -- evaluated with `terraform console` on
     the module's provider-free destinations.tf -- the S3 filters, schedules, IAM source
     scopes and error reports derived from example and hand-made folders are the expected
-    ones.
+    ones;
+  * results table: the Glue table's columns are the keys of a result line (RowResult and
+    the struct that adds run_id, shared/src/report/mod.rs) with fitting types, its
+    partitions (destination, run_date) are projected onto the folders results_prefix writes,
+    the enum of destinations is the destination files' names, and docs/results.md names
+    every column, action and error code;
+  * lifecycle events: PIPEFY_SYNC_EVENT_BUS is the bus's ARN on the sync functions only,
+    the one IAM statement that allows events: actions is PutEvents for the sync functions'
+    roles, on that bus, with the code's event source, and -- evaluated on the provider-free
+    events.tf -- a bus name becomes this account's and region's ARN, an ARN stays, anything
+    else is refused.
 
 Needs PyYAML and python-hcl2 (the checkov virtualenv ships both: run it with that Python;
 tests/infra/check.sh does). Terraform is optional: without it the `terraform console` checks
@@ -39,6 +49,10 @@ EXAMPLE_DESTINATIONS = EXAMPLE / "destinations"
 DESIGN = ROOT / "docs" / "DESIGN.md"
 CONFIG_RS = ROOT / "shared" / "src" / "config" / "mod.rs"
 EVENTS_RS = ROOT / "shared" / "src" / "lambda" / "events.rs"
+REPORT_RS = ROOT / "shared" / "src" / "report" / "mod.rs"
+SETTINGS_RS = ROOT / "shared" / "src" / "lambda" / "settings.rs"
+LIFECYCLE_RS = ROOT / "shared" / "src" / "lambda" / "lifecycle.rs"
+RESULTS_DOC = ROOT / "docs" / "results.md"
 
 ALL_FUNCTIONS = ("sync-scheduled", "sync-upload", "notify")
 SYNC_FUNCTIONS = ("sync-scheduled", "sync-upload")
@@ -141,6 +155,10 @@ class RustStruct:
         self.accepted: set[str] = set()  # every key serde accepts (names and aliases)
         self.required: set[str] = set()  # keys serde needs present
         self.open = False  # #[serde(flatten)]: accepts more than its fields
+        # What serialization writes: key -> the field's Rust type, in field order, and the
+        # types of the #[serde(flatten)] fields (whose keys it writes too).
+        self.written: dict[str, str] = {}
+        self.flattened: list[str] = []
 
 
 def _case(name: str, rule: str | None) -> str:
@@ -192,6 +210,14 @@ def parse_rust_structs(text: str) -> dict[str, RustStruct]:
                     field, ftype = fm.group(1), fm.group(2)
                     fattrs = " ".join(re.findall(r"#\[serde\(([^\]]*)\)\]", " ".join(pending)))
                     pending = []
+                    if not re.search(r"\bskip(_serializing)?\b", fattrs):
+                        if re.search(r"\bflatten\b", fattrs):
+                            s.flattened.append(ftype.rstrip(",").strip())
+                        else:
+                            wn = re.search(r'rename\s*=\s*"([^"]+)"', fattrs) or re.search(
+                                r'rename\s*\([^)]*(?<![a-z])serialize\s*=\s*"([^"]+)"', fattrs
+                            )
+                            s.written[wn.group(1) if wn else _case(field, rule)] = ftype.rstrip(",").strip()
                     if re.search(r"\bskip(_deserializing)?\b", fattrs):
                         continue
                     if re.search(r"\bflatten\b", fattrs):
@@ -220,16 +246,18 @@ def parse_rust_structs(text: str) -> dict[str, RustStruct]:
 TERRAFORM = shutil.which("terraform")
 
 
-def tf_eval(destinations_dir: Path, expressions: dict[str, str]) -> dict[str, Any]:
-    """Evaluates `local.*` expressions of destinations.tf against a destination folder."""
+def tf_console(files: dict[str, str], variables: dict[str, str], expressions: dict[str, str]) -> dict[str, Any]:
+    """Evaluates expressions with `terraform console` in a scratch folder holding `files`
+    (name -> text), with `variables` given as -var."""
     import json
 
     with tempfile.TemporaryDirectory(prefix="pipefy-sync-agreement-") as tmp:
-        shutil.copy(MODULE / "destinations.tf", Path(tmp) / "destinations.tf")
+        for name, text in files.items():
+            (Path(tmp) / name).write_text(text)
         expr = "jsonencode({" + ", ".join(f"{k} = {v}" for k, v in expressions.items()) + "})"
         env = dict(os.environ, CHECKPOINT_DISABLE="1", TF_IN_AUTOMATION="1", TF_DATA_DIR=str(Path(tmp) / ".terraform"))
         proc = subprocess.run(
-            [TERRAFORM or "terraform", f"-chdir={tmp}", "console", f"-var=destinations_dir={destinations_dir}"],
+            [TERRAFORM or "terraform", f"-chdir={tmp}", "console"] + [f"-var={k}={v}" for k, v in variables.items()],
             input=expr + "\n",
             capture_output=True,
             text=True,
@@ -242,6 +270,15 @@ def tf_eval(destinations_dir: Path, expressions: dict[str, str]) -> dict[str, An
         # The console prints an HCL string: JSON string syntax, with ${ and %{ doubled.
         text = json.loads(line).replace("$${", "${").replace("%%{", "%{")
         return json.loads(text)
+
+
+def tf_eval(destinations_dir: Path, expressions: dict[str, str]) -> dict[str, Any]:
+    """Evaluates `local.*` expressions of destinations.tf against a destination folder."""
+    return tf_console(
+        {"destinations.tf": (MODULE / "destinations.tf").read_text()},
+        {"destinations_dir": str(destinations_dir)},
+        expressions,
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -791,10 +828,564 @@ def check_handmade_folders(tmp: Path) -> None:
         verify(ev, docs)
 
 
+# --------------------------------------------------------------------------------------
+# The results table (results.tf) against the result lines of shared/src/report/mod.rs
+
+
+INT_TYPES = {"u8", "u16", "u32", "u64", "usize", "i8", "i16", "i32", "i64", "isize"}
+
+
+def bare_type(rtype: str) -> str:
+    """A Rust type without a leading reference (`&'a str` -> `str`)."""
+    return re.sub(r"^&\s*(?:'\w+\s+)?(?:mut\s+)?", "", rtype.strip()).strip()
+
+
+def glue_type(rtype: str, structs: dict[str, RustStruct], enums: set[str]) -> str | None:
+    """The Hive/Glue type of what serde writes for a Rust type; None when unknown."""
+    t = bare_type(rtype)
+    m = re.fullmatch(r"(?:Option|Box|Arc)<(.+)>", t)
+    if m:
+        return glue_type(m.group(1), structs, enums)
+    m = re.fullmatch(r"Vec<(.+)>", t)
+    if m:
+        inner = glue_type(m.group(1), structs, enums)
+        return f"array<{inner}>" if inner else None
+    if t in ("String", "str") or re.fullmatch(r"Cow<(?:'\w+,\s*)?str>", t) or re.fullmatch(r"DateTime<\w+>", t):
+        return "string"
+    if t in INT_TYPES:
+        return "bigint"
+    if t in ("f32", "f64"):
+        return "double"
+    if t == "bool":
+        return "boolean"
+    if t in structs and not structs[t].flattened:
+        parts = [(k, glue_type(v, structs, enums)) for k, v in structs[t].written.items()]
+        if any(p is None for _, p in parts):
+            return None
+        return "struct<" + ",".join(f"{k}:{p}" for k, p in parts) + ">"
+    if t in enums:  # unit enums, written as their (renamed) variant names
+        return "string"
+    return None
+
+
+def split_top(text: str, sep: str = ",") -> list[str]:
+    """`text` split at `sep` outside <>, (), [] and string literals."""
+    out, depth, cur, quoted = [], 0, "", False
+    for i, ch in enumerate(text):
+        if ch == '"' and (i == 0 or text[i - 1] != "\\"):
+            quoted = not quoted
+        elif not quoted and ch in "<([":
+            depth += 1
+        elif not quoted and ch in ">)]":
+            depth -= 1
+        elif not quoted and ch == sep and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+            continue
+        cur += ch
+    if cur.strip():
+        out.append(cur.strip())
+    return out
+
+
+def canonical_glue(t: str) -> str:
+    """A Glue type with blanks removed, lowercased, and struct members in name order (the JSON
+    SerDe matches members by name)."""
+    t = re.sub(r"\s+", "", t).lower()
+    m = re.fullmatch(r"array<(.+)>", t)
+    if m:
+        return f"array<{canonical_glue(m.group(1))}>"
+    m = re.fullmatch(r"struct<(.+)>", t)
+    if m:
+        members = []
+        for member in split_top(m.group(1)):
+            name, _, mtype = member.partition(":")
+            members.append(f"{name}:{canonical_glue(mtype)}")
+        return "struct<" + ",".join(sorted(members)) + ">"
+    return t
+
+
+def rust_enum_values(text: str, name: str) -> list[str] | None:
+    """The serde names of a unit enum's variants (rename_all and rename honoured)."""
+    nc = re.sub(r"//[^\n]*", "", text)
+    m = re.search(r"((?:#\[[^\]]*\]\s*)*)(?:pub(?:\([^)]*\))?\s+)?enum\s+" + name + r"\s*\{([^}]*)\}", nc)
+    if not m:
+        return None
+    rule_m = re.search(r'rename_all\s*=\s*"([^"]+)"', m.group(1))
+    values = []
+    for vm in re.finditer(r"((?:#\[[^\]]*\]\s*)*)([A-Z]\w*)\s*(?:,|$)", m.group(2)):
+        rn = re.search(r'rename\s*=\s*"([^"]+)"', vm.group(1))
+        variant = vm.group(2)
+        if rn:
+            values.append(rn.group(1))
+        elif rule_m:
+            values.append(_case(re.sub(r"(?<!^)(?=[A-Z])", "_", variant).lower(), rule_m.group(1)))
+        else:
+            values.append(variant)
+    return values
+
+
+def result_line_fields(structs: dict[str, RustStruct]) -> tuple[dict[str, str] | None, str]:
+    """The keys of one result line -> their Rust types: RowResult's fields plus those of the
+    struct that flattens a RowResult into a line (run_id); RowResult plus run_id when no such
+    struct exists (yet)."""
+    row = structs["RowResult"]
+    wrappers = [s for s in structs.values() if any(bare_type(f) == "RowResult" for f in s.flattened)]
+    if len(wrappers) > 1:
+        return None, f"more than one struct flattens RowResult: {sorted(s.name for s in wrappers)}"
+    if wrappers:
+        w = wrappers[0]
+        return {**w.written, **row.written}, f"{w.name}: its fields and RowResult's"
+    return {"run_id": "String", **row.written}, "RowResult plus run_id"
+
+
+def chrono_to_java(fmt: str) -> str | None:
+    """A chrono date format as Athena's projection format (java.time), for the parts a day
+    folder uses."""
+    out, i = "", 0
+    table = {"%Y": "yyyy", "%m": "MM", "%d": "dd", "%F": "yyyy-MM-dd"}
+    while i < len(fmt):
+        if fmt[i] == "%":
+            piece = table.get(fmt[i : i + 2])
+            if piece is None:
+                return None
+            out += piece
+            i += 2
+        else:
+            out += fmt[i]
+            i += 1
+    return out
+
+
+def rust_fn_body(text: str, name: str) -> str | None:
+    nc = re.sub(r"//[^\n]*", "", text)
+    m = re.search(r"\bfn\s+" + name + r"\s*(?:<[^>]*>)?\s*\(", nc)
+    if not m:
+        return None
+    start = nc.find("{", m.end())
+    depth, i = 1, start + 1
+    while i < len(nc) and depth:
+        depth += {"{": 1, "}": -1}.get(nc[i], 0)
+        i += 1
+    return nc[start + 1 : i - 1]
+
+
+def results_layout_from_fn(body: str) -> tuple[str | None, str | None, str]:
+    """results_prefix's format!(...) as a layout: `<reports>` (the reports prefix, ending in
+    '/'), `${destination}`, `${run_date}`; with the chrono format of the date."""
+    fm = re.search(r'format!\(\s*"((?:[^"\\]|\\.)*)"', body)
+    if not fm:
+        return None, None, "results_prefix builds no format!(\"...\", ...) that agreement.py can read"
+    depth, i = 1, body.index("(", fm.start()) + 1
+    while i < len(body) and depth:
+        depth += {"(": 1, ")": -1}.get(body[i], 0)
+        i += 1
+    args = split_top(body[fm.end() : i - 1].strip().removeprefix(","))
+    out, date_format, positional = "", None, 0
+    for piece in re.split(r"(\{\{|\}\}|\{[^{}]*\})", fm.group(1)):
+        if piece in ("{{", "}}"):
+            out += piece[0]
+            continue
+        if not piece.startswith("{"):
+            out += piece
+            continue
+        name = piece[1:-1].split(":")[0].strip()
+        if name == "":
+            arg = args[positional] if positional < len(args) else ""
+            positional += 1
+        elif name.isdigit():
+            arg = args[int(name)] if int(name) < len(args) else ""
+        else:
+            arg = name
+        dm = re.search(r'\.format\(\s*"([^"]+)"\s*\)', arg)
+        if "destination_prefix(" in arg:
+            out += "<reports>${destination}/"  # destination_prefix: "<reports>/<destination>/"
+        elif dm:
+            out += "${run_date}"
+            date_format = dm.group(1)
+        elif arg == "destination":
+            out += "${destination}"
+        elif arg == "reports_prefix":
+            out += "<reports>"
+        else:
+            return None, None, f"agreement.py cannot read the argument {arg!r} of results_prefix's format!"
+    return out, date_format, "results_prefix in shared/src/report/mod.rs"
+
+
+def doc_layout(text: str) -> list[str]:
+    """The paths of the module doc's layout (`//! reports/...`) with ${destination} and
+    ${run_date} for their placeholders, and <reports> for the reports prefix."""
+    paths = []
+    for line in text.splitlines():
+        if not line.startswith("//!"):
+            continue
+        p = line[3:].strip()
+        if p.startswith("reports/"):
+            p = "<reports>" + p[len("reports/") :]
+            paths.append(p.replace("<destination>", "${destination}").replace("<YYYY-MM-DD>", "${run_date}"))
+    return paths
+
+
+def template_text(tf: dict[str, Any], expr: Any) -> str | None:
+    """A Terraform string with the locals it names spelled out where they are literals
+    (`$${x}`, Terraform's escape, becomes `${x}`)."""
+    if not isinstance(expr, str):
+        return None
+    m = re.fullmatch(r"\$\{local\.([a-z0-9_]+)\}", expr)
+    if m and isinstance(one(tf["locals"].get(m.group(1))), str):
+        expr = one(tf["locals"][m.group(1)])
+
+    def literal(mm: re.Match[str]) -> str:
+        v = resolve_literal(tf, mm.group(0))
+        return v if isinstance(v, str) else mm.group(0)
+
+    return re.sub(r"(?<!\$)\$\{local\.[a-z0-9_]+\}", literal, expr).replace("$${", "${")
+
+
+def check_results(tf: dict[str, Any]) -> None:
+    if not R.check(REPORT_RS.exists(), "shared/src/report/mod.rs exists (RowResult, KeptEdit, results_prefix)"):
+        return
+    text = REPORT_RS.read_text()
+    structs = parse_rust_structs(text)
+    if not R.check("RowResult" in structs and "KeptEdit" in structs, "report/mod.rs has the structs RowResult and KeptEdit"):
+        return
+    enums = set(re.findall(r"\benum\s+(\w+)", re.sub(r"//[^\n]*", "", text)))
+    fields, label = result_line_fields(structs)
+    if not R.check(fields is not None, "report/mod.rs says what one result line holds", label):
+        return
+    assert fields is not None
+    R.check("run_id" in fields, f"every result line carries run_id ({label})", f"fields: {sorted(fields)}")
+
+    table = tf["resource"].get("aws_glue_catalog_table", {}).get("results")
+    db = tf["resource"].get("aws_glue_catalog_database", {}).get("results")
+    if not R.check(table is not None and db is not None, "results.tf defines aws_glue_catalog_database.results and aws_glue_catalog_table.results"):
+        return
+    gate = "${var.results_table_enabled ? 1 : 0}"
+    R.check(
+        var_default(tf, "results_table_enabled") is True and one(table.get("count")) == gate and one(db.get("count")) == gate,
+        "the results table and its database exist unless results_table_enabled is false (default true)",
+        f"default {var_default(tf, 'results_table_enabled')}, counts {table.get('count')} {db.get('count')}",
+    )
+    R.check(
+        one(db.get("name")) == "${var.results_database_name}" and var_default(tf, "results_database_name") == "pipefy_sync",
+        "the Glue database is var.results_database_name, default pipefy_sync",
+    )
+    R.check(resolve_literal(tf, one(table.get("name"))) == "pipefy_sync_results", "the table is pipefy_sync_results", f"got {table.get('name')}")
+    R.check(one(table.get("database_name")) == "${aws_glue_catalog_database.results[0].name}", "the table is in the module's results database")
+    R.check(one(table.get("table_type")) == "EXTERNAL_TABLE", "the table is an EXTERNAL_TABLE (its data stays in S3)")
+    sd = one(table.get("storage_descriptor", [{}])) or {}
+    serde = one(sd.get("ser_de_info", [{}])) or {}
+    R.check(
+        one(serde.get("serialization_library")) == "org.openx.data.jsonserde.JsonSerDe",
+        "the table reads JSON Lines with the OpenX JSON SerDe",
+        f"got {serde.get('serialization_library')}",
+    )
+    R.check(
+        one(sd.get("input_format")) == "org.apache.hadoop.mapred.TextInputFormat"
+        and one(sd.get("output_format")) == "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat",
+        "the table's files are text (TextInputFormat / HiveIgnoreKeyTextOutputFormat)",
+    )
+
+    columns = [(one(c.get("name")), one(c.get("type"))) for c in sd.get("columns", [])]
+    names = [n for n, _ in columns]
+    R.check(len(names) == len(set(names)), "no column is defined twice", f"{names}")
+    R.check(
+        set(names) == set(fields),
+        f"the table's columns are exactly the keys of a result line ({label})",
+        f"only in Terraform: {sorted(set(names) - set(fields))}; only in the Rust: {sorted(set(fields) - set(names))}",
+    )
+    wrong = []
+    for n, t in columns:
+        if n not in fields:
+            continue
+        want = glue_type(fields[n], structs, enums)
+        if want is None:
+            wrong.append(f"{n}: agreement.py cannot map the Rust type {fields[n]} to a Glue type (teach glue_type)")
+        elif canonical_glue(str(t)) != canonical_glue(want):
+            wrong.append(f"{n}: Terraform says {t}, the Rust {fields[n]} is {want}")
+    R.check(not wrong, "every column's type fits its Rust field (u64 is bigint, Vec<KeptEdit> is array<struct<...>> of KeptEdit's fields)", "; ".join(wrong))
+
+    keys = [(one(k.get("name")), one(k.get("type"))) for k in table.get("partition_keys", [])]
+    R.check(keys == [("destination", "string"), ("run_date", "string")], "the partition keys are destination and run_date, both strings", f"got {keys}")
+    R.check(not {k for k, _ in keys} & set(names), "no partition key is also a column of the lines")
+
+    params = one(table.get("parameters", [{}])) or {}
+    R.check(params.get("projection.enabled") == "true", "partition projection is on (no crawler, no partitions to add)")
+    R.check(params.get("projection.destination.type") == "enum", "destination is projected as an enum")
+    R.check(
+        params.get("projection.run_date.type") == "date"
+        and params.get("projection.run_date.interval") == "1"
+        and params.get("projection.run_date.interval.unit") == "DAYS",
+        "run_date is projected as a date, one partition a day",
+    )
+    rng = str(params.get("projection.run_date.range", "")).split(",")
+    R.check(
+        len(rng) == 2 and re.fullmatch(r"\d{4}-\d{2}-\d{2}", rng[0]) is not None and rng[1] == "NOW",
+        "run_date's range runs from a yyyy-MM-dd date to NOW",
+        f"got {params.get('projection.run_date.range')}",
+    )
+
+    # Where the lines are: the Rust's results_prefix (or, before it exists, the module doc's
+    # layout) against storage.location.template.
+    doc_paths = doc_layout(text)
+    doc_results = [p for p in doc_paths if "/results/" in p and p.endswith(".jsonl")]
+    body = rust_fn_body(text, "results_prefix")
+    if body is not None:
+        layout, date_format, source = results_layout_from_fn(body)
+    elif len(doc_results) == 1:
+        layout, date_format, source = doc_results[0].rsplit("/", 1)[0] + "/", "%Y-%m-%d", "the layout in report/mod.rs's module doc"
+    else:
+        layout, date_format, source = None, None, "report/mod.rs has no results_prefix and its module doc no single results/ line"
+    if not R.check(layout is not None, "the result parts' folder can be read from the Rust", source):
+        return
+    assert layout is not None
+    settings = SETTINGS_RS.read_text() if SETTINGS_RS.exists() else ""
+    rp = re.search(r'reports_prefix:\s*"([^"]*)"', settings)
+    report_prefix = resolve_literal(tf, "${local.report_prefix}")
+    R.check(
+        rp is not None and rp.group(1) == report_prefix,
+        "the functions' reports prefix (lambda/settings.rs) is local.report_prefix",
+        f"settings.rs: {rp.group(1) if rp else 'not found'}, Terraform: {report_prefix}",
+    )
+    reports = rp.group(1) if rp else str(report_prefix)
+    want_template = "s3://${local.bucket_name}/" + layout.replace("<reports>", reports.rstrip("/") + "/" if reports.strip("/") else "")
+    got_template = template_text(tf, params.get("storage.location.template"))
+    R.check(
+        got_template == want_template,
+        f"storage.location.template is where the functions write the result parts ({source})",
+        f"Terraform {got_template}, the Rust {want_template}",
+    )
+    java = chrono_to_java(date_format or "")
+    R.check(
+        java is not None and params.get("projection.run_date.format") == java,
+        f"run_date's projection format is the Rust's date format ({date_format} is {java})",
+        f"Terraform: {params.get('projection.run_date.format')}",
+    )
+    env = one(tf["locals"].get("function_environment")) or {}
+    R.check(
+        all(env.get(f, {}).get("PIPEFY_SYNC_BUCKET") == "${local.bucket_name}" for f in SYNC_FUNCTIONS),
+        "the table reads the bucket the sync functions write (local.bucket_name)",
+    )
+    base = template_text(tf, one(sd.get("location")))
+    R.check(
+        base is not None and got_template is not None and got_template.startswith(base),
+        "the table's location holds every projected partition",
+        f"location {base}, template {got_template}",
+    )
+    # Result parts expire with the reports.
+    rules = one(tf["resource"].get("aws_s3_bucket_lifecycle_configuration", {}).get("this", {}).get("rule", [])) or []
+    rules = rules if isinstance(rules, list) else [rules]
+    expiring = [
+        template_text(tf, one(one(r.get("filter", [{}])).get("prefix")))
+        for r in rules
+        if (one(r.get("expiration", [{}])) or {}).get("days") is not None
+    ]
+    path = want_template.split("/", 3)[3]
+    R.check(
+        any(isinstance(p, str) and p and path.startswith(p) for p in expiring),
+        "result parts expire with the reports (a lifecycle rule with days covers their folder)",
+        f"expiring prefixes {expiring}, results {path}",
+    )
+
+    if doc_results:
+        doc_dir = doc_results[0].rsplit("/", 1)[0] + "/"
+        R.check(doc_dir == layout, "report/mod.rs's module doc shows the result parts where results_prefix puts them", f"doc {doc_dir}, code {layout}")
+        R.check(doc_results[0].rsplit("/", 1)[1].startswith("<run-id>"), "a result part's name starts with its run id (a day's runs share one folder)", doc_results[0])
+        others = [p for p in doc_paths if p not in doc_results and p.startswith(layout)]
+        R.check(not others, "nothing but result parts lies in the results folders (Athena would read it as lines)", f"{others}")
+    else:
+        R.check(False, "report/mod.rs's module doc shows where the result parts go", f"layout lines: {doc_paths}")
+
+    R.check("results_table" in tf["output"], "the module outputs results_table (database, table, an example query)")
+
+    # The docs name every column and every action.
+    actions = rust_enum_values(text, "RowAction") or []
+    R.check(bool(actions), "report/mod.rs has the RowAction enum")
+    if R.check(RESULTS_DOC.exists(), "docs/results.md exists"):
+        doc = RESULTS_DOC.read_text()
+        missing = [f for f in fields if f"`{f}`" not in doc] + [a for a in actions if f"`{a}`" not in doc]
+        R.check(not missing, "docs/results.md names every field of a result line and every action", f"missing: {missing}")
+        failure_rs = ROOT / "shared" / "src" / "failure.rs"
+        codes = rust_enum_values(failure_rs.read_text(), "FailureCode") if failure_rs.exists() else None
+        R.check(
+            bool(codes) and all(f"`{c}`" in doc for c in codes or []),
+            "docs/results.md lists every error_code (FailureCode in shared/src/failure.rs)",
+            f"missing: {[c for c in codes or [] if f'`{c}`' not in doc] if codes else 'FailureCode not found'}",
+        )
+
+
+def check_results_enum(tmp: Path) -> None:
+    """projection.destination.values, evaluated on destinations.tf: the destination names."""
+    tf = load_tf(MODULE)
+    table = tf["resource"].get("aws_glue_catalog_table", {}).get("results", {})
+    expr = str((one(table.get("parameters", [{}])) or {}).get("projection.destination.values", ""))
+    m = re.fullmatch(r"\$\{(.*)\}", expr, re.S)
+    if not R.check(m is not None and "local.destinations" in expr, "projection.destination.values is computed from local.destinations", expr):
+        return
+    assert m is not None
+    folders = [
+        ("the example", EXAMPLE_DESTINATIONS),
+        ("a hand-made folder", write_folder(tmp / "enum", {"zeta.yaml": dest_yaml("zeta"), "alpha.yml": dest_yaml("alpha"), "mid-1.yaml": dest_yaml("mid_1")})),
+    ]
+    for label, folder in folders:
+        names = sorted(d["name"] for _, d in load_destination_docs(folder))
+        try:
+            got = tf_eval(folder, {"values": m.group(1)})["values"]
+        except RuntimeError as e:
+            R.check(False, f"projection.destination.values evaluates on {label}", str(e))
+            continue
+        R.check(
+            isinstance(got, str) and sorted(got.split(",")) == names and "" not in got.split(","),
+            f"projection.destination.values of {label} are its destination names",
+            f"got {got!r}, files name {names}",
+        )
+
+
+# --------------------------------------------------------------------------------------
+# Lifecycle events (events.tf): the bus, the grant, the environment
+
+
+def policy_statements(tf: dict[str, Any]) -> list[tuple[str, dict[str, Any], str | None]]:
+    """(policy document, statement, for_each of its dynamic block or None) of every
+    aws_iam_policy_document of the module."""
+    out = []
+    for name, doc in tf["data"].get("aws_iam_policy_document", {}).items():
+        for st in doc.get("statement", []):
+            out.append((name, st, None))
+        for dyn in doc.get("dynamic", []):
+            block = dyn.get("statement")
+            if isinstance(block, dict):
+                for content in block.get("content", []):
+                    out.append((name, content, str(one(block.get("for_each")))))
+    return out
+
+
+STUB_LOCALS = 'locals {\n  partition  = "aws"\n  region     = "eu-west-1"\n  account_id = "123456789012"\n}\n'
+
+
+def check_events(tf: dict[str, Any]) -> None:
+    events_tf = MODULE / "events.tf"
+    if not R.check(events_tf.exists(), "infra/modules/pipefy-sync/events.tf exists (event_bus_name)"):
+        return
+    with events_tf.open() as fh:
+        kinds = set(hcl2.load(fh))
+    R.check(kinds <= {"variable", "locals"}, "events.tf is provider-free (variables and locals only)", f"blocks: {sorted(kinds)}")
+    R.check(var_default(tf, "event_bus_name") is None, "event_bus_name defaults to null: no events")
+
+    # The environment: the bus's ARN on the sync functions, nothing on notify.
+    env = one(tf["locals"].get("function_environment")) or {}
+    setters = {f for f, e in env.items() if "PIPEFY_SYNC_EVENT_BUS" in e}
+    R.check(setters == set(SYNC_FUNCTIONS), "PIPEFY_SYNC_EVENT_BUS is set on sync-scheduled and sync-upload only", f"set on {sorted(setters)}")
+    R.check(
+        all(env.get(f, {}).get("PIPEFY_SYNC_EVENT_BUS") == "${local.event_bus_arn}" for f in SYNC_FUNCTIONS),
+        "PIPEFY_SYNC_EVENT_BUS is local.event_bus_arn, the bus the roles may put events on",
+    )
+    fn = tf["resource"].get("aws_lambda_function", {}).get("this", {})
+    variables = str(one(one(fn.get("environment", [{}])).get("variables")))
+    R.check(
+        re.search(r"if\s+v\s*!=\s*(None|null)\b", variables) is not None,
+        "a null variable is left out of the environment (no bus: PIPEFY_SYNC_EVENT_BUS unset, not empty)",
+        variables,
+    )
+
+    # The grant: one statement, on the sync functions' policies only, on the bus only.
+    for name, pol in tf["resource"].get("aws_iam_role_policy", {}).items():
+        R.check(
+            re.fullmatch(r"\$\{data\.aws_iam_policy_document\.[a-z0-9_]+(\[each\.key\])?\.json\}", str(one(pol.get("policy")))) is not None,
+            f"aws_iam_role_policy.{name} is an aws_iam_policy_document (so these checks see every grant)",
+        )
+    fpol = tf["resource"].get("aws_iam_role_policy", {}).get("function", {})
+    R.check(
+        one(fpol.get("policy")) == "${data.aws_iam_policy_document.function[each.key].json}" and one(fpol.get("role")) == "${aws_iam_role.function[each.key].id}",
+        "each function's role gets the policy document built for that function",
+    )
+
+    def acts(st: dict[str, Any]) -> list[str]:
+        a = one(st.get("actions", [[]]))
+        return [a] if isinstance(a, str) else list(a or [])
+
+    grants = [
+        (doc, st, fe)
+        for doc, st, fe in policy_statements(tf)
+        if str(one(st.get("effect", ["Allow"]))) == "Allow" and any(a == "*" or a.lower().startswith("events:") for a in acts(st))
+    ]
+    if not R.check(len(grants) == 1, "exactly one IAM statement allows an events: action", f"{[(d, one(s.get('sid'))) for d, s, _ in grants]}"):
+        return
+    doc, st, for_each = grants[0]
+    R.check(
+        doc == "function" and for_each is not None and "contains(local.sync_functions,each.key)" in for_each.replace(" ", ""),
+        "the PutEvents grant is in the functions' policy, for the sync functions only",
+        f"data.aws_iam_policy_document.{doc}, for_each {for_each}",
+    )
+    R.check(
+        for_each is not None and re.search(r"local\.event_bus_arn\s*!=\s*(None|null)\b", for_each) is not None,
+        "the PutEvents grant exists only when a bus is set",
+        f"for_each {for_each}",
+    )
+    R.check(acts(st) == ["events:PutEvents"], "the grant is events:PutEvents alone", f"{acts(st)}")
+    res = one(st.get("resources", [[]]))
+    R.check((res if isinstance(res, list) else [res]) == ["${local.event_bus_arn}"], "the grant's only resource is the bus (local.event_bus_arn)", f"{res}")
+    lifecycle = LIFECYCLE_RS.read_text() if LIFECYCLE_RS.exists() else ""
+    src = re.search(r'EVENT_SOURCE\s*:\s*&(?:\'static\s+)?str\s*=\s*"([^"]+)"', lifecycle)
+    cond = [one(c) if not isinstance(c, dict) else c for c in st.get("condition", [])]
+    sources = [
+        [resolve_literal(tf, v) for v in (one(c.get("values")) if isinstance(one(c.get("values")), list) else [one(c.get("values"))])]
+        for c in cond
+        if one(c.get("variable")) == "events:source" and one(c.get("test")) == "StringEquals"
+    ]
+    R.check(
+        src is not None and sources == [[src.group(1)]],
+        "the grant allows only the events' source the code sends (EVENT_SOURCE in lambda/lifecycle.rs)",
+        f"code: {src.group(1) if src else 'EVENT_SOURCE not found'}, Terraform: {sources}",
+    )
+
+    # The example passes the bus through.
+    example = load_tf(EXAMPLE)
+    call = example["module"].get("pipefy_sync", {})
+    R.check(
+        one(call.get("event_bus_name")) == "${var.event_bus_name}" and var_default(example, "event_bus_name") is None,
+        "the example passes event_bus_name through (default null)",
+    )
+
+    # events.tf evaluated: a name is this account's and region's bus, an ARN stays as given,
+    # anything else is refused.
+    if TERRAFORM is None:
+        R.skip("event_bus_name evaluated (ARNs, validation)", "terraform is not installed")
+        return
+    files = {"events.tf": events_tf.read_text(), "stand_ins.tf": STUB_LOCALS}
+    expr = {"arn": "local.event_bus_arn", "source": "local.event_source"}
+    try:
+        got = tf_console(files, {}, expr)
+        R.check(got["arn"] is None, "no event_bus_name: no bus", f"{got}")
+    except RuntimeError as e:
+        R.check(False, "events.tf evaluates without event_bus_name", str(e))
+    accepted = {
+        "ops-bus": "arn:aws:events:eu-west-1:123456789012:event-bus/ops-bus",
+        "default": "arn:aws:events:eu-west-1:123456789012:event-bus/default",
+        "aws.partner/example.com/123/orders": "arn:aws:events:eu-west-1:123456789012:event-bus/aws.partner/example.com/123/orders",
+        "arn:aws:events:us-east-2:210987654321:event-bus/central": "arn:aws:events:us-east-2:210987654321:event-bus/central",
+        "arn:aws-us-gov:events:us-gov-west-1:210987654321:event-bus/central": "arn:aws-us-gov:events:us-gov-west-1:210987654321:event-bus/central",
+    }
+    for value, want in accepted.items():
+        try:
+            got = tf_console(files, {"event_bus_name": value}, expr)
+            R.check(got["arn"] == want, f"event_bus_name {value} is the bus {want}", f"got {got['arn']}")
+        except RuntimeError as e:
+            R.check(False, f"event_bus_name {value} is accepted", str(e))
+    for value in ["", "two words", "arn:aws:sqs:us-east-2:210987654321:queue", "arn:aws:events:us-east-2:210987654321:rule/r", "arn:aws:events:us-east-2:2109:event-bus/x"]:
+        try:
+            tf_console(files, {"event_bus_name": value}, expr)
+            R.check(False, f"event_bus_name {value!r} is refused", "it was accepted")
+        except RuntimeError as e:
+            R.check("Invalid value for variable" in str(e), f"event_bus_name {value!r} is refused", str(e)[:300])
+
+
 def main() -> None:
     tf = load_tf(MODULE)
     check_functions(tf)
     check_environment(tf)
+    check_results(tf)
+    check_events(tf)
 
     example = load_tf(EXAMPLE)
     call = example["module"].get("pipefy_sync", {})
@@ -807,7 +1398,7 @@ def main() -> None:
 
     evaluated = None
     if TERRAFORM is None:
-        R.skip("terraform console checks (S3 filters, schedules, IAM scopes, payloads)", "terraform is not installed")
+        R.skip("terraform console checks (S3 filters, schedules, IAM scopes, payloads, the results table's destinations)", "terraform is not installed")
     else:
         try:
             evaluated = tf_eval(EXAMPLE_DESTINATIONS, EVAL)
@@ -817,6 +1408,7 @@ def main() -> None:
             check_example_evaluated(docs, evaluated)
         with tempfile.TemporaryDirectory(prefix="pipefy-sync-cases-") as tmp:
             check_handmade_folders(Path(tmp))
+            check_results_enum(Path(tmp))
     check_payloads(tf, evaluated)
     finish()
 

@@ -2,13 +2,19 @@
 # Static checks of infra/ (run by `make test`):
 #   1. terraform fmt -check (skipped, with a message, where terraform is not installed);
 #   2. checkov on infra/ with no failed check, every skip justified in place;
-#   3. tests/infra/agreement.py: Terraform and the Rust code agree.
+#   3. tests/infra/agreement.py: Terraform and the Rust code agree;
+#   4. tests/infra/provider_schema.py: every resource and data source type, argument, nested
+#      block and referenced attribute exists in the AWS provider's schema, at the lowest and
+#      at the newest version versions.tf allows (the releases of @cdktf/provider-aws pinned
+#      in tests/infra/provider-schema.lock; scripts/setup-tools.sh fetches them, and so does
+#      the check itself when they are missing). It runs its self-test first.
 # `terraform validate` needs the AWS provider, which CI cannot download: it is part of the
-# deploy steps in infra/README.md instead.
+# deploy steps in infra/README.md instead. Step 4 covers the names validate would check
+# against the schema, not value types or required arguments.
 #
 # CHECKOV: checkov executable (default: `checkov` on PATH, else .venv/bin/checkov).
-# PYTHON:  Python with python-hcl2 and PyYAML for agreement.py (default: the Python of
-#          checkov's virtualenv, which ships both).
+# PYTHON:  Python with python-hcl2 and PyYAML for agreement.py and provider_schema.py
+#          (default: the Python of checkov's virtualenv, which ships both).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -76,6 +82,11 @@ if [ -z "$python_bin" ]; then
   fi
 fi
 if ! "$python_bin" tests/infra/agreement.py; then
+  failed=1
+fi
+
+step "tests/infra/provider_schema.py (provider schema)"
+if ! "$python_bin" tests/infra/provider_schema.py; then
   failed=1
 fi
 

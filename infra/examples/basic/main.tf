@@ -20,4 +20,5 @@ module "pipefy_sync" {
   existing_secret_arns      = var.existing_secret_arns
   alarm_actions             = var.alarm_actions
   force_destroy_bucket      = var.force_destroy_bucket
+  event_bus_name            = var.event_bus_name
 }

@@ -27,3 +27,13 @@ output "dead_letter_queue_urls" {
   description = "Dead-letter queues to look at when the dead-letter alarms fire."
   value       = module.pipefy_sync.dead_letter_queue_urls
 }
+
+output "results_table" {
+  description = "The Glue table over the runs' per-row results, for Athena (docs/results.md), with a query to start from."
+  value       = module.pipefy_sync.results_table
+}
+
+output "event_bus_arn" {
+  description = "The bus the lifecycle events go to, or null."
+  value       = module.pipefy_sync.event_bus_arn
+}

@@ -64,6 +64,17 @@ variable "alarm_actions" {
   }
 }
 
+variable "event_bus_name" {
+  description = "EventBridge bus (name in this account and region, or ARN) the sync functions put their run started / run completed / run failed events on; null: no events."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.event_bus_name == null || can(regex("^\\S+$", var.event_bus_name))
+    error_message = "event_bus_name must be null or an event bus name or ARN (the module checks its form)."
+  }
+}
+
 variable "force_destroy_bucket" {
   description = "Let `terraform destroy` delete the bucket with its state and reports (throwaway environments only)."
   type        = bool

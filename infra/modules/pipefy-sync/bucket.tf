@@ -1,7 +1,9 @@
 # The pipefy-sync bucket:
 #   config/destinations/<name>.yaml  the destination files (uploaded below)
 #   state/<destination>/             lease, ledger manifest and segments, pending work
-#   reports/<destination>/<date>/<run-id>/  run summaries, per-row results, failed rows
+#   reports/<destination>/<date>/<run-id>/  run summaries, run pages, failed rows
+#   reports/<destination>/results/<date>/   per-row results of the runs started that day
+#                                           (the Glue table of results.tf reads them)
 
 resource "aws_s3_bucket" "this" {
   #checkov:skip=CKV_AWS_18:Only the three functions write here, through their roles; CloudTrail data events are the audit trail if one is required. Access logs would need a second bucket per deployment.

@@ -1,7 +1,8 @@
 # One role per function, each allowed only what that function does:
 #   sync-*  read the source prefixes of its destinations, read config, read/write state,
 #           read/write reports, read its destinations' token secrets, invoke itself (hand-off) and
-#           notify (its asynchronous destinations), dead-letter to SQS, write its logs.
+#           notify (its asynchronous destinations), put lifecycle events on the deployment's
+#           event bus (when there is one), dead-letter to SQS, write its logs.
 #   notify  read config, read/write its state/<destination>/notify.json, read the Slack
 #           webhook secret, read run pages (the presigned links it posts are signed with
 #           its role), dead-letter to SQS, write its logs.
@@ -154,6 +155,23 @@ data "aws_iam_policy_document" "function" {
       sid       = "InvokeSelfAndNotify"
       actions   = ["lambda:InvokeFunction"]
       resources = [local.function_arns[each.key], local.function_arns["notify"]]
+    }
+  }
+
+  # Lifecycle events (run started / completed / failed), on the one bus of event_bus_name,
+  # with the source the code sends (EVENT_SOURCE in shared/src/lambda/lifecycle.rs).
+  dynamic "statement" {
+    for_each = contains(local.sync_functions, each.key) && local.event_bus_arn != null ? [1] : []
+    content {
+      sid       = "PutLifecycleEvents"
+      actions   = ["events:PutEvents"]
+      resources = [local.event_bus_arn]
+
+      condition {
+        test     = "StringEquals"
+        variable = "events:source"
+        values   = [local.event_source]
+      }
     }
   }
 

@@ -10,6 +10,8 @@
 #   scheduler.tf     one schedule per scheduled destination
 #   notifications.tf S3 -> sync-upload for destinations with an upload trigger
 #   alarms.tf        function errors, failed rows, dead letters
+#   events.tf        the EventBridge bus of the runs' lifecycle events (provider-free)
+#   results.tf       the Glue catalog table over the runs' per-row results (Athena)
 
 data "aws_caller_identity" "current" {}
 data "aws_partition" "current" {}
@@ -73,6 +75,7 @@ locals {
       PIPEFY_SYNC_TIME_BUDGET_SECONDS = tostring(var.time_budget_seconds)
       PIPEFY_SYNC_METRICS_NAMESPACE   = var.metrics_namespace
       PIPEFY_SYNC_ALLOWED_HOSTS       = join(",", var.allowed_pipefy_hosts)
+      PIPEFY_SYNC_EVENT_BUS           = local.event_bus_arn
     }
     "sync-upload" = {
       PIPEFY_SYNC_BUCKET              = local.bucket_name
@@ -80,6 +83,7 @@ locals {
       PIPEFY_SYNC_TIME_BUDGET_SECONDS = tostring(var.time_budget_seconds)
       PIPEFY_SYNC_METRICS_NAMESPACE   = var.metrics_namespace
       PIPEFY_SYNC_ALLOWED_HOSTS       = join(",", var.allowed_pipefy_hosts)
+      PIPEFY_SYNC_EVENT_BUS           = local.event_bus_arn
     }
     "notify" = {
       PIPEFY_SYNC_BUCKET                   = local.bucket_name

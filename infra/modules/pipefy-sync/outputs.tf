@@ -14,7 +14,7 @@ output "role_arns" {
 }
 
 output "bucket_name" {
-  description = "The pipefy-sync bucket: config/destinations/, state/, reports/<destination>/<date>/<run-id>/."
+  description = "The pipefy-sync bucket: config/destinations/, state/, reports/<destination>/<date>/<run-id>/ and reports/<destination>/results/<date>/."
   value       = aws_s3_bucket.this.bucket
 }
 
@@ -75,4 +75,19 @@ output "run_commands" {
       drift   = "aws lambda invoke --region ${local.region} --function-name ${aws_lambda_function.this["sync-scheduled"].function_name} --invocation-type Event --cli-binary-format raw-in-base64-out --payload '${local.manual_payloads[n].drift}' /dev/stdout"
     }
   }
+}
+
+output "results_table" {
+  description = "The Glue catalog table over the runs' per-row results (docs/results.md): database, table, the S3 location of each partition, and a query to start from in Athena. null when results_table_enabled is false."
+  value = var.results_table_enabled ? {
+    database          = aws_glue_catalog_database.results[0].name
+    table             = aws_glue_catalog_table.results[0].name
+    location_template = local.results_location_template
+    example_query     = "SELECT run_date, run_id, file, line, key, field, error_code, error_message FROM ${aws_glue_catalog_database.results[0].name}.${aws_glue_catalog_table.results[0].name} WHERE destination = '${try(sort(keys(local.destinations))[0], "<destination>")}' AND run_date >= cast(current_date - interval '7' day AS varchar) AND action IN ('failed', 'skipped', 'not_attempted') ORDER BY run_date, file, line"
+  } : null
+}
+
+output "event_bus_arn" {
+  description = "The EventBridge bus the sync functions put their lifecycle events on (PIPEFY_SYNC_EVENT_BUS), or null when event_bus_name is not set."
+  value       = local.event_bus_arn
 }

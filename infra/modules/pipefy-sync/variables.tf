@@ -1,5 +1,5 @@
-# Inputs of the module. destinations_dir is declared in destinations.tf (kept provider-free
-# for tests/infra/agreement.py).
+# Inputs of the module. destinations_dir is declared in destinations.tf and event_bus_name in
+# events.tf (both kept provider-free for tests/infra/agreement.py).
 
 variable "name" {
   description = "Name prefix of every resource: functions are <name>-sync-scheduled, <name>-sync-upload and <name>-notify."
@@ -44,13 +44,31 @@ variable "force_destroy_bucket" {
 }
 
 variable "report_retention_days" {
-  description = "Days after which run reports (reports/<destination>/<date>/<run-id>/) expire."
+  description = "Days after which run reports (reports/<destination>/<date>/<run-id>/) and per-row results (reports/<destination>/results/<date>/) expire."
   type        = number
   default     = 90
 
   validation {
     condition     = var.report_retention_days >= 1 && floor(var.report_retention_days) == var.report_retention_days
     error_message = "report_retention_days must be a whole number of days, at least 1."
+  }
+}
+
+variable "results_table_enabled" {
+  description = "Define the Glue catalog table pipefy_sync_results over the runs' per-row results (reports/<destination>/results/<YYYY-MM-DD>/), for Athena (docs/results.md). false: neither the table nor its database is created."
+  type        = bool
+  default     = true
+}
+
+variable "results_database_name" {
+  description = "Glue database of the results table. A second deployment in the same account and region needs a name of its own."
+  type        = string
+  default     = "pipefy_sync"
+
+  validation {
+    # Athena takes lowercase letters, digits and underscores in database names unquoted.
+    condition     = can(regex("^[a-z0-9_]{1,255}$", var.results_database_name))
+    error_message = "results_database_name must be 1-255 characters: lowercase letters, digits and '_'."
   }
 }
 

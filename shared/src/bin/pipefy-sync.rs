@@ -17,8 +17,9 @@ use pipefy_sync::engine::{drift, sync, DriftRequest, Progress, RunContext, RunRe
 use pipefy_sync::mapping::{Mapper, Schema};
 use pipefy_sync::pipefy::{AllowedHosts, PipefyClient};
 use pipefy_sync::report::{
-    destination_prefix, outcome_words, record_runs, report_prefix, Counts, DriftLine, DriftState,
-    DriftSummary, HistoryEntry, ReportWriter, RowResult, RunStatus, RunSummary,
+    destination_prefix, outcome_words, record_runs, report_prefix, result_part_keys, Counts,
+    DriftLine, DriftState, DriftSummary, HistoryEntry, ReportPaths, ReportWriter, RowResult,
+    RunStatus, RunSummary,
 };
 use pipefy_sync::state::StateStore;
 use pipefy_sync::store::local::LocalStore;
@@ -66,6 +67,9 @@ enum Command {
         files: Vec<String>,
         #[command(flatten)]
         storage: Storage,
+        /// Only the rows with this key (repeat for more).
+        #[arg(long = "key")]
+        keys: Vec<String>,
         /// Print at most this many rows.
         #[arg(long, default_value_t = 200)]
         limit: usize,
@@ -79,6 +83,10 @@ enum Command {
         destination: PathBuf,
         #[arg(long = "file")]
         files: Vec<String>,
+        /// Send only the rows with this key (repeat for more), even when unchanged, and print
+        /// each request and Pipefy's answer. Nothing is removed and no other row is touched.
+        #[arg(long = "key")]
+        keys: Vec<String>,
         /// Send every row again, even unchanged ones.
         #[arg(long)]
         full_resync: bool,
@@ -112,6 +120,10 @@ enum Command {
         #[arg(long)]
         open: bool,
     },
+    /// Write a first destination file: read the pipe's (or table's) schema and a sample of
+    /// the table, match columns to fields by id and label, suggest a key, check the
+    /// required fields, and comment every guess.
+    Init(InitArgs),
     /// Forget creates whose outcome is unknown (after checking the pipe by hand), so the
     /// next run may create those rows.
     ForgetIntents {
@@ -146,6 +158,7 @@ async fn dispatch(command: Command) -> Result<ExitCode, String> {
         Command::Plan {
             destination,
             files,
+            keys,
             storage,
             limit,
             allow_mass_removal,
@@ -158,6 +171,7 @@ async fn dispatch(command: Command) -> Result<ExitCode, String> {
                 dry_run: true,
                 report_unchanged: true,
                 allow_mass_removal,
+                keys,
                 ..RunRequest::default()
             };
             let summary = sync(&ctx, &dest, req).await.map_err(|e| e.to_string())?;
@@ -168,33 +182,51 @@ async fn dispatch(command: Command) -> Result<ExitCode, String> {
         Command::Run {
             destination,
             files,
+            keys,
             full_resync,
             allow_mass_removal,
             storage,
         } => {
             let dest = load(&destination)?;
-            let bar = ProgressBar::new_spinner();
-            bar.set_style(
-                ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-            );
-            bar.enable_steady_tick(Duration::from_millis(200));
-            let progress: Arc<dyn Progress> = Arc::new(Bar(bar.clone()));
-            let ctx = context(&dest, &destination, &storage, Some(progress)).await?;
+            // A run by key prints its requests and answers instead of a progress bar.
+            let by_key = !keys.is_empty();
+            let bar = (!by_key).then(|| {
+                let bar = ProgressBar::new_spinner();
+                bar.set_style(
+                    ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                );
+                bar.enable_steady_tick(Duration::from_millis(200));
+                bar
+            });
+            let progress = bar.clone().map(|b| Arc::new(Bar(b)) as Arc<dyn Progress>);
+            let ctx = context(&dest, &destination, &storage, progress).await?;
+            if by_key {
+                ctx.pipefy
+                    .observe_requests(Arc::new(PrintExchanges::default()));
+            }
             let req = RunRequest {
-                trigger: "cli".into(),
+                trigger: if by_key { "cli-key" } else { "cli" }.into(),
                 scope: resolve_files(&files),
                 full_resync,
                 allow_mass_removal,
                 lease_wait: Duration::from_secs(10),
+                keys,
                 ..RunRequest::default()
             };
             let result = sync(&ctx, &dest, req).await;
-            bar.finish_and_clear();
+            if let Some(bar) = &bar {
+                bar.finish_and_clear();
+            }
             let summary = result.map_err(|e| e.to_string())?;
+            if by_key {
+                println!();
+                print_plan(&ctx, &summary, usize::MAX).await;
+            }
             print_summary(&summary);
+            let all_done = summary.counts.failed_rows() == 0 && summary.keys_not_found.is_empty();
             Ok(match summary.status {
-                RunStatus::Completed if summary.counts.failed_rows() == 0 => ExitCode::SUCCESS,
+                RunStatus::Completed if all_done => ExitCode::SUCCESS,
                 _ => ExitCode::from(1),
             })
         }
@@ -220,6 +252,7 @@ async fn dispatch(command: Command) -> Result<ExitCode, String> {
             let dest = load(&destination)?;
             report_pages(&dest.name, &reports, open).await
         }
+        Command::Init(args) => init(args).await,
         Command::ForgetIntents {
             destination,
             storage,
@@ -242,6 +275,296 @@ async fn dispatch(command: Command) -> Result<ExitCode, String> {
                 .map_err(|e| e.to_string())?;
             println!("{n} intent(s) forgotten");
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct InitArgs {
+    /// The pipe whose cards the rows become.
+    #[arg(long, required_unless_present = "table", conflicts_with = "table")]
+    pipe: Option<String>,
+    /// The database table whose records the rows become.
+    #[arg(long)]
+    table: Option<String>,
+    /// A file of the table, in its folder `<layer>/<table>/`: a local path or
+    /// s3://bucket/key.
+    #[arg(long)]
+    sample: String,
+    /// Rows of the sample to read.
+    #[arg(long, default_value_t = 500)]
+    rows: usize,
+    /// The destination's name (default: the table folder's).
+    #[arg(long)]
+    name: Option<String>,
+    /// Where to write the file (default: `<name>.yaml` here; `-` prints it).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The environment variable that holds the token (local runs).
+    #[arg(long, default_value = "PIPEFY_TOKEN")]
+    token_env: String,
+    /// The Secrets Manager secret that holds the token (Lambda runs); instead of
+    /// --token-env.
+    #[arg(long)]
+    token_secret: Option<String>,
+    /// Pipefy's GraphQL endpoint, when it is not Pipefy's own.
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// Replace the file if it exists.
+    #[arg(long)]
+    force: bool,
+}
+
+/// Where the sample sits: the store holding it, its key, and the `source:` lines of a
+/// destination that reads its folder (relative to the folder the file is written to).
+struct SampleAt {
+    store: Arc<dyn ObjectStore>,
+    key: String,
+    table: String,
+    source: Vec<String>,
+}
+
+async fn sample_at(sample: &str, out_dir: &Path) -> Result<SampleAt, String> {
+    let layout = "the sample must sit in its table's folder, <layer>/<table>/<file>, as pipefy-sync reads tables";
+    if let Some(rest) = sample.strip_prefix("s3://") {
+        let (bucket, key) = rest
+            .split_once('/')
+            .ok_or_else(|| format!("{sample}: give s3://bucket/<layer>/<table>/<file>"))?;
+        let parts: Vec<&str> = key.split('/').collect();
+        let [layer @ .., table, _file] = parts.as_slice() else {
+            return Err(format!("{sample}: {layout}"));
+        };
+        if layer.is_empty() {
+            return Err(format!("{sample}: {layout}"));
+        }
+        return Ok(SampleAt {
+            store: Arc::new(S3Store::new(
+                pipefy_sync::aws::s3_client(aws().await),
+                bucket,
+            )),
+            key: key.to_string(),
+            table: table.to_string(),
+            source: vec![
+                format!("  bucket: {bucket}"),
+                format!("  layer: {}", layer.join("/")),
+                format!("  table: {table}"),
+            ],
+        });
+    }
+    let file = std::fs::canonicalize(sample).map_err(|e| format!("{sample}: {e}"))?;
+    let name_of = |p: Option<&Path>| {
+        p.and_then(|p| p.file_name())
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+    };
+    let table_dir = file.parent();
+    let layer_dir = table_dir.and_then(Path::parent);
+    let root = layer_dir.and_then(Path::parent);
+    let (Some(table), Some(layer), Some(root)) = (name_of(table_dir), name_of(layer_dir), root)
+    else {
+        return Err(format!("{sample}: {layout}"));
+    };
+    let out_dir =
+        std::fs::canonicalize(out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
+    let file_name = name_of(Some(&file)).unwrap_or_default();
+    Ok(SampleAt {
+        store: Arc::new(LocalStore::new(file.parent().unwrap_or(Path::new(".")))),
+        key: file_name,
+        table: table.clone(),
+        source: vec![
+            format!("  path: {}", relative_to(root, &out_dir).display()),
+            format!("  layer: {layer}"),
+            format!("  table: {table}"),
+        ],
+    })
+}
+
+/// `path` as seen from `from` (both absolute).
+fn relative_to(path: &Path, from: &Path) -> PathBuf {
+    let a: Vec<_> = path.components().collect();
+    let b: Vec<_> = from.components().collect();
+    let common = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let mut out = PathBuf::new();
+    for _ in common..b.len() {
+        out.push("..");
+    }
+    for c in &a[common..] {
+        out.push(c);
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
+async fn init(args: InitArgs) -> Result<ExitCode, String> {
+    use pipefy_sync::init::{draft, render, Setting};
+    let out_dir = match &args.out {
+        Some(p) if p.as_os_str() != "-" => p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let at = sample_at(&args.sample, &out_dir).await?;
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| at.table.replace('_', "-"));
+    let token = match &args.token_secret {
+        Some(secret) => format!("{{ secret: {secret} }}"),
+        None => format!("{{ env: {} }}", args.token_env),
+    };
+    let target = match (&args.pipe, &args.table) {
+        (Some(p), _) => format!("pipe_id: \"{p}\"\noperation: create_card"),
+        (None, Some(t)) => format!("table_id: \"{t}\"\noperation: create_record"),
+        (None, None) => return Err("give --pipe or --table".into()),
+    };
+    // A destination with the same token and endpoint, to read the schema with.
+    let probe = format!(
+        "name: {name}\n{target}\nsource: {{ path: ., layer: l, table: t }}\nmapping: {{ title: t }}\ntoken: {token}\n{}",
+        args.endpoint
+            .as_deref()
+            .map(|e| format!("endpoint: {e}\n"))
+            .unwrap_or_default()
+    );
+    let probe = pipefy_sync::config::parse_destination("pipefy-sync init", &probe)
+        .map_err(|e| e.to_string())?;
+    let client = pipefy_client(&probe).await?;
+    let schema = match (&args.pipe, &args.table) {
+        (Some(p), _) => Schema::Pipe(client.pipe_schema(p).await.map_err(|e| e.to_string())?),
+        (_, Some(t)) => Schema::Table(client.table_schema(t).await.map_err(|e| e.to_string())?),
+        _ => return Err("give --pipe or --table".into()),
+    };
+    let sample = read_sample(&at, &args.sample, args.rows).await?;
+    let guessed = draft(&schema, &sample);
+    let file = render(
+        &guessed,
+        &schema,
+        &sample,
+        &Setting {
+            name: name.clone(),
+            source: at.source.clone(),
+            token,
+            endpoint: args.endpoint.clone(),
+        },
+    );
+    match &args.out {
+        Some(p) if p.as_os_str() == "-" => print!("{file}"),
+        out => {
+            let path = out
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!("{name}.yaml")));
+            if path.exists() && !args.force {
+                return Err(format!(
+                    "{} exists; pass --force to replace it",
+                    path.display()
+                ));
+            }
+            std::fs::write(&path, &file).map_err(|e| format!("{}: {e}", path.display()))?;
+            let active = guessed.entries.iter().filter(|e| e.active).count();
+            println!(
+                "wrote {}: {} of {} columns matched{}",
+                path.display(),
+                sample.columns.len() - guessed.unmatched_columns.len(),
+                sample.columns.len(),
+                match &guessed.key {
+                    Some(k) => format!(", key {} -> {}", k.column, k.field),
+                    None => ", no key".to_string(),
+                }
+            );
+            println!("  {active} mapping entries; every guess is commented in the file");
+            for c in &guessed.unmatched_columns {
+                println!("  column {c}: no field matched");
+            }
+            for (id, label) in &guessed.required_missing {
+                println!("  required field {id} (\"{label}\"): no column fills it");
+            }
+            println!(
+                "next: pipefy-sync check {p} && pipefy-sync plan {p}",
+                p = path.display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The first `rows` rows of the sample, each cell as text.
+async fn read_sample(
+    at: &SampleAt,
+    shown: &str,
+    rows: usize,
+) -> Result<pipefy_sync::init::Sample, String> {
+    let meta = at
+        .store
+        .head(&at.key)
+        .await
+        .map_err(|e| format!("{shown}: {e}"))?;
+    let source: pipefy_sync::config::SourceConfig =
+        serde_json::from_value(serde_json::json!({"layer": "", "table": ""}))
+            .map_err(|e| e.to_string())?;
+    let mut stream = pipefy_sync::source::open_rows(at.store.clone(), &meta, &source, 0).await;
+    let mut sample = pipefy_sync::init::Sample {
+        file: shown.to_string(),
+        ..Default::default()
+    };
+    while sample.rows.len() < rows {
+        let Some(next) = stream.next().await else {
+            break;
+        };
+        let row = next
+            .map_err(|e| format!("{}:{}: {}", e.provenance.file, e.provenance.line, e.message))?;
+        let mut cells = vec![None; sample.columns.len()];
+        for (column, value) in &row.values {
+            let i = match sample.columns.iter().position(|c| c == column.as_ref()) {
+                Some(i) => i,
+                None => {
+                    sample.columns.push(column.to_string());
+                    cells.push(None);
+                    sample.columns.len() - 1
+                }
+            };
+            if i >= cells.len() {
+                cells.resize(i + 1, None);
+            }
+            cells[i] = (!value.is_blank()).then(|| value.to_string());
+        }
+        sample.rows.push(cells);
+    }
+    for r in &mut sample.rows {
+        r.resize(sample.columns.len(), None);
+    }
+    Ok(sample)
+}
+
+/// Prints each GraphQL request and Pipefy's answer (a run by key).
+#[derive(Default)]
+struct PrintExchanges(std::sync::atomic::AtomicU64);
+
+impl pipefy_sync::pipefy::RequestObserver for PrintExchanges {
+    fn exchanged(&self, request: &serde_json::Value, exchange: pipefy_sync::pipefy::Exchange<'_>) {
+        use pipefy_sync::pipefy::Exchange;
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        println!("── request {n} ──");
+        if let Some(query) = request.get("query").and_then(|q| q.as_str()) {
+            println!("{}", query.trim());
+        }
+        if let Some(vars) = request.get("variables").filter(|v| !v.is_null()) {
+            println!(
+                "variables: {}",
+                serde_json::to_string_pretty(vars).unwrap_or_default()
+            );
+        }
+        match exchange {
+            Exchange::Answered { status, body } => {
+                let shown = serde_json::from_slice::<serde_json::Value>(body)
+                    .ok()
+                    .and_then(|v| serde_json::to_string_pretty(&v).ok())
+                    .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+                println!("── answer {n}: HTTP {status} ──\n{shown}");
+            }
+            Exchange::NoAnswer(why) => println!("── no answer to request {n}: {why} ──"),
         }
     }
 }
@@ -419,6 +742,7 @@ async fn context(
         pipefy: pipefy_client(dest).await?,
         hand_off: None,
         progress,
+        lifecycle: None,
     })
 }
 
@@ -426,18 +750,18 @@ async fn print_plan(ctx: &RunContext, summary: &RunSummary, limit: usize) {
     let Some(location) = &summary.report_location else {
         return;
     };
-    let dir = report_prefix(
+    let paths = ReportPaths::new(
         &ctx.reports_prefix,
         &summary.destination,
         summary.started_at,
         &summary.run_id,
-    ) + "results/";
-    let Ok(parts) = ctx.report_store.list(&dir).await else {
+    );
+    let Ok(parts) = result_part_keys(&*ctx.report_store, &paths).await else {
         return;
     };
     let mut shown = 0;
     for part in parts {
-        let Ok((_, bytes)) = ctx.report_store.get_bytes(&part.key).await else {
+        let Ok((_, bytes)) = ctx.report_store.get_bytes(&part).await else {
             continue;
         };
         for line in String::from_utf8_lossy(&bytes).lines() {
@@ -515,6 +839,12 @@ fn print_summary(s: &RunSummary) {
     }
     if let Some(why) = &s.removal_skipped {
         println!("  removal skipped  {why}");
+    }
+    if !s.keys.is_empty() {
+        println!("  keys asked for   {}", s.keys.join(", "));
+    }
+    for key in &s.keys_not_found {
+        println!("  key {key}: no row of the table has it; nothing was sent for it");
     }
     if let Some(error) = &s.error {
         println!("  error            {error}");

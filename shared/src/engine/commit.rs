@@ -66,6 +66,11 @@ impl Runner<'_> {
                     failure,
                 ));
             }
+            if !self.cursor.keys_missing.is_empty() {
+                if let Some(key) = &done.result.key {
+                    self.cursor.keys_missing.retain(|k| k != key);
+                }
+            }
             self.report.row(&done.result);
         }
         self.cursor.file_index = outcome.file_index;
@@ -136,7 +141,12 @@ impl Runner<'_> {
                 status: status.name(),
             };
             state
-                .finish(last_run, self.cursor.seen_saved, || self.merged_ledger())
+                .finish(
+                    last_run,
+                    self.cursor.keys.is_empty(),
+                    self.cursor.seen_saved,
+                    || self.merged_ledger(),
+                )
                 .await?;
         }
         let mut summary = RunSummary {
@@ -162,6 +172,12 @@ impl Runner<'_> {
             }),
             stopped_at: self.stopped_at.clone(),
             removal_skipped: self.removal_skipped.clone(),
+            keys: self.cursor.keys.clone(),
+            keys_not_found: if finished {
+                self.cursor.keys_missing.clone()
+            } else {
+                Vec::new()
+            },
         };
         if status != RunStatus::HandedOff {
             self.write_pages(&mut summary).await;

@@ -16,6 +16,7 @@
 //!   commit.rs     6 counts, ledger writes, report, checkpoint, finish
 //!
 //!   drift.rs      apart from runs: Pipefy read back against the ledger, per key
+//!   lifecycle.rs  the events that mark a run's start and end, for users' own jobs
 //! ```
 //!
 //! The state protocol the stages follow (lease, intents, ledger segments, manifest,
@@ -29,6 +30,7 @@ mod commit;
 mod connections;
 mod current;
 mod drift;
+mod lifecycle;
 mod lookups;
 mod missing;
 mod pipefy_api;
@@ -60,6 +62,7 @@ use crate::store::{ObjectStore, StoreError};
 use crate::state::LeaseKeeper;
 pub use crate::state::RunScope;
 pub use drift::{drift, DriftRequest};
+pub use lifecycle::{RunEvent, RunEventKind, RunEvents};
 pub use pipefy_api::{LookupResults, PipefyApi};
 use removed::RemovalOp;
 pub use requests::{ConnectionIds, OpRole, Repo};
@@ -79,6 +82,9 @@ pub enum EngineError {
     HandOff(#[from] HandOffError),
     #[error("the destination '{0}' has no pipe_id or table_id")]
     NoTarget(String),
+    /// The run was asked for something this destination cannot do (`keys` without a key).
+    #[error("{0}")]
+    Request(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -124,6 +130,8 @@ pub struct RunContext {
     pub pipefy: PipefyClient,
     pub hand_off: Option<Arc<dyn HandOff>>,
     pub progress: Option<Arc<dyn Progress>>,
+    /// Where the run's lifecycle events go (`None`: nowhere).
+    pub lifecycle: Option<Arc<dyn RunEvents>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -146,6 +154,9 @@ pub struct RunRequest {
     pub report_unchanged: bool,
     /// Let this run's removal pass touch more than `removed_rows.max_fraction` of the keys.
     pub allow_mass_removal: bool,
+    /// Only the rows with these keys (empty: every row). Such a run sends those rows even
+    /// when unchanged, removes nothing, and leaves every other row as it was.
+    pub keys: Vec<String>,
 }
 
 /// Checkpoint at most this often (a delta segment and a manifest write).

@@ -2,6 +2,7 @@
 //! windows; on a whole-table run of a destination that removes, then cut the removals into
 //! windows too.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -47,7 +48,23 @@ pub(super) struct Producer {
     /// Rows read by earlier invocations of this run.
     pub(super) rows_read_before: u64,
     pub(super) allow_mass_removal: bool,
+    /// A run of a few keys: the rows with other keys (or none) are passed over, as if the
+    /// table did not have them.
+    pub(super) only_keys: Option<HashSet<String>>,
     pub(super) tx: tokio::sync::mpsc::Sender<Window>,
+}
+
+impl Producer {
+    /// Whether a run of a few keys passes over this row (or this unreadable line).
+    fn passes_over(&self, row: Option<&crate::source::Row>) -> bool {
+        let Some(keys) = &self.only_keys else {
+            return false;
+        };
+        match row.map(|r| self.shared.mapper.key(r)) {
+            Some(Ok(Some(key))) => !keys.contains(&key),
+            _ => true,
+        }
+    }
 }
 
 /// Reads rows and cuts them into windows; on a whole-table run of a destination that
@@ -85,6 +102,9 @@ pub(super) async fn produce(mut p: Producer) -> Result<Produced, EngineError> {
             if !stop_sending && p.shared.stopped.load(std::sync::atomic::Ordering::SeqCst) {
                 // An earlier window failed (partial success off): plan nothing more.
                 stop_sending = true;
+            }
+            if p.passes_over(next.as_ref().ok()) {
+                continue;
             }
             let item = match next {
                 Err(e) => {

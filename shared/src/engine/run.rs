@@ -17,6 +17,7 @@ use crate::source::list_table_files;
 use crate::state::{PendingWork, RunCursor, RunScope, SeenKeys, StateStore};
 
 use super::ambiguous::resolve_leftover_intents;
+use super::lifecycle::RunEvent;
 use super::removed::RemovalOp;
 use super::runner::Runner;
 use super::{
@@ -38,6 +39,12 @@ pub async fn sync(
     dest: &Destination,
     req: RunRequest,
 ) -> Result<RunSummary, EngineError> {
+    if !req.keys.is_empty() && dest.key.is_none() {
+        return Err(EngineError::Request(format!(
+            "destination '{}' has no key (key.columns), so a run cannot pick rows by key",
+            dest.name
+        )));
+    }
     if req.dry_run {
         // A dry run writes no state, so it needs no lease and can run beside a real run.
         return run_once(ctx, dest, &req, None).await;
@@ -133,11 +140,25 @@ pub(super) async fn drain_pending(
             lease.release().await?;
             break;
         }
+        // Requests for a few keys run apart from the others: merged into a table run they
+        // would lose what they asked for (those rows sent even when unchanged).
+        let plain = pending.iter().any(|(_, p)| p.keys.is_empty());
+        let pending: Vec<_> = pending
+            .into_iter()
+            .filter(|(_, p)| p.keys.is_empty() == plain)
+            .collect();
+        let mut keys: Vec<String> = pending
+            .iter()
+            .flat_map(|(_, p)| p.keys.iter().cloned())
+            .collect();
+        keys.sort();
+        keys.dedup();
         let pending_req = RunRequest {
             trigger: "handed-over".into(),
             scope: RunScope::union(pending.iter().map(|(_, p)| &p.scope)),
             full_resync: pending.iter().any(|(_, p)| p.full_resync),
             continue_run: Some(new_run_id()),
+            keys,
             ..req.clone()
         };
         lease
@@ -173,6 +194,7 @@ pub(super) async fn defer(
         trigger: req.trigger.clone(),
         scope: req.scope.clone(),
         full_resync: req.full_resync,
+        keys: req.keys.clone(),
     };
     state.put_pending(&work).await?;
     for _ in 0..3 {
@@ -212,6 +234,8 @@ pub(super) async fn defer(
         error: None,
         stopped_at: None,
         removal_skipped: None,
+        keys: req.keys.clone(),
+        keys_not_found: Vec::new(),
     })
 }
 
@@ -238,8 +262,40 @@ pub(super) async fn mapper_for(
     Ok((mapper, key_field, schema))
 }
 
-/// One run (or one invocation's share of a run) under a held lease (`None`: dry run).
+/// One run (or one invocation's share of a run) under a held lease (`None`: dry run), and
+/// the lifecycle event that ends it.
 pub(super) async fn run_once(
+    ctx: &RunContext,
+    dest: &Destination,
+    req: &RunRequest,
+    lease: Option<Arc<LeaseKeeper>>,
+) -> Result<RunSummary, EngineError> {
+    // The run's id is fixed here, so that an event names the run even when it fails.
+    let run_id = req.continue_run.clone().unwrap_or_else(new_run_id);
+    let req = RunRequest {
+        continue_run: Some(run_id.clone()),
+        ..req.clone()
+    };
+    let outcome = run_invocation(ctx, dest, &req, lease).await;
+    if let Some(events) = &ctx.lifecycle {
+        let ended = match &outcome {
+            Ok(summary) => RunEvent::ended(summary),
+            Err(e) => Some(RunEvent::failed(
+                &dest.name,
+                &run_id,
+                &req.trigger,
+                req.dry_run,
+                e.to_string(),
+            )),
+        };
+        if let Some(event) = ended {
+            events.publish(&event).await;
+        }
+    }
+    outcome
+}
+
+async fn run_invocation(
     ctx: &RunContext,
     dest: &Destination,
     req: &RunRequest,
@@ -282,6 +338,21 @@ pub(super) async fn run_once(
                 list_table_files(ctx.source_store.as_ref(), &dest.source).await?
             }
         };
+        let mut keys = req.keys.clone();
+        keys.sort();
+        keys.dedup();
+        if !keys.is_empty()
+            && dest.sync.skip_initial_backfill
+            && loaded.manifest.last_run.is_none()
+            && !req.dry_run
+        {
+            // Its first run records the table without sending it: rows sent before would
+            // make that run send the whole table.
+            return Err(EngineError::Request(format!(
+                "destination '{}' has skip_initial_backfill and has not run yet: run it once (it records the table's rows without sending them) before sending rows by key",
+                dest.name
+            )));
+        }
         RunCursor {
             run_id: run_id.clone(),
             started_at: Utc::now(),
@@ -289,8 +360,12 @@ pub(super) async fn run_once(
             files,
             file_index: 0,
             line: 0,
-            full_resync: req.full_resync,
-            whole_table: req.scope.is_whole_table(),
+            // Rows asked for by key are sent whether or not they changed.
+            full_resync: req.full_resync || !keys.is_empty(),
+            // A run of a few keys never removes: it has not read the table's other keys.
+            whole_table: req.scope.is_whole_table() && keys.is_empty(),
+            keys_missing: keys.clone(),
+            keys,
             counts: Counts::default(),
             report_parts: 0,
             invocations: 1,
@@ -300,6 +375,13 @@ pub(super) async fn run_once(
         }
     };
 
+    if let (false, Some(events)) = (continuing, &ctx.lifecycle) {
+        let mut started =
+            RunEvent::started(&dest.name, &cursor.run_id, &cursor.trigger, req.dry_run);
+        started.started_at = cursor.started_at;
+        events.publish(&started).await;
+    }
+
     let mut report = ReportWriter::new(
         ctx.report_store.clone(),
         &ctx.reports_prefix,
@@ -307,7 +389,8 @@ pub(super) async fn run_once(
         cursor.started_at,
         &cursor.run_id,
     );
-    report.include_unchanged = req.report_unchanged;
+    // A run of a few keys reports every one of its rows.
+    report.include_unchanged = req.report_unchanged || !cursor.keys.is_empty();
 
     // Creates left unresolved by an earlier run (a crash between sending and recording):
     // resolve them by key before anything else can create them again.

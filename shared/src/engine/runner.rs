@@ -115,6 +115,8 @@ impl Runner<'_> {
             removal_blocked: self.cursor.removal_blocked.clone(),
             rows_read_before: self.cursor.counts.read,
             allow_mass_removal: self.req.allow_mass_removal || self.cursor.allow_mass_removal,
+            only_keys: (!self.cursor.keys.is_empty())
+                .then(|| self.cursor.keys.iter().cloned().collect()),
             tx,
         });
         tokio::pin!(producer);

@@ -8,7 +8,9 @@ use async_trait::async_trait;
 use tokio::sync::Mutex;
 
 use crate::config::Destination;
-use crate::engine::{drift, sync, DriftRequest, HandOff, RunContext, RunRequest};
+use crate::engine::{
+    drift, new_run_id, sync, DriftRequest, HandOff, RunContext, RunEvent, RunEvents, RunRequest,
+};
 use crate::pipefy::PipefyClient;
 use crate::report::{DriftSummary, RunSummary};
 use crate::store::s3::S3Store;
@@ -17,6 +19,7 @@ use crate::store::ObjectStore;
 use super::catalog::{Catalog, DestinationCatalog};
 use super::error::HandlerError;
 use super::hand_off::LambdaHandOff;
+use super::lifecycle::EventBridgeEvents;
 use super::settings::Settings;
 
 /// Runs one destination's sync, or reports its drift.
@@ -38,6 +41,8 @@ pub struct Deps {
     pub lambda: aws_sdk_lambda::Client,
     pub system_store: Arc<dyn ObjectStore>,
     pub catalog: DestinationCatalog,
+    /// Where runs' lifecycle events go, when the settings name a bus.
+    pub run_events: Option<Arc<dyn RunEvents>>,
     clients: ClientCache,
 }
 
@@ -72,6 +77,7 @@ impl Deps {
         s3: aws_sdk_s3::Client,
         secrets: aws_sdk_secretsmanager::Client,
         lambda: aws_sdk_lambda::Client,
+        run_events: Option<Arc<dyn RunEvents>>,
     ) -> Self {
         let system_store: Arc<dyn ObjectStore> =
             Arc::new(S3Store::new(s3.clone(), settings.bucket.clone()));
@@ -83,6 +89,7 @@ impl Deps {
             lambda,
             system_store,
             catalog,
+            run_events,
             clients: ClientCache::default(),
         }
     }
@@ -91,11 +98,18 @@ impl Deps {
     pub async fn from_env() -> Result<Deps, HandlerError> {
         let settings = Settings::from_env()?;
         let config = crate::aws::load_sdk_config().await;
+        let run_events = settings.event_bus.as_ref().map(|bus| {
+            Arc::new(EventBridgeEvents::new(
+                crate::aws::eventbridge_client(&config),
+                bus,
+            )) as Arc<dyn RunEvents>
+        });
         Ok(Deps::new(
             settings,
             crate::aws::s3_client(&config),
             crate::aws::secrets_client(&config),
             crate::aws::lambda_client(&config),
+            run_events,
         ))
     }
 
@@ -129,6 +143,7 @@ impl Deps {
             pipefy: self.pipefy_client(dest).await?,
             hand_off,
             progress: None,
+            lifecycle: self.run_events.clone(),
         })
     }
 }
@@ -138,7 +153,27 @@ impl Deps {
 #[async_trait]
 impl Runner for Deps {
     async fn run(&self, dest: &Destination, req: RunRequest) -> Result<RunSummary, HandlerError> {
-        let ctx = self.run_context(dest).await?;
+        let ctx = match self.run_context(dest).await {
+            Ok(ctx) => ctx,
+            Err(e) => {
+                // The engine sends the events of the runs it starts; a run that fails before
+                // (no token, no secret, a destination Lambda cannot run) is reported here,
+                // under an id of its own that the log names too.
+                if let Some(events) = &self.run_events {
+                    let run_id = req.continue_run.clone().unwrap_or_else(new_run_id);
+                    tracing::error!(destination = %dest.name, run_id, error = %e, "the run could not be set up");
+                    let failed = RunEvent::failed(
+                        &dest.name,
+                        &run_id,
+                        &req.trigger,
+                        req.dry_run,
+                        e.to_string(),
+                    );
+                    events.publish(&failed).await;
+                }
+                return Err(e);
+            }
+        };
         sync(&ctx, dest, req).await.map_err(HandlerError::from)
     }
 

@@ -125,6 +125,7 @@ impl From<EngineError> for HandlerError {
             EngineError::Store(source) => HandlerError::storage("storage", source),
             EngineError::State(_) => HandlerError::State(text),
             EngineError::HandOff(_) => HandlerError::HandOff(text),
+            EngineError::Request(_) => HandlerError::InvalidEvent(text),
             EngineError::Internal(_) => HandlerError::Internal(text),
         }
     }

@@ -28,7 +28,13 @@ pub struct ScheduledEvent {
     /// Report drift instead of syncing: read the destination back, write nothing to Pipefy.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub drift: bool,
+    /// Only the rows with these keys, sent even when unchanged; nothing removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<Vec<String>>,
 }
+
+/// The most keys one run takes: a run of a few rows to try a destination, not a sync.
+pub const MAX_KEYS: usize = 100;
 
 /// Whether a payload is a hand-off continuation (`{"destination", "continue_run"}`), which
 /// every sync function accepts whatever started the run.
@@ -49,15 +55,32 @@ impl ScheduledEvent {
         }
     }
 
+    /// The keys the run is limited to (empty: every row); given, never empty, blank or more
+    /// than [`MAX_KEYS`].
+    pub fn keys(&self) -> Result<Vec<String>, String> {
+        match &self.keys {
+            None => Ok(Vec::new()),
+            Some(keys) if keys.is_empty() || keys.iter().any(|k| k.trim().is_empty()) => Err(
+                "\"keys\" is empty or holds an empty key; leave it out to sync every row".into(),
+            ),
+            Some(keys) if keys.len() > MAX_KEYS => Err(format!(
+                "\"keys\" holds {} keys; a run by key takes at most {MAX_KEYS}",
+                keys.len()
+            )),
+            Some(keys) => Ok(keys.clone()),
+        }
+    }
+
     /// A drift request asks for nothing else: the options of a sync would be ignored.
     pub fn check_drift(&self) -> Result<(), String> {
         let with_sync_options = self.dry_run
             || self.full_resync
             || self.files.is_some()
             || self.continue_run.is_some()
-            || self.allow_mass_removal;
+            || self.allow_mass_removal
+            || self.keys.is_some();
         if self.drift && with_sync_options {
-            return Err("\"drift\": true reads the destination back and writes nothing; it takes no dry_run, full_resync, files, continue_run or allow_mass_removal".into());
+            return Err("\"drift\": true reads the destination back and writes nothing; it takes no dry_run, full_resync, files, continue_run, allow_mass_removal or keys".into());
         }
         Ok(())
     }

@@ -153,6 +153,8 @@ pub fn summary(destination: &str, trigger: &str, status: RunStatus) -> RunSummar
         error: None,
         stopped_at: None,
         removal_skipped: None,
+        keys: Vec::new(),
+        keys_not_found: Vec::new(),
     }
 }
 

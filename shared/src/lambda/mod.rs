@@ -16,6 +16,7 @@
 //! - [`deps`]: the clients built once per container, and the engine's [`Runner`].
 //! - [`hand_off`]: continuing a long run in a new invocation.
 //! - [`events`]: the payloads, parsed strictly; [`metrics`]: one EMF line per run.
+//! - [`lifecycle`]: runs' lifecycle events on the user's EventBridge bus.
 //! - [`serve`](mod@serve): the runtime loop and the logging the three binaries share.
 
 pub mod catalog;
@@ -23,6 +24,7 @@ pub mod deps;
 pub mod error;
 pub mod events;
 pub mod hand_off;
+pub mod lifecycle;
 pub mod metrics;
 pub mod notify;
 pub mod scheduled;

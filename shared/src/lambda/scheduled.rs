@@ -26,7 +26,7 @@ pub async fn handle(
 ) -> Result<serde_json::Value, HandlerError> {
     let event: ScheduledEvent = serde_json::from_value(payload).map_err(|e| {
         HandlerError::InvalidEvent(format!(
-            "{e}; expected {{\"destination\": \"<name>\", \"scheduled_time\"?, \"dry_run\"?, \"full_resync\"?, \"files\"?, \"allow_mass_removal\"?, \"drift\"?}}"
+            "{e}; expected {{\"destination\": \"<name>\", \"scheduled_time\"?, \"dry_run\"?, \"full_resync\"?, \"files\"?, \"keys\"?, \"allow_mass_removal\"?, \"drift\"?}}"
         ))
     })?;
     if event.destination.trim().is_empty() {
@@ -35,6 +35,7 @@ pub async fn handle(
         ));
     }
     let scope = event.scope().map_err(HandlerError::InvalidEvent)?;
+    let keys = event.keys().map_err(HandlerError::InvalidEvent)?;
     event.check_drift().map_err(HandlerError::InvalidEvent)?;
     let started = Instant::now();
     let dest = catalog.get(&event.destination).await?;
@@ -65,6 +66,7 @@ pub async fn handle(
         lease_wait: LEASE_WAIT,
         report_unchanged: false,
         allow_mass_removal: event.allow_mass_removal,
+        keys,
     };
     tracing::info!(destination = %dest.name, trigger = %req.trigger, dry_run = req.dry_run, "run starting");
     let summary = runner.run(&dest, req).await.map_err(|e| {
@@ -125,6 +127,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_payload_with_keys_runs_only_those_rows() {
+        let catalog = FakeCatalog::of([destination("customers", "customers", "")]);
+        let runner = FakeRunner::default();
+        run(
+            &catalog,
+            &runner,
+            json!({"destination": "customers", "keys": ["C0001", "C0002"]}),
+        )
+        .await
+        .unwrap();
+        let (_, req) = &runner.runs()[0];
+        assert_eq!(req.keys, ["C0001", "C0002"]);
+        assert!(req.scope.is_whole_table());
+    }
+
+    #[tokio::test]
     async fn a_continuation_continues_its_run() {
         let catalog = FakeCatalog::of([destination("customers", "customers", "")]);
         let runner = FakeRunner::default();
@@ -147,6 +165,10 @@ mod tests {
             json!({"destination": "  "}),
             json!({"destination": "customers", "files": []}),
             json!({"destination": "customers", "files": [""]}),
+            json!({"destination": "customers", "keys": []}),
+            json!({"destination": "customers", "keys": ["C1", " "]}),
+            json!({"destination": "customers", "keys": "C1"}),
+            json!({"destination": "customers", "keys": (0..101).map(|i| format!("C{i}")).collect::<Vec<_>>()}),
             json!("customers"),
         ] {
             match run(&catalog, &runner, bad.clone()).await {
@@ -184,6 +206,7 @@ mod tests {
             json!({"destination": "customers", "drift": true, "files": ["a.csv"]}),
             json!({"destination": "customers", "drift": true, "full_resync": true}),
             json!({"destination": "customers", "drift": "yes"}),
+            json!({"destination": "customers", "drift": true, "keys": ["C1"]}),
         ] {
             assert!(
                 matches!(

@@ -26,6 +26,9 @@ pub struct Settings {
     pub function_name: Option<String>,
     /// Hosts besides Pipefy's own that may receive the token (single-tenant domains).
     pub allowed_hosts: AllowedHosts,
+    /// The EventBridge bus (name or ARN) that runs' lifecycle events go to; `None`: none
+    /// are sent.
+    pub event_bus: Option<String>,
 }
 
 /// Without a usable deadline (cargo lambda watch sends a fake one), a run hands off after
@@ -62,6 +65,7 @@ impl Settings {
                 .unwrap_or_else(|| metrics::DEFAULT_NAMESPACE.into()),
             function_name: var("AWS_LAMBDA_FUNCTION_NAME"),
             allowed_hosts: AllowedHosts::from_env(),
+            event_bus: var("PIPEFY_SYNC_EVENT_BUS").map(|v| v.trim().to_string()),
         })
     }
 
@@ -126,6 +130,7 @@ pub(crate) mod tests {
             metrics_namespace: "x".into(),
             function_name: None,
             allowed_hosts: AllowedHosts::default(),
+            event_bus: None,
         }
     }
 

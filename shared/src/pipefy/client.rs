@@ -18,7 +18,7 @@ use super::reads::{
 use super::retry::Backoff;
 use super::schema::{FieldDef, PipeSchema, TableSchema};
 use super::stats::{ClientStats, Counters};
-use super::transport::Transport;
+use super::transport::{RequestObserver, Transport};
 
 pub const DEFAULT_ENDPOINT: &str = "https://api.pipefy.com/graphql";
 
@@ -229,6 +229,7 @@ impl PipefyClient {
             in_flight: Semaphore::new(config.max_in_flight),
             counters: counters.clone(),
             request_timeout: config.request_timeout,
+            observer: std::sync::OnceLock::new(),
         };
         Ok(PipefyClient {
             inner: Arc::new(Inner {
@@ -240,6 +241,12 @@ impl PipefyClient {
                 documented_only: std::sync::atomic::AtomicBool::new(false),
             }),
         })
+    }
+
+    /// Shows every request this client (and its clones) sends, and what came back, to
+    /// `observer`; one observer per client, the first set stays.
+    pub fn observe_requests(&self, observer: Arc<dyn RequestObserver>) {
+        let _ = self.inner.transport.observer.set(observer);
     }
 
     /// Whether `other` is a clone of this client (one limiter and token cache).

@@ -43,4 +43,5 @@ pub use reads::{Card, CardField, CardPage, Listing, PhaseRef, UserRef, CARDS_PAG
 pub use schema::{FieldDef, FieldType, LabelDef, MemberDef, PhaseDef, PipeSchema, TableSchema};
 pub use secret::Secret;
 pub use stats::ClientStats;
+pub use transport::{Exchange, RequestObserver};
 pub use uploads::{PresignedUrl, UploadError, UploadRequest, PRESIGNED_URL_LIFETIME};

@@ -36,6 +36,21 @@ impl Answer {
     }
 }
 
+/// What came back for one request, as an observer sees it.
+#[derive(Debug, Clone, Copy)]
+pub enum Exchange<'a> {
+    /// Pipefy answered: the HTTP status and the body as sent.
+    Answered { status: u16, body: &'a [u8] },
+    /// No answer (connection refused, timeout, a body that never arrived): why.
+    NoAnswer(&'a str),
+}
+
+/// Sees every GraphQL request the client sends and what came back (the CLI's run by key
+/// prints them). Neither carries the token: it travels in a header, which is not shown.
+pub trait RequestObserver: Send + Sync {
+    fn exchanged(&self, request: &Value, exchange: Exchange<'_>);
+}
+
 pub(crate) struct Transport {
     pub(crate) http: reqwest::Client,
     pub(crate) endpoint: String,
@@ -44,9 +59,16 @@ pub(crate) struct Transport {
     pub(crate) in_flight: Semaphore,
     pub(crate) counters: Arc<Counters>,
     pub(crate) request_timeout: Duration,
+    pub(crate) observer: std::sync::OnceLock<Arc<dyn RequestObserver>>,
 }
 
 impl Transport {
+    fn observe(&self, request: &Value, exchange: Exchange<'_>) {
+        if let Some(o) = self.observer.get() {
+            o.exchanged(request, exchange);
+        }
+    }
+
     /// Sends one GraphQL document. `Err` only for run-level failures (credentials rejected
     /// twice, credentials unavailable); everything else is an [`Answer`].
     ///
@@ -95,8 +117,9 @@ impl Transport {
             let resp = match sent {
                 Ok(r) => r,
                 Err(e) => {
-                    let f = self.classify_send_error(&e);
-                    return Ok(Answer::failed(redact(f, &token)));
+                    let f = redact(self.classify_send_error(&e), &token);
+                    self.observe(body, Exchange::NoAnswer(f.message()));
+                    return Ok(Answer::failed(f));
                 }
             };
             let status = resp.status().as_u16();
@@ -119,6 +142,7 @@ impl Transport {
                 .and_then(|s| s.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
             if status == 429 {
+                self.observe(body, Exchange::Answered { status, body: &[] });
                 Counters::add(&self.counters.throttles, 1);
                 self.limiter.on_throttle(slot);
                 return Ok(Answer {
@@ -130,13 +154,24 @@ impl Transport {
                 Ok(b) => b,
                 Err(e) => {
                     // Headers arrived, the body did not: the request was processed, maybe.
-                    let f = Failure::uncertain(format!(
-                        "response body could not be read: {}",
-                        describe_reqwest_error(&e)
-                    ));
-                    return Ok(Answer::failed(redact(f, &token)));
+                    let f = redact(
+                        Failure::uncertain(format!(
+                            "response body could not be read: {}",
+                            describe_reqwest_error(&e)
+                        )),
+                        &token,
+                    );
+                    self.observe(body, Exchange::NoAnswer(f.message()));
+                    return Ok(Answer::failed(f));
                 }
             };
+            self.observe(
+                body,
+                Exchange::Answered {
+                    status,
+                    body: &bytes,
+                },
+            );
             let f = classify_http_body(status, &bytes);
             if status < 500 {
                 self.limiter.on_success();

@@ -3,11 +3,14 @@
 //!
 //! ```text
 //! reports/<destination>/<YYYY-MM-DD>/<run-id>/summary.json
-//! reports/<destination>/<YYYY-MM-DD>/<run-id>/results/part-00001.jsonl
 //! reports/<destination>/<YYYY-MM-DD>/<run-id>/failed/part-00001.jsonl
+//! reports/<destination>/results/<YYYY-MM-DD>/<run-id>-part-00001.jsonl
 //! ```
 //! Parts are written at every checkpoint, so a run that hands off to a new invocation keeps
-//! adding parts to the same report. When the run ends, `report.html` ([`page`]) is written
+//! adding parts to the same report. The result parts of a day's runs share one folder, which
+//! holds nothing else, so that a query engine can read them as one table partitioned by
+//! destination and date (the Glue table `pipefy_sync_results`, docs/results.md); every line
+//! carries its `run_id`. The date is the run's start date (UTC). When the run ends, `report.html` ([`page`]) is written
 //! beside `summary.json`, and the destination's history ([`history`]) gains the run:
 //!
 //! ```text
@@ -140,6 +143,15 @@ pub struct RowResult {
     pub kept_edits: Vec<KeptEdit>,
 }
 
+/// One line of a result part: the row's result and the run it belongs to. The lines' schema
+/// is stable (docs/results.md): fields may be added, none renamed or removed.
+#[derive(Serialize)]
+struct ResultLine<'a> {
+    run_id: &'a str,
+    #[serde(flatten)]
+    result: &'a RowResult,
+}
+
 /// A value a person changed in Pipefy since pipefy-sync last wrote it, kept.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KeptEdit {
@@ -251,6 +263,12 @@ pub struct RunSummary {
     /// failed to read, a table that read 0 rows, `REMOVAL_GUARD: ...`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub removal_skipped: Option<String>,
+    /// The keys the run was limited to (`--key`, `"keys"`); empty: every row.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<String>,
+    /// Of those, the keys no row of the table carried.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys_not_found: Vec<String>,
 }
 
 /// Column names the failed-rows file adds; they start with `_` so a replay ignores them
@@ -320,6 +338,61 @@ pub fn report_prefix(
     )
 }
 
+/// Where the result parts of a destination's runs that started on `started_at`'s day go:
+/// `<reports>/<destination>/results/<date>/`.
+pub fn results_prefix(
+    reports_prefix: &str,
+    destination: &str,
+    started_at: DateTime<Utc>,
+) -> String {
+    format!(
+        "{}results/{}/",
+        destination_prefix(reports_prefix, destination),
+        started_at.format("%Y-%m-%d")
+    )
+}
+
+/// Where one run's files are: its folder, and the common start of its result parts' keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportPaths {
+    /// `<reports>/<destination>/<date>/<run-id>/`
+    pub run: String,
+    /// `<reports>/<destination>/results/<date>/<run-id>-part-`
+    pub result_parts: String,
+    /// `<reports>/<destination>/`
+    destination: String,
+}
+
+impl ReportPaths {
+    pub fn new(
+        reports_prefix: &str,
+        destination: &str,
+        started_at: DateTime<Utc>,
+        run_id: &str,
+    ) -> Self {
+        ReportPaths {
+            run: report_prefix(reports_prefix, destination, started_at, run_id),
+            result_parts: format!(
+                "{}{run_id}-part-",
+                results_prefix(reports_prefix, destination, started_at)
+            ),
+            destination: destination_prefix(reports_prefix, destination),
+        }
+    }
+
+    /// A key of this destination's reports as a link from the run's folder (where its page
+    /// is): `failed/part-00001.jsonl`, `../../results/<date>/<run-id>-part-00001.jsonl`.
+    pub fn link(&self, key: &str) -> String {
+        if let Some(inside) = key.strip_prefix(&self.run) {
+            return inside.to_string();
+        }
+        match key.strip_prefix(&self.destination) {
+            Some(rest) => format!("../../{rest}"),
+            None => key.to_string(),
+        }
+    }
+}
+
 /// Whether a row result is a failed row (any stage).
 pub fn is_failed(action: RowAction) -> bool {
     matches!(
@@ -328,30 +401,43 @@ pub fn is_failed(action: RowAction) -> bool {
     )
 }
 
-/// Reads back the failed rows of the report under `prefix` (the first `cap` of them, and how
-/// many there are) and the names of its parts, for its page.
+/// The keys of a run's result parts, in order. A run written before the result parts moved
+/// to `results/<date>/` has them in its own folder, under `results/`.
+pub async fn result_part_keys(
+    store: &dyn ObjectStore,
+    paths: &ReportPaths,
+) -> Result<Vec<String>, StoreError> {
+    let mut keys: Vec<String> = store
+        .list(&paths.result_parts)
+        .await?
+        .into_iter()
+        .map(|m| m.key)
+        .collect();
+    if keys.is_empty() {
+        keys = store
+            .list(&format!("{}results/", paths.run))
+            .await?
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
+    }
+    Ok(keys)
+}
+
+/// Reads back the failed rows of a run's report (the first `cap` of them, and how many there
+/// are) and the links to its parts, for its page.
 pub async fn read_failed_rows(
     store: &dyn ObjectStore,
-    prefix: &str,
+    paths: &ReportPaths,
     cap: usize,
 ) -> Result<FailedRows, StoreError> {
     let mut out = FailedRows::default();
-    for meta in store.list(&format!("{prefix}failed/")).await? {
-        out.failed_parts.push(
-            meta.key
-                .strip_prefix(prefix)
-                .unwrap_or(&meta.key)
-                .to_string(),
-        );
+    for meta in store.list(&format!("{}failed/", paths.run)).await? {
+        out.failed_parts.push(paths.link(&meta.key));
     }
-    for meta in store.list(&format!("{prefix}results/")).await? {
-        out.result_parts.push(
-            meta.key
-                .strip_prefix(prefix)
-                .unwrap_or(&meta.key)
-                .to_string(),
-        );
-        let (_, bytes) = store.get_bytes(&meta.key).await?;
+    for key in result_part_keys(store, paths).await? {
+        out.result_parts.push(paths.link(&key));
+        let (_, bytes) = store.get_bytes(&key).await?;
         for line in bytes.split(|b| *b == b'\n') {
             let Ok(result) = serde_json::from_slice::<RowResult>(line) else {
                 continue;
@@ -372,6 +458,8 @@ pub struct ReportWriter {
     store: Arc<dyn ObjectStore>,
     /// `reports/<destination>/<date>/<run-id>/`
     pub prefix: String,
+    paths: ReportPaths,
+    run_id: String,
     results: Vec<u8>,
     failed: Vec<u8>,
     /// Write per-row lines for unchanged rows too (off by default: a steady-state run over a
@@ -389,15 +477,23 @@ impl ReportWriter {
         started_at: DateTime<Utc>,
         run_id: &str,
     ) -> Self {
+        let paths = ReportPaths::new(reports_prefix, destination, started_at, run_id);
         ReportWriter {
             store,
-            prefix: report_prefix(reports_prefix, destination, started_at, run_id),
+            prefix: paths.run.clone(),
+            paths,
+            run_id: run_id.to_string(),
             results: Vec::new(),
             failed: Vec::new(),
             include_unchanged: false,
             results_seen: false,
             failed_seen: false,
         }
+    }
+
+    /// Where this run's files are.
+    pub fn paths(&self) -> &ReportPaths {
+        &self.paths
     }
 
     pub fn location(&self) -> String {
@@ -415,7 +511,13 @@ impl ReportWriter {
         {
             return;
         }
-        push_line(&mut self.results, result);
+        push_line(
+            &mut self.results,
+            &ResultLine {
+                run_id: &self.run_id,
+                result,
+            },
+        );
         self.results_seen = true;
     }
 
@@ -440,7 +542,13 @@ impl ReportWriter {
         }
         if !self.results.is_empty() {
             let body = std::mem::take(&mut self.results);
-            self.put_part("results", part, body).await?;
+            self.store
+                .put_bytes(
+                    &format!("{}{part:05}.jsonl", self.paths.result_parts),
+                    Bytes::from(body),
+                    WriteCondition::None,
+                )
+                .await?;
         }
         if !self.failed.is_empty() {
             let body = std::mem::take(&mut self.failed);
@@ -464,7 +572,7 @@ impl ReportWriter {
     /// Renders the run's page from its summary and the failed rows its parts hold, and
     /// writes it as `report.html`. Returns where it is.
     pub async fn write_page(&self, summary: &RunSummary) -> Result<String, StoreError> {
-        let failed = read_failed_rows(&*self.store, &self.prefix, PAGE_ROWS).await?;
+        let failed = read_failed_rows(&*self.store, &self.paths, PAGE_ROWS).await?;
         let page = render_run_page(summary, &failed);
         self.store
             .put_bytes(
@@ -511,5 +619,58 @@ mod tests {
                 "reports/d/1970-01-01/r1/"
             );
         }
+    }
+
+    #[test]
+    fn result_parts_share_a_day_folder_and_link_from_the_run_folder() {
+        let at = DateTime::<Utc>::UNIX_EPOCH;
+        let paths = ReportPaths::new("reports/", "d", at, "r1");
+        assert_eq!(paths.run, "reports/d/1970-01-01/r1/");
+        assert_eq!(paths.result_parts, "reports/d/results/1970-01-01/r1-part-");
+        assert_eq!(
+            paths.link("reports/d/results/1970-01-01/r1-part-00002.jsonl"),
+            "../../results/1970-01-01/r1-part-00002.jsonl"
+        );
+        assert_eq!(
+            paths.link("reports/d/1970-01-01/r1/failed/part-00001.jsonl"),
+            "failed/part-00001.jsonl"
+        );
+    }
+
+    #[tokio::test]
+    async fn result_lines_carry_the_run_id_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(crate::store::LocalStore::new(dir.path()));
+        let at = DateTime::<Utc>::UNIX_EPOCH;
+        let mut writer = ReportWriter::new(store.clone(), "reports", "d", at, "r1");
+        let provenance = Provenance {
+            file: "t/a.csv".into(),
+            line: 7,
+        };
+        let failure = RowFailure::new(
+            provenance,
+            crate::failure::FailureCode::NotAnOption,
+            "no such option",
+        )
+        .with_field("stage");
+        writer.row(&RowResult::failed(
+            &failure,
+            Some("k7".into()),
+            RowAction::Failed,
+        ));
+        assert!(writer.flush(1).await.unwrap());
+        let key = "reports/d/results/1970-01-01/r1-part-00001.jsonl";
+        let (_, bytes) = store.get_bytes(key).await.unwrap();
+        let line: serde_json::Value = serde_json::from_slice(bytes.trim_ascii_end()).unwrap();
+        assert_eq!(line["run_id"], "r1");
+        assert_eq!(line["error_code"], "NOT_AN_OPTION");
+        assert_eq!(line["line"], 7);
+        let failed = read_failed_rows(&*store, writer.paths(), 10).await.unwrap();
+        assert_eq!(failed.total, 1);
+        assert_eq!(failed.rows[0].key.as_deref(), Some("k7"));
+        assert_eq!(
+            failed.result_parts,
+            vec!["../../results/1970-01-01/r1-part-00001.jsonl".to_string()]
+        );
     }
 }

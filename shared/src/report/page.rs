@@ -29,8 +29,8 @@ pub struct FailedRows {
     pub rows: Vec<RowResult>,
     /// Every failed row the report holds.
     pub total: u64,
-    /// The report's parts, relative to the run's folder (`results/part-00001.jsonl`,
-    /// `failed/part-00001.jsonl`).
+    /// The report's parts, as links from the run's folder
+    /// (`../../results/<date>/<run-id>-part-00001.jsonl`, `failed/part-00001.jsonl`).
     pub result_parts: Vec<String>,
     pub failed_parts: Vec<String>,
 }

@@ -91,6 +91,12 @@ pub struct RunCursor {
     /// The run was asked with `allow_mass_removal`: its continuations are too.
     #[serde(default)]
     pub allow_mass_removal: bool,
+    /// The run sends only the rows with these keys (empty: every row).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<String>,
+    /// Of `keys`, those no row committed so far carried.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys_missing: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -140,6 +146,9 @@ pub struct PendingWork {
     pub scope: RunScope,
     #[serde(default)]
     pub full_resync: bool,
+    /// Only the rows with these keys (empty: every row).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<String>,
 }
 
 /// What a run reads: the whole table (removals included), or only the named objects.
@@ -627,8 +636,10 @@ mod tests {
             trigger: "upload".into(),
             scope: a.clone(),
             full_resync: false,
+            keys: vec!["C1".into()],
         };
         let back: PendingWork = from_json("k", &to_json(&work)).unwrap();
         assert_eq!(back.scope, a);
+        assert_eq!(back.keys, ["C1"], "a request by key keeps its keys");
     }
 }

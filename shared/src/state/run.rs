@@ -165,10 +165,13 @@ impl RunState {
     }
 
     /// Ends the run: folds the segments into a new base when they pile up (`full_ledger`
-    /// is asked for only then), clears the cursor and records `last_run`.
+    /// is asked for only then), clears the cursor and records `last_run`. A run of a few
+    /// keys (`record_last_run` false) leaves the last run as it was: it is a sample, not a
+    /// sync of the table.
     pub async fn finish(
         &self,
         last_run: LastRun,
+        record_last_run: bool,
         seen_saved: bool,
         full_ledger: impl FnOnce() -> Ledger,
     ) -> Result<(), StateError> {
@@ -183,7 +186,9 @@ impl RunState {
         }
         loaded.manifest.run = None;
         let run_id = last_run.run_id.clone();
-        loaded.manifest.last_run = Some(last_run);
+        if record_last_run {
+            loaded.manifest.last_run = Some(last_run);
+        }
         self.store.save_manifest(&mut loaded).await?;
         drop(loaded);
         self.store.delete_segments(&replaced).await;
@@ -257,6 +262,7 @@ mod tests {
                 failed_rows: 0,
                 status: "completed".into(),
             },
+            true,
             false,
             || {
                 folded = true;

@@ -178,6 +178,7 @@ pub fn run_context(table_root: &Path, work: &Path, client: PipefyClient) -> Resu
         pipefy: client,
         hand_off: None,
         progress: None,
+        lifecycle: None,
     })
 }
 

@@ -82,6 +82,94 @@ impl Moto {
         pipefy_sync::aws::secrets_client(&self.sdk_config().await)
     }
 
+    pub async fn eventbridge(&self) -> aws_sdk_eventbridge::Client {
+        pipefy_sync::aws::eventbridge_client(&self.sdk_config().await)
+    }
+
+    pub async fn sqs(&self) -> aws_sdk_sqs::Client {
+        aws_sdk_sqs::Client::new(&self.sdk_config().await)
+    }
+
+    /// An EventBridge bus whose events matching `pattern` reach a new SQS queue; the queue's
+    /// URL.
+    pub async fn bus_to_queue(&self, bus: &str, pattern: &serde_json::Value) -> String {
+        let sqs = self.sqs().await;
+        let name = unique("events");
+        let url = sqs
+            .create_queue()
+            .queue_name(&name)
+            .send()
+            .await
+            .expect("create queue")
+            .queue_url()
+            .unwrap_or_default()
+            .to_string();
+        let arn = format!("arn:aws:sqs:us-east-1:123456789012:{name}");
+        let events = self.eventbridge().await;
+        let rule = unique("rule");
+        events
+            .put_rule()
+            .name(&rule)
+            .event_bus_name(bus)
+            .event_pattern(pattern.to_string())
+            .send()
+            .await
+            .expect("put rule");
+        events
+            .put_targets()
+            .rule(&rule)
+            .event_bus_name(bus)
+            .targets(
+                aws_sdk_eventbridge::types::Target::builder()
+                    .id("queue")
+                    .arn(arn)
+                    .build()
+                    .expect("target"),
+            )
+            .send()
+            .await
+            .expect("put targets");
+        url
+    }
+
+    /// Every message the queue holds within `wait` (read, then deleted), as JSON.
+    pub async fn drain_queue(
+        &self,
+        url: &str,
+        wait: std::time::Duration,
+        want: usize,
+    ) -> Vec<serde_json::Value> {
+        let sqs = self.sqs().await;
+        let until = std::time::Instant::now() + wait;
+        let mut out = Vec::new();
+        while out.len() < want && std::time::Instant::now() < until {
+            let got = sqs
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .expect("receive");
+            for m in got.messages() {
+                if let Some(body) = m.body() {
+                    out.push(serde_json::from_str(body).expect("an event as JSON"));
+                }
+                if let Some(h) = m.receipt_handle() {
+                    let _ = sqs
+                        .delete_message()
+                        .queue_url(url)
+                        .receipt_handle(h)
+                        .send()
+                        .await;
+                }
+            }
+            if got.messages().is_empty() {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+        out
+    }
+
     /// Environment for a child process (a function under cargo lambda) to reach this server.
     pub fn env(&self) -> Vec<(String, String)> {
         vec![

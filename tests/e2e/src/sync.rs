@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use pipefy_emulator::{EmulatorConfig, EmulatorHandle, StateSnapshot};
 use pipefy_sync::config::{parse_destination, Destination};
-use pipefy_sync::engine::{sync, RunContext, RunRequest};
+use pipefy_sync::engine::{sync, HandOff, HandOffError, RunContext, RunRequest};
 use pipefy_sync::pipefy::{ClientConfig, Credentials, PipefyClient, Secret, StaticCredentials};
-use pipefy_sync::report::{RowResult, RunSummary};
+use pipefy_sync::report::{RowResult, RunStatus, RunSummary};
 use pipefy_sync::store::local::LocalStore;
 use pipefy_sync::store::ObjectStore;
 
@@ -123,6 +123,7 @@ impl Harness {
             pipefy: client,
             hand_off: None,
             progress: None,
+            lifecycle: None,
         }
     }
 
@@ -171,10 +172,25 @@ impl Harness {
             .collect()
     }
 
+    /// The keys (`external_id`) of the demo pipe's cards that start with `prefix`, sorted.
+    pub fn card_keys(&self, prefix: &str) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .snapshot()
+            .cards
+            .into_iter()
+            .filter(|c| c.pipe_id == "301")
+            .map(|c| field_text(c.fields.get("external_id")))
+            .filter(|k| k.starts_with(prefix))
+            .collect();
+        keys.sort();
+        keys
+    }
+
     /// Per-row results of a run (every part, in order).
     pub fn results(&self, summary: &RunSummary) -> Vec<RowResult> {
-        read_jsonl(&self.report_dir(summary).join("results"))
-            .into_iter()
+        self.result_parts(summary)
+            .iter()
+            .flat_map(|part| read_jsonl_file(part))
             .map(|v| serde_json::from_value(v).expect("row result"))
             .collect()
     }
@@ -182,6 +198,30 @@ impl Harness {
     /// Failed-rows lines of a run.
     pub fn failed_rows(&self, summary: &RunSummary) -> Vec<serde_json::Value> {
         read_jsonl(&self.report_dir(summary).join("failed"))
+    }
+
+    /// The files of a run's result parts (`<destination>/results/<date>/<run-id>-part-*`), in
+    /// order.
+    pub fn result_parts(&self, summary: &RunSummary) -> Vec<PathBuf> {
+        let day = self
+            .reports_root()
+            .join(&summary.destination)
+            .join("results")
+            .join(summary.started_at.format("%Y-%m-%d").to_string());
+        let start = format!("{}-part-", summary.run_id);
+        let mut parts: Vec<PathBuf> = std::fs::read_dir(day)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| {
+                        p.file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| n.starts_with(&start))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        parts.sort();
+        parts
     }
 
     pub fn report_dir(&self, summary: &RunSummary) -> PathBuf {
@@ -233,14 +273,16 @@ pub fn read_jsonl(dir: &Path) -> Vec<serde_json::Value> {
         Err(_) => return Vec::new(),
     };
     files.sort();
-    let mut out = Vec::new();
-    for f in files {
-        let text = std::fs::read_to_string(&f).expect("read part");
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            out.push(serde_json::from_str(line).expect("JSON line"));
-        }
-    }
-    out
+    files.iter().flat_map(|f| read_jsonl_file(f)).collect()
+}
+
+/// The lines of one JSON Lines file.
+pub fn read_jsonl_file(file: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(file).expect("read part");
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| serde_json::from_str(line).expect("JSON line"))
+        .collect()
 }
 
 /// The failure of the row at `file:line` in a run's results.
@@ -249,4 +291,69 @@ pub fn result_at<'a>(results: &'a [RowResult], file: &str, line: u64) -> &'a Row
         .iter()
         .find(|r| r.file == file && r.line == line)
         .unwrap_or_else(|| panic!("no result for {file}:{line} in {results:#?}"))
+}
+
+/// Records the hand-offs a run asks for; the test plays the new invocations.
+#[derive(Default)]
+pub struct Continuations(std::sync::Mutex<Vec<String>>);
+
+#[async_trait::async_trait]
+impl HandOff for Continuations {
+    async fn continue_run(&self, _destination: &str, run_id: &str) -> Result<(), HandOffError> {
+        self.0
+            .lock()
+            .expect("continuations lock")
+            .push(run_id.to_string());
+        Ok(())
+    }
+}
+
+/// Runs `req` with `ctx` (its hand-off replaced) and every continuation it hands off to,
+/// each with its deadline already past (a hand-off after every file and every window of
+/// removals); the last summary and the number of invocations.
+pub async fn run_across_hand_offs(
+    ctx: RunContext,
+    d: &Destination,
+    req: RunRequest,
+) -> (RunSummary, usize) {
+    let handoffs = Arc::new(Continuations::default());
+    let ctx = RunContext {
+        hand_off: Some(handoffs.clone()),
+        ..ctx
+    };
+    let past = || Some(std::time::Instant::now());
+    let mut invocations = 1;
+    let mut summary = sync(
+        &ctx,
+        d,
+        RunRequest {
+            deadline: past(),
+            ..req
+        },
+    )
+    .await
+    .expect("first invocation");
+    while summary.status == RunStatus::HandedOff {
+        assert!(invocations < 40, "the run never ends: {summary:#?}");
+        let run_id = handoffs
+            .0
+            .lock()
+            .expect("continuations lock")
+            .pop()
+            .expect("a hand-off was asked for");
+        summary = sync(
+            &ctx,
+            d,
+            RunRequest {
+                trigger: "hand-off".into(),
+                continue_run: Some(run_id),
+                deadline: past(),
+                ..RunRequest::default()
+            },
+        )
+        .await
+        .expect("continuation");
+        invocations += 1;
+    }
+    (summary, invocations)
 }

@@ -159,3 +159,227 @@ async fn a_plan_counts_what_a_run_would_do_and_writes_nothing() {
     assert!(h.cards_with("301", "external_id", "W1").is_empty());
     assert_eq!(h.emulator.stats().mutations.values().sum::<u64>(), 0);
 }
+
+/// Runs the command line with the demo token in `PIPEFY_SYNC_INIT_TOKEN` and no AWS
+/// settings; its exit status and what it printed.
+fn cli(h: &Harness, args: &[&std::ffi::OsStr]) -> (bool, String) {
+    let mut cmd = Command::new(cli_binary());
+    cmd.args(args)
+        .env("PIPEFY_SYNC_INIT_TOKEN", DEMO_TOKEN)
+        .env("HOME", h.dir.path());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AWS_") {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd.output().expect("run pipefy-sync");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_writes_a_destination_that_check_and_plan_take_as_it_is() {
+    let h = Harness::new().await;
+    let sample = h.write_file(
+        "refined/customers/part-0001.csv",
+        include_str!("../../fixtures/demo/data/refined/customers/part-0001.csv"),
+    );
+    let sample = h.data_root().join(sample);
+    let file = h.dir.path().join("customers.yaml");
+    let endpoint = h.emulator.graphql_url();
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let (ok, printed) = cli(
+        &h,
+        &[
+            &os("init"),
+            &os("--pipe"),
+            &os("301"),
+            &os("--sample"),
+            sample.as_os_str(),
+            &os("--endpoint"),
+            &os(&endpoint),
+            &os("--token-env"),
+            &os("PIPEFY_SYNC_INIT_TOKEN"),
+            &os("--out"),
+            file.as_os_str(),
+        ],
+    );
+    assert!(ok, "{printed}");
+    assert!(
+        printed.contains("key customer_id -> external_id"),
+        "{printed}"
+    );
+    let written = std::fs::read_to_string(&file).expect("the file is written");
+
+    // Every column named like a field's id or label is mapped to it, and each guess says why.
+    let dest = pipefy_sync::config::load_destination_file(&file).expect("the file parses");
+    assert_eq!(dest.operation.as_str(), "upsert_card");
+    let key = dest.key.as_ref().expect("a key");
+    assert_eq!(
+        (key.columns.as_slice(), key.field.as_str()),
+        (&["customer_id".to_string()][..], "external_id")
+    );
+    let column_of = |target: &str| match dest.mapping.get(target).map(|m| &m.value) {
+        Some(pipefy_sync::config::ValueSource::Column(c)) => Some(c.clone()),
+        _ => None,
+    };
+    for same_name in ["email", "plan", "seats", "mrr", "tasks", "tags"] {
+        assert_eq!(
+            column_of(same_name).as_deref(),
+            Some(same_name),
+            "{written}"
+        );
+    }
+    assert_eq!(
+        column_of("customer_name").as_deref(),
+        Some("name"),
+        "{written}"
+    );
+    assert_eq!(column_of("phase_id").as_deref(), Some("stage"), "{written}");
+    assert!(
+        written.contains("# the column is the field's id"),
+        "{written}"
+    );
+    assert!(written.contains("# a guess:"), "{written}");
+    assert!(
+        written.contains("# account: account_code"),
+        "a connection is left for a person: {written}"
+    );
+    assert!(
+        written.contains("parse_date: { format: \"%d/%m/%Y\" }"),
+        "{written}"
+    );
+
+    // `check` and `plan` take it as it is.
+    let (ok, printed) = cli(&h, &[&os("check"), file.as_os_str()]);
+    assert!(
+        ok && printed.contains("matches the Pipefy schema"),
+        "{printed}"
+    );
+    let (ok, printed) = cli(
+        &h,
+        &[
+            &os("plan"),
+            file.as_os_str(),
+            &os("--state"),
+            h.state_root().as_os_str(),
+            &os("--reports"),
+            h.reports_root().as_os_str(),
+        ],
+    );
+    assert!(ok, "{printed}");
+    assert!(
+        printed_count(&printed, "would create").is_some_and(|n| n > 40),
+        "{printed}"
+    );
+    assert_eq!(
+        h.all_mutations(),
+        0,
+        "init and plan write nothing to Pipefy"
+    );
+
+    // A table: its key field matched by id holds the key; an existing file is kept.
+    let accounts = h.write_file(
+        "refined/accounts/part-0001.csv",
+        "code,name,RÉGION\nACME,Acme,Europe\nINITECH,Initech,APAC\n",
+    );
+    let accounts = h.data_root().join(accounts);
+    let table_file = h.dir.path().join("accounts.yaml");
+    let args = [
+        os("init"),
+        os("--table"),
+        os("tbl_accounts"),
+        os("--sample"),
+        accounts.into_os_string(),
+        os("--endpoint"),
+        os(&endpoint),
+        os("--token-env"),
+        os("PIPEFY_SYNC_INIT_TOKEN"),
+        os("--out"),
+        table_file.clone().into_os_string(),
+    ];
+    let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let (ok, printed) = cli(&h, &refs);
+    assert!(ok, "{printed}");
+    let table = pipefy_sync::config::load_destination_file(&table_file).expect("parses");
+    assert_eq!(table.operation.as_str(), "upsert_record");
+    assert_eq!(table.key.as_ref().map(|k| k.field.as_str()), Some("code"));
+    assert!(
+        matches!(
+            table.mapping.get("region").map(|m| &m.value),
+            Some(pipefy_sync::config::ValueSource::Column(c)) if c == "RÉGION"
+        ),
+        "accents and case ignored: {:?}",
+        table.mapping
+    );
+    let (ok, printed) = cli(&h, &[&os("check"), table_file.as_os_str()]);
+    assert!(ok, "{printed}");
+    let (again, printed) = cli(&h, &refs);
+    assert!(!again && printed.contains("--force"), "{printed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_by_key_sends_one_row_and_prints_the_request_and_answer() {
+    let h = Harness::new().await;
+    h.write_file(
+        "refined/customers/part-0001.csv",
+        "cid,name\nK1,One\nK2,Two\nK3,Three\n",
+    );
+    let file = h.dir.path().join("by-key.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "name: by-key-cli\npipe_id: \"301\"\noperation: upsert_card\nkey: {{ columns: [cid], field: external_id }}\n\
+             source: {{ path: {}, layer: refined, table: customers }}\n\
+             mapping:\n  title: name\n  customer_name: name\n\
+             token: {{ env: PIPEFY_SYNC_INIT_TOKEN }}\nendpoint: {}\n",
+            h.data_root().display(),
+            h.emulator.graphql_url()
+        ),
+    )
+    .expect("write destination");
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let args = [
+        os("run"),
+        file.clone().into_os_string(),
+        os("--key"),
+        os("K2"),
+        os("--state"),
+        h.state_root().into_os_string(),
+        os("--reports"),
+        h.reports_root().into_os_string(),
+    ];
+    let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let (ok, printed) = cli(&h, &refs);
+    assert!(ok, "{printed}");
+    assert_eq!(h.mutations("createCard"), 1, "one row sent: {printed}");
+    assert_eq!(h.cards_with("301", "external_id", "K2").len(), 1);
+    assert!(h.cards_with("301", "external_id", "K1").is_empty());
+    assert!(printed.contains("── request 1 ──"), "{printed}");
+    assert!(
+        printed.contains("createCard"),
+        "the request is printed: {printed}"
+    );
+    assert!(
+        printed.contains("HTTP 200"),
+        "the answer is printed: {printed}"
+    );
+    assert!(!printed.contains(DEMO_TOKEN), "the token is never printed");
+    assert!(printed.contains("keys asked for   K2"), "{printed}");
+
+    // A key no row has: nothing sent, and the run says so (and exits 1).
+    let mut missing = args.clone();
+    missing[3] = os("K9");
+    let refs: Vec<&std::ffi::OsStr> = missing.iter().map(|a| a.as_os_str()).collect();
+    let (ok, printed) = cli(&h, &refs);
+    assert!(!ok, "{printed}");
+    assert!(
+        printed.contains("key K9: no row of the table has it"),
+        "{printed}"
+    );
+    assert_eq!(h.mutations("createCard"), 1);
+}

@@ -25,6 +25,8 @@ struct Env {
     system_bucket: String,
     data_bucket: String,
     webhook: Arc<Mutex<Vec<String>>>,
+    /// The EventBridge bus the functions put runs' lifecycle events on.
+    event_bus: String,
     watch: LambdaWatch,
 }
 
@@ -71,6 +73,7 @@ fn setup() -> Env {
             });
         });
         let hook_addr = rx.recv().unwrap();
+        let event_bus = unique("pipefy-sync-runs");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -87,6 +90,13 @@ fn setup() -> Env {
                 .send()
                 .await
                 .unwrap();
+            moto.eventbridge()
+                .await
+                .create_event_bus()
+                .name(&event_bus)
+                .send()
+                .await
+                .unwrap();
         });
         let mut fn_env = moto.env();
         fn_env.push(("PIPEFY_SYNC_BUCKET".into(), system_bucket.clone()));
@@ -95,12 +105,14 @@ fn setup() -> Env {
             WEBHOOK_SECRET.into(),
         ));
         fn_env.push(("AWS_LAMBDA_LOG_FORMAT".into(), "Text".into()));
+        fn_env.push(("PIPEFY_SYNC_EVENT_BUS".into(), event_bus.clone()));
         let watch = LambdaWatch::start(&fn_env);
         Env {
             moto,
             system_bucket,
             data_bucket,
             webhook,
+            event_bus,
             watch,
         }
     }
@@ -260,13 +272,20 @@ async fn scheduled_run_writes_cards_and_the_report_to_s3() {
     let stored: serde_json::Value =
         serde_json::from_str(&get(&env().system_bucket, dir).await.unwrap()).unwrap();
     assert_eq!(stored["counts"], summary["counts"]);
+    let day = summary["started_at"].as_str().unwrap().get(..10).unwrap();
     let results = get(
         &env().system_bucket,
-        &format!("{prefix}results/part-00001.jsonl"),
+        &format!("reports/{}/results/{day}/{run_id}-part-00001.jsonl", d.name),
     )
     .await
     .expect("results part");
     assert_eq!(results.lines().count(), 44);
+    assert!(
+        results
+            .lines()
+            .all(|l| l.starts_with(&format!("{{\"run_id\":\"{run_id}\""))),
+        "every result line carries its run: {results}"
+    );
     let failed = get(
         &env().system_bucket,
         &format!("{prefix}failed/part-00001.jsonl"),
@@ -354,6 +373,64 @@ async fn scheduled_run_writes_cards_and_the_report_to_s3() {
 
     // The token never reaches the logs.
     assert!(!env().watch.logs().contains("demo-token"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_put_their_lifecycle_events_on_the_bus() {
+    let emu = emulator().await;
+    let e = env();
+    let d = destination(&emu, Some("demo-token"), "").await;
+    let no_token = destination(&emu, None, "").await;
+    let queue = e
+        .moto
+        .bus_to_queue(
+            &e.event_bus,
+            &json!({"source": ["pipefy-sync"], "detail": {"destination": [d.name, no_token.name]}}),
+        )
+        .await;
+    put(
+        &e.data_bucket,
+        &format!("refined/{}/part-0001.csv", d.table),
+        DEMO_TABLE,
+    )
+    .await;
+    let answer = invoke("sync-scheduled", json!({"destination": d.name})).await;
+    let summary = answer.expect_ok();
+    assert_eq!(summary["status"], "completed", "{summary:#}");
+    let refused = invoke("sync-scheduled", json!({"destination": no_token.name})).await;
+    assert!(refused.error.is_some(), "no token secret: the run fails");
+
+    let events = e.moto.drain_queue(&queue, Duration::from_secs(15), 3).await;
+    let of = |name: &str, kind: &str| -> Vec<&serde_json::Value> {
+        events
+            .iter()
+            .filter(|ev| ev["detail"]["destination"] == name && ev["detail-type"] == kind)
+            .collect()
+    };
+    assert_eq!(events.len(), 3, "{events:#?}");
+    for ev in &events {
+        assert_eq!(ev["source"], "pipefy-sync", "{ev:#}");
+    }
+    let (started, completed) = (of(&d.name, "run started"), of(&d.name, "run completed"));
+    assert_eq!((started.len(), completed.len()), (1, 1), "{events:#?}");
+    let done = &completed[0]["detail"];
+    assert_eq!(started[0]["detail"]["run_id"], summary["run_id"]);
+    assert_eq!(done["run_id"], summary["run_id"]);
+    assert_eq!(done["trigger"], "manual");
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["counts"], summary["counts"]);
+    assert_eq!(done["report_location"], summary["report_location"]);
+    let failed = of(&no_token.name, "run failed");
+    assert_eq!(failed.len(), 1, "{events:#?}");
+    let reason = failed[0]["detail"]["error"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains(&format!("pipefy-sync/{}", no_token.name)),
+        "the secret it could not read: {reason}"
+    );
+    assert!(!failed[0]["detail"]["run_id"]
+        .as_str()
+        .unwrap_or_default()
+        .is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,17 +3,16 @@
 //! by dry runs, and a run that loses its lease stops sending while another takes over.
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use async_trait::async_trait;
 use pipefy_emulator::Faults;
 use pipefy_sync::config::Destination;
-use pipefy_sync::engine::{sync, HandOff, HandOffError, RunContext, RunRequest};
-use pipefy_sync::report::{RowAction, RunStatus, RunSummary};
+use pipefy_sync::engine::{sync, RunContext, RunRequest};
+use pipefy_sync::report::{RowAction, RunStatus};
 use pipefy_sync::source::formats::flate2;
 use pipefy_sync::store::{LocalStore, RefusingRenewals};
-use pipefy_sync_tests::sync::{assert_counts_add_up, field_text, Harness};
+use pipefy_sync_tests::sync::{assert_counts_add_up, run_across_hand_offs, Harness};
 
 const TABLE: &str = "refined/customers";
 
@@ -38,16 +37,7 @@ fn gzip(text: &str) -> Vec<u8> {
 }
 
 fn cards(h: &Harness) -> Vec<String> {
-    let mut keys: Vec<String> = h
-        .snapshot()
-        .cards
-        .into_iter()
-        .filter(|c| c.pipe_id == "301")
-        .map(|c| field_text(c.fields.get("external_id")))
-        .filter(|k| k.starts_with('K'))
-        .collect();
-    keys.sort();
-    keys
+    h.card_keys("K")
 }
 
 #[tokio::test]
@@ -240,67 +230,6 @@ async fn losing_half_the_rows_trips_the_guard_and_the_override_passes() {
     });
 }
 
-/// Records the hand-offs a run asks for; the test plays the new invocations.
-#[derive(Default)]
-struct Continuations(Mutex<Vec<String>>);
-
-#[async_trait]
-impl HandOff for Continuations {
-    async fn continue_run(&self, _destination: &str, run_id: &str) -> Result<(), HandOffError> {
-        self.0.lock().unwrap().push(run_id.to_string());
-        Ok(())
-    }
-}
-
-/// Runs `req` and every continuation it hands off to, each with its deadline already past
-/// (a hand-off after every file and every window of removals); the last summary and the
-/// number of invocations.
-async fn run_across_hand_offs(
-    h: &Harness,
-    d: &Destination,
-    req: RunRequest,
-) -> (RunSummary, usize) {
-    let handoffs = Arc::new(Continuations::default());
-    let ctx = RunContext {
-        hand_off: Some(handoffs.clone()),
-        ..h.context()
-    };
-    let mut invocations = 1;
-    let mut summary = sync(
-        &ctx,
-        d,
-        RunRequest {
-            deadline: Some(Instant::now()),
-            ..req.clone()
-        },
-    )
-    .await
-    .expect("first invocation");
-    while summary.status == RunStatus::HandedOff {
-        assert!(invocations < 40, "the run never ends: {summary:#?}");
-        let run_id = handoffs
-            .0
-            .lock()
-            .unwrap()
-            .pop()
-            .expect("a hand-off was asked for");
-        summary = sync(
-            &ctx,
-            d,
-            RunRequest {
-                trigger: "hand-off".into(),
-                continue_run: Some(run_id),
-                deadline: Some(Instant::now()),
-                ..RunRequest::default()
-            },
-        )
-        .await
-        .expect("continuation");
-        invocations += 1;
-    }
-    (summary, invocations)
-}
-
 #[tokio::test]
 async fn removals_continue_across_hand_offs_and_see_every_file_read_before() {
     let h = Harness::new().await;
@@ -319,7 +248,7 @@ async fn removals_continue_across_hand_offs_and_see_every_file_read_before() {
     h.write_file(&format!("{TABLE}/a.csv"), csv(1..=2));
     h.write_file(&format!("{TABLE}/b.csv"), csv(5..=6));
     h.write_file(&format!("{TABLE}/c.csv"), csv(9..=10));
-    let (s, invocations) = run_across_hand_offs(&h, &d, RunRequest::default()).await;
+    let (s, invocations) = run_across_hand_offs(h.context(), &d, RunRequest::default()).await;
     assert_eq!(s.status, RunStatus::Completed, "{s:#?}");
     // Three files, then three windows of two removals: each ends an invocation.
     assert!(invocations >= 5, "{invocations} invocations");
