@@ -300,7 +300,7 @@ pub fn draft(schema: &Schema, sample: &Sample) -> Draft {
     let filled: HashSet<&str> = entries
         .iter()
         .filter(|(_, e)| e.active)
-        .map(|(_, e)| e.target.as_str())
+        .map(|(_, e)| e.target.strip_prefix("field:").unwrap_or(&e.target))
         .chain(key_field.as_deref())
         .collect();
     let required_missing = required
@@ -377,8 +377,14 @@ fn field_entry(sample: &Sample, col: usize, field: &FieldDef, why: String) -> En
         }
         _ => {}
     }
+    // A field whose slug is also a card attribute's name is addressed as `field:<slug>`.
+    let target = if crate::config::ATTRIBUTE_TARGETS.contains(&field.id.as_str()) {
+        format!("field:{}", field.id)
+    } else {
+        field.id.clone()
+    };
     Entry {
-        target: field.id.clone(),
+        target,
         column,
         transforms,
         why,
@@ -507,7 +513,11 @@ fn guess_key(
     // The field the key column already matched holds it; its mapping entry goes (the key
     // writes it).
     if let Some(pos) = entries.iter().position(|(c, e)| {
-        *c == col && e.active && fields.iter().any(|f| f.id == e.target && text_field(f))
+        *c == col
+            && e.active
+            && fields.iter().any(|f| {
+                e.target.strip_prefix("field:").unwrap_or(&e.target) == f.id && text_field(f)
+            })
     }) {
         let (_, entry) = entries.remove(pos);
         let why = format!(
@@ -517,7 +527,11 @@ fn guess_key(
         return (
             Some(KeyGuess {
                 column,
-                field: entry.target,
+                field: entry
+                    .target
+                    .strip_prefix("field:")
+                    .unwrap_or(&entry.target)
+                    .to_string(),
                 why,
             }),
             None,
@@ -615,7 +629,7 @@ pub fn render(draft: &Draft, schema: &Schema, sample: &Sample, setting: &Setting
             )
         };
         let prefix = if e.active { "" } else { "# " };
-        let _ = writeln!(out, "  {prefix}{}: {value}", e.target);
+        let _ = writeln!(out, "  {prefix}{}: {value}", yaml_word(&e.target));
     }
     if draft.entries.iter().all(|e| !e.active) {
         out.push_str("  {}\n");
@@ -642,10 +656,11 @@ pub fn render(draft: &Draft, schema: &Schema, sample: &Sample, setting: &Setting
 
 /// A column name as a YAML scalar: plain when it is a plain word, quoted otherwise.
 fn yaml_word(s: &str) -> String {
+    // A name that starts like a number would read as one (`2024`, `1e5`).
     let plain = !s.is_empty()
         && s.chars()
             .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
-        && !s.starts_with('-')
+        && !s.starts_with(|c: char| c == '-' || c.is_ascii_digit())
         && !matches!(
             s.to_ascii_lowercase().as_str(),
             "true" | "false" | "null" | "yes" | "no" | "on" | "off" | "y" | "n" | "~"
@@ -844,6 +859,37 @@ mod tests {
         assert!(file.contains("  # account: account_code"), "{file}");
         assert!(file.contains("#   - notes"), "{file}");
         assert!(file.contains("#   - phone (\"Phone\")"), "{file}");
+    }
+
+    #[test]
+    fn a_field_named_like_an_attribute_and_a_numeric_column_are_written_so_they_read_back() {
+        let schema = pipe(vec![
+            field("title", "Title", FieldType::ShortText, false),
+            field("code", "Code", FieldType::ShortText, false),
+            field("n2024", "2024", FieldType::Number, false),
+        ]);
+        let s = sample(
+            &["code", "title", "2024"],
+            &[&["a", "T1", "1"], &["b", "T2", "2"]],
+        );
+        let d = draft(&schema, &s);
+        let targets: Vec<&str> = d.entries.iter().map(|e| e.target.as_str()).collect();
+        assert_eq!(targets, ["field:title", "title", "n2024"], "{d:#?}");
+        let file = render(
+            &d,
+            &schema,
+            &s,
+            &Setting {
+                name: "n".into(),
+                source: vec!["  path: d".into(), "  layer: l".into(), "  table: t".into()],
+                token: "{ env: T }".into(),
+                endpoint: None,
+            },
+        );
+        let dest = crate::config::parse_destination("init.yaml", &file).expect(&file);
+        assert!(dest.mapping.contains_key("field:title"), "{file}");
+        assert!(dest.mapping.contains_key("title"), "{file}");
+        assert!(file.contains("n2024: \"2024\""), "{file}");
     }
 
     #[test]

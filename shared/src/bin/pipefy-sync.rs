@@ -171,7 +171,8 @@ async fn dispatch(command: Command) -> Result<ExitCode, String> {
                 dry_run: true,
                 report_unchanged: true,
                 allow_mass_removal,
-                keys,
+                keys: pipefy_sync::engine::checked_keys(&keys)
+                    .map_err(|e| format!("--key: {e}"))?,
                 ..RunRequest::default()
             };
             let summary = sync(&ctx, &dest, req).await.map_err(|e| e.to_string())?;
@@ -188,6 +189,8 @@ async fn dispatch(command: Command) -> Result<ExitCode, String> {
             storage,
         } => {
             let dest = load(&destination)?;
+            let keys =
+                pipefy_sync::engine::checked_keys(&keys).map_err(|e| format!("--key: {e}"))?;
             // A run by key prints its requests and answers instead of a progress bar.
             let by_key = !keys.is_empty();
             let bar = (!by_key).then(|| {

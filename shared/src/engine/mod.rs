@@ -159,6 +159,23 @@ pub struct RunRequest {
     pub keys: Vec<String>,
 }
 
+/// The most keys one run takes: a run of a few rows to try a destination, not a sync.
+pub const MAX_KEYS: usize = 100;
+
+/// The keys a run is limited to, trimmed; never blank, never more than [`MAX_KEYS`].
+pub fn checked_keys(keys: &[String]) -> Result<Vec<String>, String> {
+    if keys.iter().any(|k| k.trim().is_empty()) {
+        return Err("a key is empty".into());
+    }
+    if keys.len() > MAX_KEYS {
+        return Err(format!(
+            "{} keys given; a run by key takes at most {MAX_KEYS}",
+            keys.len()
+        ));
+    }
+    Ok(keys.iter().map(|k| k.trim().to_string()).collect())
+}
+
 /// Checkpoint at most this often (a delta segment and a manifest write).
 pub(super) const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
 

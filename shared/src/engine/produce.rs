@@ -55,13 +55,14 @@ pub(super) struct Producer {
 }
 
 impl Producer {
-    /// Whether a run of a few keys passes over this row (or this unreadable line).
-    fn passes_over(&self, row: Option<&crate::source::Row>) -> bool {
+    /// Whether a run of a few keys passes over this row: another key, or none to read. (A
+    /// line that cannot be read is reported, whichever key it held.)
+    fn passes_over(&self, row: &crate::source::Row) -> bool {
         let Some(keys) = &self.only_keys else {
             return false;
         };
-        match row.map(|r| self.shared.mapper.key(r)) {
-            Some(Ok(Some(key))) => !keys.contains(&key),
+        match self.shared.mapper.key(row) {
+            Ok(Some(key)) => !keys.contains(&key),
             _ => true,
         }
     }
@@ -103,7 +104,19 @@ pub(super) async fn produce(mut p: Producer) -> Result<Produced, EngineError> {
                 // An earlier window failed (partial success off): plan nothing more.
                 stop_sending = true;
             }
-            if p.passes_over(next.as_ref().ok()) {
+            if let Some(row) = next.as_ref().ok().filter(|r| p.passes_over(r)) {
+                win.pass_over(row.provenance.line);
+                // Passed-over rows fill windows, move the cursor and meet the deadline like
+                // sent ones, so a run by key over a big file still hands off in time.
+                if win.is_full(p.window_sends, p.per_request) {
+                    let full = std::mem::replace(&mut win, Window::new(file_index));
+                    if p.tx.send(full).await.is_err() {
+                        return Ok(ended(p, ProduceEnd::Done));
+                    }
+                    if past_deadline(&p) && !stop_sending {
+                        return Ok(ended(p, ProduceEnd::Deadline));
+                    }
+                }
                 continue;
             }
             let item = match next {

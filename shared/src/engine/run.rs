@@ -39,20 +39,25 @@ pub async fn sync(
     dest: &Destination,
     req: RunRequest,
 ) -> Result<RunSummary, EngineError> {
+    let run_id = req.continue_run.clone().unwrap_or_else(new_run_id);
     if !req.keys.is_empty() && dest.key.is_none() {
-        return Err(EngineError::Request(format!(
+        let e = EngineError::Request(format!(
             "destination '{}' has no key (key.columns), so a run cannot pick rows by key",
             dest.name
-        )));
+        ));
+        return Err(failed_before_start(ctx, dest, &req, &run_id, e).await);
     }
     if req.dry_run {
         // A dry run writes no state, so it needs no lease and can run beside a real run.
         return run_once(ctx, dest, &req, None).await;
     }
     let state = StateStore::new(ctx.state_store.clone(), &ctx.state_prefix, &dest.name);
-    let run_id = req.continue_run.clone().unwrap_or_else(new_run_id);
     let ttl = lease_ttl(dest);
-    let Some(lease) = LeaseKeeper::acquire(&state, &run_id, ttl, req.lease_wait).await? else {
+    let acquired = match LeaseKeeper::acquire(&state, &run_id, ttl, req.lease_wait).await {
+        Ok(acquired) => acquired,
+        Err(e) => return Err(failed_before_start(ctx, dest, &req, &run_id, e.into()).await),
+    };
+    let Some(lease) = acquired else {
         return defer(ctx, dest, &state, &req, &run_id).await;
     };
     let renewer = AbortOnDrop(lease.spawn_renewer());
@@ -90,6 +95,22 @@ pub async fn sync(
         );
     }
     Ok(summary)
+}
+
+/// `run failed` for a run that failed before it started (the runs that start send their
+/// own events, in [`run_once`]); gives the error back.
+async fn failed_before_start(
+    ctx: &RunContext,
+    dest: &Destination,
+    req: &RunRequest,
+    run_id: &str,
+    e: EngineError,
+) -> EngineError {
+    if let Some(events) = &ctx.lifecycle {
+        let failed = RunEvent::failed(&dest.name, run_id, &req.trigger, req.dry_run, e.to_string());
+        events.publish(&failed).await;
+    }
+    e
 }
 
 /// What [`drain_pending`] did.
@@ -188,7 +209,7 @@ pub(super) async fn defer(
     req: &RunRequest,
     run_id: &str,
 ) -> Result<RunSummary, EngineError> {
-    let work = PendingWork {
+    let mut work = PendingWork {
         id: run_id.to_string(),
         requested_at: Utc::now(),
         trigger: req.trigger.clone(),
@@ -196,7 +217,24 @@ pub(super) async fn defer(
         full_resync: req.full_resync,
         keys: req.keys.clone(),
     };
-    state.put_pending(&work).await?;
+    // A continuation that finds the destination taken hands over what its run was asked
+    // (its files or its keys), not the whole table its payload does not name.
+    if let Some(continued) = &req.continue_run {
+        let loaded = match state.load_manifest().await {
+            Ok(loaded) => loaded,
+            Err(e) => return Err(failed_before_start(ctx, dest, req, run_id, e.into()).await),
+        };
+        if let Some(cursor) = loaded.manifest.run.filter(|c| &c.run_id == continued) {
+            if !cursor.whole_table {
+                work.scope = RunScope::Files(cursor.files.iter().map(|f| f.key.clone()).collect());
+            }
+            work.full_resync |= cursor.full_resync && cursor.keys.is_empty();
+            work.keys = cursor.keys;
+        }
+    }
+    if let Err(e) = state.put_pending(&work).await {
+        return Err(failed_before_start(ctx, dest, req, run_id, e.into()).await);
+    }
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(300)).await;
         if let Some(lease) =

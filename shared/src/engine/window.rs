@@ -29,6 +29,10 @@ pub(crate) struct Window {
     /// The mutations its sends are expected to need.
     pub mutations: usize,
     pub end_of_file: bool,
+    /// Rows a run by key passed over (other keys), and the last of their lines: the cursor
+    /// moves past them as past the window's rows.
+    pub passed_over: usize,
+    pub passed_over_to: u64,
 }
 
 impl Window {
@@ -39,7 +43,15 @@ impl Window {
             sends: 0,
             mutations: 0,
             end_of_file: false,
+            passed_over: 0,
+            passed_over_to: 0,
         }
+    }
+
+    /// A row a run by key does not send, at `line`.
+    pub fn pass_over(&mut self, line: u64) {
+        self.passed_over += 1;
+        self.passed_over_to = self.passed_over_to.max(line);
     }
 
     pub fn push(&mut self, item: WorkItem) {
@@ -55,7 +67,12 @@ impl Window {
     /// few rows changed would otherwise send a half-empty request per window), or it holds
     /// so many rows that memory says so.
     pub(super) fn is_full(&self, capacity: usize, per_request: usize) -> bool {
-        cut_here(self.items.len(), self.mutations, capacity, per_request)
+        cut_here(
+            self.items.len() + self.passed_over,
+            self.mutations,
+            capacity,
+            per_request,
+        )
     }
 
     pub(super) fn end_line(&self) -> u64 {
@@ -64,6 +81,7 @@ impl Window {
             .map(|i| i.provenance.line)
             .max()
             .unwrap_or(0)
+            .max(self.passed_over_to)
     }
 }
 

@@ -33,9 +33,6 @@ pub struct ScheduledEvent {
     pub keys: Option<Vec<String>>,
 }
 
-/// The most keys one run takes: a run of a few rows to try a destination, not a sync.
-pub const MAX_KEYS: usize = 100;
-
 /// Whether a payload is a hand-off continuation (`{"destination", "continue_run"}`), which
 /// every sync function accepts whatever started the run.
 pub fn is_continuation(payload: &serde_json::Value) -> bool {
@@ -56,18 +53,14 @@ impl ScheduledEvent {
     }
 
     /// The keys the run is limited to (empty: every row); given, never empty, blank or more
-    /// than [`MAX_KEYS`].
+    /// than [`crate::engine::MAX_KEYS`].
     pub fn keys(&self) -> Result<Vec<String>, String> {
         match &self.keys {
             None => Ok(Vec::new()),
-            Some(keys) if keys.is_empty() || keys.iter().any(|k| k.trim().is_empty()) => Err(
-                "\"keys\" is empty or holds an empty key; leave it out to sync every row".into(),
-            ),
-            Some(keys) if keys.len() > MAX_KEYS => Err(format!(
-                "\"keys\" holds {} keys; a run by key takes at most {MAX_KEYS}",
-                keys.len()
-            )),
-            Some(keys) => Ok(keys.clone()),
+            Some(keys) if keys.is_empty() => {
+                Err("\"keys\" is empty; leave it out to sync every row".into())
+            }
+            Some(keys) => crate::engine::checked_keys(keys).map_err(|e| format!("\"keys\": {e}")),
         }
     }
 

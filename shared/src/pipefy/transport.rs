@@ -165,13 +165,17 @@ impl Transport {
                     return Ok(Answer::failed(f));
                 }
             };
-            self.observe(
-                body,
-                Exchange::Answered {
-                    status,
-                    body: &bytes,
-                },
-            );
+            if self.observer.get().is_some() {
+                // An answer that echoes the request's headers must not show the token either.
+                let shown = token.redact_in(&String::from_utf8_lossy(&bytes));
+                self.observe(
+                    body,
+                    Exchange::Answered {
+                        status,
+                        body: shown.as_bytes(),
+                    },
+                );
+            }
             let f = classify_http_body(status, &bytes);
             if status < 500 {
                 self.limiter.on_success();

@@ -297,6 +297,13 @@ pub fn result_at<'a>(results: &'a [RowResult], file: &str, line: u64) -> &'a Row
 #[derive(Default)]
 pub struct Continuations(std::sync::Mutex<Vec<String>>);
 
+impl Continuations {
+    /// The run ids handed off so far, oldest first.
+    pub fn taken(&self) -> Vec<String> {
+        self.0.lock().expect("continuations lock").clone()
+    }
+}
+
 #[async_trait::async_trait]
 impl HandOff for Continuations {
     async fn continue_run(&self, _destination: &str, run_id: &str) -> Result<(), HandOffError> {

@@ -10,7 +10,7 @@ use pipefy_sync::engine::{sync, RunRequest, RunScope};
 use pipefy_sync::pipefy::{Exchange, RequestObserver};
 use pipefy_sync::report::{RowAction, RunStatus};
 use pipefy_sync::store::LocalStore;
-use pipefy_sync_tests::sync::{run_across_hand_offs, Harness};
+use pipefy_sync_tests::sync::{run_across_hand_offs, Continuations, Harness};
 
 const TABLE: &str = "refined/customers";
 
@@ -153,6 +153,78 @@ async fn the_keys_survive_a_hand_off_and_a_hand_over() {
     assert_eq!(handed.counts.created, 1, "{handed:#?}");
     assert_eq!(cards(&h), ["B2", "B5", "B8"]);
     assert!(state.list_pending().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_run_by_key_over_a_big_file_still_hands_off_at_its_deadline() {
+    let h = Harness::new().await;
+    let d = dest(&h, "by-key-big-file", "");
+    h.write_file(&format!("{TABLE}/big.csv"), csv(1..=10_000));
+    // Every invocation's deadline is already past: the rows passed over move the cursor and
+    // meet the deadline like sent ones, so the run hands off inside the file.
+    let (s, invocations) = run_across_hand_offs(h.context(), &d, by_keys(&["B9999"])).await;
+    assert!(
+        invocations >= 3,
+        "handed off inside the file: {invocations}"
+    );
+    assert_eq!((s.counts.read, s.counts.created), (1, 1), "{s:#?}");
+    assert_eq!(cards(&h), ["B9999"]);
+}
+
+#[tokio::test]
+async fn a_continuation_that_finds_the_destination_taken_hands_over_its_keys() {
+    let h = Harness::new().await;
+    // A short lease: the handed-off run's lapses before its continuation comes.
+    let d = dest(&h, "by-key-late-continuation", "sync: { lease_seconds: 1 }");
+    for f in 0..2 {
+        h.write_file(&format!("{TABLE}/part-{f}.csv"), csv(f * 3 + 1..=f * 3 + 3));
+    }
+    let handoffs = Arc::new(Continuations::default());
+    let ctx = pipefy_sync::engine::RunContext {
+        hand_off: Some(handoffs.clone()),
+        ..h.context()
+    };
+    let first = sync(
+        &ctx,
+        &d,
+        RunRequest {
+            deadline: Some(std::time::Instant::now()),
+            ..by_keys(&["B1", "B5"])
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.status, RunStatus::HandedOff, "{first:#?}");
+    let run_id = handoffs.taken().pop().expect("a hand-off");
+    // The continuation is late: its run's lease lapsed and another run holds the
+    // destination for half a second.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let state =
+        pipefy_sync::state::StateStore::new(Arc::new(LocalStore::new(h.state_root())), "", &d.name);
+    state
+        .try_acquire_lease("another-run", Duration::from_millis(500))
+        .await
+        .unwrap()
+        .expect("the lease is free");
+    let s = sync(
+        &h.context(),
+        &d,
+        RunRequest {
+            trigger: "hand-off".into(),
+            continue_run: Some(run_id),
+            lease_wait: Duration::ZERO,
+            ..RunRequest::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.status, RunStatus::Completed, "{s:#?}");
+    assert_eq!(
+        s.keys,
+        ["B1", "B5"],
+        "the handed-over work kept its keys: {s:#?}"
+    );
+    assert_eq!(cards(&h), ["B1", "B5"], "no other row was sent");
 }
 
 #[tokio::test]

@@ -131,3 +131,30 @@ async fn a_run_that_cannot_proceed_sends_run_failed_with_its_reason() {
     assert_eq!(reason, err.to_string());
     assert!(reason.contains("no_such_field"), "{reason}");
 }
+
+#[tokio::test]
+async fn a_request_refused_before_the_run_starts_sends_run_failed_too() {
+    let h = Harness::new().await;
+    let d = h.destination(
+        "name: lifecycle-refused\npipe_id: \"301\"\noperation: create_card\nsource:\n  path: ${DATA}\n  layer: refined\n  table: customers\nmapping:\n  title: name\n  customer_name: name\n",
+    );
+    let events = Arc::new(Recorded::default());
+    let ctx = RunContext {
+        lifecycle: Some(events.clone()),
+        ..h.context()
+    };
+    let err = sync(
+        &ctx,
+        &d,
+        RunRequest {
+            keys: vec!["L1".into()],
+            ..RunRequest::default()
+        },
+    )
+    .await
+    .expect_err("no key to pick rows by");
+    let recorded = events.0.lock().unwrap().clone();
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(recorded[0].kind, RunEventKind::Failed);
+    assert_eq!(recorded[0].error.as_deref(), Some(err.to_string().as_str()));
+}
