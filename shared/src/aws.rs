@@ -167,6 +167,7 @@ pub fn client_config(dest: &Destination) -> ClientConfig {
         throttle_patience: window * 2,
         max_in_flight: dest.limits.concurrency.max(1) as usize,
         mutations_per_request: dest.limits.mutations_per_request.max(1) as usize,
+        lookups_per_request: dest.limits.lookups_per_request.max(1) as usize,
         ..ClientConfig::default()
     }
 }

@@ -468,6 +468,10 @@ pub struct Limits {
     /// Aliased mutations per HTTP request (docs/pipefy-api.md §9: conservative 20).
     #[serde(default = "default_mutations_per_request")]
     pub mutations_per_request: u32,
+    /// Aliased reads (key lookups, card and record reads) per HTTP request: they cost a few
+    /// complexity points each, so a request takes many (docs/pipefy-api.md §9).
+    #[serde(default = "default_lookups_per_request")]
+    pub lookups_per_request: u32,
     /// HTTP requests in flight at once.
     #[serde(default = "default_concurrency")]
     pub concurrency: u32,
@@ -482,6 +486,7 @@ impl Default for Limits {
             requests_per_window: default_requests_per_window(),
             window_seconds: default_window_seconds(),
             mutations_per_request: default_mutations_per_request(),
+            lookups_per_request: default_lookups_per_request(),
             concurrency: default_concurrency(),
             upload_concurrency: default_concurrency(),
         }
@@ -496,6 +501,9 @@ fn default_window_seconds() -> u32 {
 }
 fn default_mutations_per_request() -> u32 {
     20
+}
+fn default_lookups_per_request() -> u32 {
+    100
 }
 fn default_concurrency() -> u32 {
     4

@@ -259,6 +259,9 @@ pub fn validate(d: &Destination) -> Result<(), Problem> {
             "must be 1 to 50 (Pipefy advises about 20 per request)",
         ));
     }
+    if !(1..=100).contains(&l.lookups_per_request) {
+        return Err(problem("limits.lookups_per_request", "must be 1 to 100"));
+    }
     if !(1..=64).contains(&l.concurrency) {
         return Err(problem("limits.concurrency", "must be 1 to 64"));
     }

@@ -145,6 +145,27 @@ pub(crate) fn is_shape_rejection(body: &Value) -> bool {
         })
 }
 
+/// Codes of a document refused for its size: the complexity limit (graphql-ruby gives it no
+/// code; the words below find Pipefy's message) and an alias cap (none is documented; the
+/// emulator can set one).
+const SIZE_ERROR_CODES: &[&str] = &["MAX_COMPLEXITY_EXCEEDED", "MAX_ALIASES_EXCEEDED"];
+const SIZE_ERROR_WORDS: &[&str] = &["exceeds max complexity", "too many aliases"];
+
+/// Whether a body refuses the whole document for its size (nothing was executed): the same
+/// operations in smaller documents would be taken.
+pub(crate) fn is_size_rejection(body: &Value) -> bool {
+    if body.get("data").is_some_and(|d| !d.is_null()) {
+        return false;
+    }
+    GqlError::all_from_body(body).iter().any(|e| {
+        let message = e.message.to_lowercase();
+        e.code
+            .as_deref()
+            .is_some_and(|c| SIZE_ERROR_CODES.contains(&c))
+            || SIZE_ERROR_WORDS.iter().any(|w| message.contains(w))
+    })
+}
+
 /// Maps a GraphQL response body to one outcome per operation, by alias.
 ///
 /// - No `data` (document-level failure): every operation gets the failure the errors stand

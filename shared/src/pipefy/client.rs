@@ -7,7 +7,9 @@ use futures::StreamExt;
 use tokio::sync::Semaphore;
 
 use super::auth::{CredentialsProvider, TokenSource};
-use super::batch::{build_document_with, interpret, is_shape_rejection, BatchOp, DocKind};
+use super::batch::{
+    build_document_with, interpret, is_shape_rejection, is_size_rejection, BatchOp, DocKind,
+};
 use super::error::{ErrorClass, Failure, OpError, OpResult, PipefyError};
 use super::limiter::RateLimiter;
 use super::ops::{Mutation, UpdateTableRecordInput};
@@ -26,6 +28,10 @@ pub const DEFAULT_ENDPOINT: &str = "https://api.pipefy.com/graphql";
 /// complexity (docs/pipefy-api.md §9), and large batches make every failure costlier.
 pub const MAX_MUTATIONS_PER_REQUEST: usize = 50;
 
+/// Upper bound of `lookups_per_request`: a lookup or a read costs a few complexity points of
+/// Pipefy's 50,000 (docs/pipefy-api.md §9), so reads are packed far fuller than writes.
+pub const MAX_LOOKUPS_PER_REQUEST: usize = 100;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientConfig {
     /// GraphQL endpoint.
@@ -35,8 +41,10 @@ pub struct ClientConfig {
     pub window: Duration,
     /// Requests in flight at once.
     pub max_in_flight: usize,
-    /// Aliased operations per HTTP request (mutations and lookups).
+    /// Aliased mutations per HTTP request.
     pub mutations_per_request: usize,
+    /// Aliased reads per HTTP request (key lookups, card and record reads).
+    pub lookups_per_request: usize,
     /// Whole-request timeout (connect, send, answer).
     pub request_timeout: Duration,
     /// Retries after the first attempt for retryable failures other than throttling.
@@ -59,6 +67,7 @@ impl Default for ClientConfig {
             max_in_flight: 8,
             // "About 30 per call, split into ~20" (docs/pipefy-api.md §9).
             mutations_per_request: 20,
+            lookups_per_request: MAX_LOOKUPS_PER_REQUEST,
             // Pipefy stops a query after 33 s; leave room for the answer to arrive.
             request_timeout: Duration::from_secs(40),
             max_retries: 5,
@@ -92,6 +101,10 @@ impl ClientConfig {
                 "mutations_per_request must be between 1 and 50",
             ),
             (
+                self.lookups_per_request == 0 || self.lookups_per_request > MAX_LOOKUPS_PER_REQUEST,
+                "lookups_per_request must be between 1 and 100",
+            ),
+            (
                 self.request_timeout.is_zero(),
                 "request_timeout must be positive",
             ),
@@ -114,6 +127,10 @@ struct Inner {
     /// Set once Pipefy refused a guessed shape: from then on only documented forms are
     /// sent (docs/pipefy-api.md, Unverified).
     documented_only: std::sync::atomic::AtomicBool,
+    /// The most aliases a document of each kind has been accepted with: lowered when
+    /// Pipefy refuses a document for its size (complexity, alias count), so that later
+    /// documents are cut to fit at once.
+    fits: [std::sync::atomic::AtomicUsize; 2],
 }
 
 /// The Pipefy GraphQL client. Cheap to clone; clones share the rate limiter, the
@@ -239,6 +256,10 @@ impl PipefyClient {
                 counters,
                 backoff,
                 documented_only: std::sync::atomic::AtomicBool::new(false),
+                fits: [
+                    std::sync::atomic::AtomicUsize::new(usize::MAX),
+                    std::sync::atomic::AtomicUsize::new(usize::MAX),
+                ],
             }),
         })
     }
@@ -460,6 +481,23 @@ impl PipefyClient {
         }
     }
 
+    /// How many operations of `kind` go into one document: the setting, or less once
+    /// Pipefy refused a document for its size.
+    fn aliases_per_document(&self, kind: DocKind) -> usize {
+        let config = &self.inner.config;
+        let setting = match kind {
+            DocKind::Mutation => config.mutations_per_request,
+            DocKind::Query => config.lookups_per_request,
+        };
+        setting
+            .min(self.fits(kind).load(std::sync::atomic::Ordering::Relaxed))
+            .max(1)
+    }
+
+    fn fits(&self, kind: DocKind) -> &std::sync::atomic::AtomicUsize {
+        &self.inner.fits[usize::from(kind == DocKind::Query)]
+    }
+
     /// Runs operations in aliased chunks, concurrently, and puts the results back in order.
     pub(crate) async fn run_batch<O: BatchOp>(
         &self,
@@ -476,7 +514,7 @@ impl PipefyClient {
                 _ => to_send.push(i),
             }
         }
-        let chunk = self.inner.config.mutations_per_request.max(1);
+        let chunk = self.aliases_per_document(kind);
         // Owned chunks: a closure over borrowed `&[usize]` slices makes the future's `Send`
         // bound higher-ranked, which `tokio::spawn` of a window cannot satisfy.
         let chunk_list: Vec<Vec<usize>> = to_send.chunks(chunk).map(<[usize]>::to_vec).collect();
@@ -521,12 +559,24 @@ impl PipefyClient {
         let inner = &self.inner;
         let mut done = Vec::with_capacity(indices.len());
         let mut pending = indices;
+        // Halves of a document Pipefy refused for its size, sent after this one.
+        let mut parts: Vec<Vec<usize>> = Vec::new();
         let mut attempt: u32 = 0;
         // Failed rounds that were not throttles: those count against `max_retries`.
         let mut failed_rounds: u32 = 0;
         let started = std::time::Instant::now();
         let mut documented_only = self.documented_only();
         loop {
+            if pending.is_empty() {
+                match parts.pop() {
+                    Some(part) => {
+                        pending = part;
+                        attempt = 0;
+                        failed_rounds = 0;
+                    }
+                    None => return Ok(done),
+                }
+            }
             attempt += 1;
             let batch: Vec<(usize, &O)> = pending
                 .iter()
@@ -579,6 +629,27 @@ impl PipefyClient {
                     );
                     continue;
                 }
+                if batch.len() > 1 && is_size_rejection(body) {
+                    // Refused for its size at validation, before anything ran: sending it
+                    // again in halves is safe, creates included; later documents are cut to
+                    // the half at once.
+                    let half = batch.len() / 2;
+                    self.fits(kind)
+                        .fetch_min(half, std::sync::atomic::Ordering::Relaxed);
+                    Counters::add(&inner.counters.splits, 1);
+                    tracing::warn!(
+                        aliases = batch.len(),
+                        now = half,
+                        error = super::error::GqlError::all_from_body(body)
+                            .first()
+                            .map(|e| e.message.clone())
+                            .unwrap_or_default(),
+                        "Pipefy refused a document for its size; sending it in halves"
+                    );
+                    parts.push(pending.split_off(half));
+                    attempt -= 1;
+                    continue;
+                }
             }
             let from_body = answer.outcome.is_ok();
             let outcomes: Vec<Result<O::Output, Failure>> = match answer.outcome {
@@ -613,7 +684,8 @@ impl PipefyClient {
                 }
             }
             let Some(failure) = last_failure else {
-                return Ok(done);
+                pending = Vec::new();
+                continue;
             };
             if not_only_throttled {
                 failed_rounds += 1;
@@ -666,6 +738,14 @@ mod tests {
             },
             ClientConfig {
                 mutations_per_request: 51,
+                ..Default::default()
+            },
+            ClientConfig {
+                lookups_per_request: 0,
+                ..Default::default()
+            },
+            ClientConfig {
+                lookups_per_request: 101,
                 ..Default::default()
             },
             ClientConfig {

@@ -20,6 +20,9 @@ pub struct ClientStats {
     /// Times Pipefy refused a guessed document shape (a document-level validation error)
     /// and the client switched to the documented form (docs/pipefy-api.md, Unverified).
     pub shape_fallbacks: u64,
+    /// Documents Pipefy refused for their size (complexity, alias count) and the client
+    /// sent again in halves.
+    pub splits: u64,
     /// The rate limiter's current allowed requests per window (lower than configured after
     /// 429s, until it recovers).
     pub rate_per_window: u32,
@@ -33,6 +36,7 @@ pub(crate) struct Counters {
     pub mutations: AtomicU64,
     pub token_requests: AtomicU64,
     pub shape_fallbacks: AtomicU64,
+    pub splits: AtomicU64,
 }
 
 impl Counters {
@@ -48,6 +52,7 @@ impl Counters {
             mutations: self.mutations.load(Ordering::Relaxed),
             token_requests: self.token_requests.load(Ordering::Relaxed),
             shape_fallbacks: self.shape_fallbacks.load(Ordering::Relaxed),
+            splits: self.splits.load(Ordering::Relaxed),
             // Rates are small positive numbers; the float-to-int cast saturates.
             rate_per_window: rate_per_window.floor() as u32,
         }

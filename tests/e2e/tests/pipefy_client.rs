@@ -33,6 +33,7 @@ fn fast_config(emu: &EmulatorHandle) -> ClientConfig {
         window: Duration::from_secs(1),
         max_in_flight: 4,
         mutations_per_request: 20,
+        lookups_per_request: 20,
         request_timeout: Duration::from_millis(2_000),
         max_retries: 3,
         throttle_patience: Duration::from_millis(300),
@@ -499,6 +500,7 @@ async fn rate_limiter_runs_close_to_the_bound_without_429s() {
             window: Duration::from_secs(1),
             max_in_flight: 8,
             mutations_per_request: 1,
+            lookups_per_request: 1,
             ..fast_config(&emu)
         },
         pat(DEMO_TOKEN),
@@ -773,6 +775,76 @@ async fn schema_fetch_reads_fields_phases_labels_members() {
             message: "Permission denied".into()
         }
     );
+}
+
+#[tokio::test]
+async fn documents_refused_for_their_size_are_sent_again_in_halves() {
+    // An alias cap Pipefy does not document, lower than the client's settings.
+    let emu = emulator_with(EmulatorConfig {
+        max_aliases: Some(30),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let c = PipefyClient::new(
+        ClientConfig {
+            mutations_per_request: 40,
+            lookups_per_request: 100,
+            ..fast_config(&emu)
+        },
+        pat(DEMO_TOKEN),
+    )
+    .unwrap();
+    // 40 creates in one document: refused before anything ran, then sent as 20 + 20.
+    let ops: Vec<Mutation> = (0..40).map(|i| new_card(&format!("SPLIT-{i}"))).collect();
+    let results = c.mutate(ops).await.unwrap();
+    assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+    for i in 0..40 {
+        assert_eq!(
+            cards_with_key(&emu, &format!("SPLIT-{i}")),
+            1,
+            "card {i} once"
+        );
+    }
+    let s = c.stats();
+    assert_eq!(
+        (s.requests, s.splits),
+        (3, 1),
+        "the refused document and its halves"
+    );
+    // Later writes are cut to the half at once.
+    let more: Vec<Mutation> = (40..80).map(|i| new_card(&format!("SPLIT-{i}"))).collect();
+    assert!(c.mutate(more).await.unwrap().iter().all(|r| r.is_ok()));
+    let s = c.stats();
+    assert_eq!((s.requests, s.splits), (5, 1), "{s:?}");
+
+    // 70 lookups: halved until a document fits (70 -> 35 -> 17), every key answered.
+    let key = c
+        .pipe_schema("301")
+        .await
+        .unwrap()
+        .field("external_id")
+        .unwrap()
+        .clone();
+    let values: Vec<String> = (0..70).map(|i| format!("SPLIT-{i}")).collect();
+    let found = c.find_cards_by_field("301", &key, &values).await.unwrap();
+    for (i, ids) in found.iter().enumerate() {
+        assert_eq!(
+            ids.as_ref().map(Vec::len).ok(),
+            Some(1),
+            "lookup {i}: {ids:?}"
+        );
+    }
+    let after_lookups = c.stats();
+    assert!(after_lookups.splits >= 3, "{after_lookups:?}");
+    // And the next lookups go 17 to a document, with no refusal.
+    let again = c
+        .find_cards_by_field("301", &key, &values[..34])
+        .await
+        .unwrap();
+    assert!(again.iter().all(|r| r.is_ok()));
+    let s = c.stats();
+    assert_eq!(s.requests - after_lookups.requests, 2, "{s:?}");
+    assert_eq!(s.splits, after_lookups.splits);
 }
 
 #[tokio::test]
