@@ -172,6 +172,26 @@ impl Harness {
             .collect()
     }
 
+    /// Another run takes the destination's lease for `ttl` (the lease must be free); the
+    /// destination's state, to look at its pending work.
+    pub async fn hold_lease(
+        &self,
+        destination: &str,
+        ttl: Duration,
+    ) -> pipefy_sync::state::StateStore {
+        let state = pipefy_sync::state::StateStore::new(
+            Arc::new(LocalStore::new(self.state_root())),
+            "",
+            destination,
+        );
+        state
+            .try_acquire_lease("another-run", ttl)
+            .await
+            .expect("the lease can be read")
+            .expect("the lease is free");
+        state
+    }
+
     /// The keys (`external_id`) of the demo pipe's cards that start with `prefix`, sorted.
     pub fn card_keys(&self, prefix: &str) -> Vec<String> {
         let mut keys: Vec<String> = self

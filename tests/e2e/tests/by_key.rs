@@ -9,7 +9,6 @@ use pipefy_sync::config::Destination;
 use pipefy_sync::engine::{sync, RunRequest, RunScope};
 use pipefy_sync::pipefy::{Exchange, RequestObserver};
 use pipefy_sync::report::{RowAction, RunStatus};
-use pipefy_sync::store::LocalStore;
 use pipefy_sync_tests::sync::{run_across_hand_offs, Continuations, Harness};
 
 const TABLE: &str = "refined/customers";
@@ -131,13 +130,7 @@ async fn the_keys_survive_a_hand_off_and_a_hand_over() {
 
     // Another run holds the destination: the request by key is handed over, then done by
     // this invocation once the lease is free, still limited to its key.
-    let state =
-        pipefy_sync::state::StateStore::new(Arc::new(LocalStore::new(h.state_root())), "", &d.name);
-    state
-        .try_acquire_lease("another-run", Duration::from_millis(500))
-        .await
-        .unwrap()
-        .expect("the lease is free");
+    let state = h.hold_lease(&d.name, Duration::from_millis(500)).await;
     let handed = h
         .run_with(
             &d,
@@ -199,13 +192,7 @@ async fn a_continuation_that_finds_the_destination_taken_hands_over_its_keys() {
     // The continuation is late: its run's lease lapsed and another run holds the
     // destination for half a second.
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let state =
-        pipefy_sync::state::StateStore::new(Arc::new(LocalStore::new(h.state_root())), "", &d.name);
-    state
-        .try_acquire_lease("another-run", Duration::from_millis(500))
-        .await
-        .unwrap()
-        .expect("the lease is free");
+    h.hold_lease(&d.name, Duration::from_millis(500)).await;
     let s = sync(
         &h.context(),
         &d,

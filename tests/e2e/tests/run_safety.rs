@@ -371,13 +371,7 @@ async fn a_deferred_upload_stays_scoped_to_its_files() {
     h.write_file(&b, csv(4..=4));
     // Another run holds the destination for half a second: the upload hands its work over,
     // then finds the lease free and does it itself.
-    let state =
-        pipefy_sync::state::StateStore::new(Arc::new(LocalStore::new(h.state_root())), "", &d.name);
-    state
-        .try_acquire_lease("another-run", Duration::from_millis(500))
-        .await
-        .unwrap()
-        .expect("the lease is free");
+    let state = h.hold_lease(&d.name, Duration::from_millis(500)).await;
     let s = h
         .run_with(
             &d,
