@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
 """The peer of `make bench`: the script people write instead of pipefy-sync.
 
-It reads the bench's CSV table and sends one `createCard` per row, one HTTP request at a
-time, through the official Python client (PyPI `pipefy`, module `pipefy_sdk`) pointed at
-the emulator with PIPEFY_BASE_URL; where that client is not installed it falls back to a
-plain urllib loop sending the same mutation. It stops after --seconds or --max-cards,
-whichever comes first, and prints one JSON object with what it did, for the bench to
-extrapolate the rate from.
+It reads the bench's CSV table and sends one `createCard` per row through the official
+Python client (PyPI `pipefy`, module `pipefy_sdk`) pointed at the emulator with
+PIPEFY_BASE_URL, with --in-flight calls at once (1: one request at a time, the plain loop;
+4: what a user who knows asyncio writes); where that client is not installed it falls back
+to a plain urllib loop sending the same mutation, one at a time. It stops after --seconds or
+--max-cards, whichever comes first, and prints one JSON object with what it did, for the
+bench to extrapolate the rate from.
 
 Usage: bench_peer.py --base-url http://127.0.0.1:PORT --token T --pipe-id 301 --csv FILE
-                     [--seconds 60] [--max-cards 300] [--client auto|sdk|urllib]
+                     [--seconds 60] [--max-cards 300] [--in-flight 1]
+                     [--client auto|sdk|urllib]
 """
 
 from __future__ import annotations
@@ -50,7 +52,9 @@ def read_rows(path: str):
         yield from csv.DictReader(f)
 
 
-def finish(client: str, cards: int, errors: int, first_error: str | None, started: float) -> None:
+def finish(
+    client: str, cards: int, errors: int, first_error: str | None, started: float, in_flight: int = 1
+) -> None:
     print(
         json.dumps(
             {
@@ -59,6 +63,7 @@ def finish(client: str, cards: int, errors: int, first_error: str | None, starte
                 "errors": errors,
                 "first_error": first_error,
                 "seconds": time.monotonic() - started,
+                "in_flight": in_flight,
             }
         )
     )
@@ -89,20 +94,38 @@ async def run_sdk(args: argparse.Namespace) -> None:
         version = f"pipefy_sdk (PyPI pipefy {importlib.metadata.version('pipefy')})"
     except Exception:  # noqa: BLE001 - the version is only a label
         pass
-    cards = errors = 0
-    first_error = None
+    counts = {"cards": 0, "errors": 0, "taken": 0}
+    first_error: list[str] = []
     started = time.monotonic()
-    for row in read_rows(args.csv):
-        if cards + errors >= args.max_cards or time.monotonic() - started >= args.seconds:
-            break
-        title, fields = card_fields(row)
-        try:
-            await client.create_card(args.pipe_id, fields, title=title)
-            cards += 1
-        except Exception as e:  # noqa: BLE001 - counted and reported
-            errors += 1
-            first_error = first_error or f"{type(e).__name__}: {e}"[:500]
-    finish(version, cards, errors, first_error, started)
+    rows = read_rows(args.csv)
+
+    async def worker() -> None:
+        # Each worker takes the next row; the rows are shared, so no row is sent twice.
+        while True:
+            if counts["taken"] >= args.max_cards or time.monotonic() - started >= args.seconds:
+                return
+            row = next(rows, None)
+            if row is None:
+                return
+            counts["taken"] += 1
+            title, fields = card_fields(row)
+            try:
+                await client.create_card(args.pipe_id, fields, title=title)
+                counts["cards"] += 1
+            except Exception as e:  # noqa: BLE001 - counted and reported
+                counts["errors"] += 1
+                if not first_error:
+                    first_error.append(f"{type(e).__name__}: {e}"[:500])
+
+    await asyncio.gather(*(worker() for _ in range(max(1, args.in_flight))))
+    finish(
+        version,
+        counts["cards"],
+        counts["errors"],
+        first_error[0] if first_error else None,
+        started,
+        max(1, args.in_flight),
+    )
 
 
 def run_urllib(args: argparse.Namespace) -> None:
@@ -151,6 +174,7 @@ def main() -> int:
     p.add_argument("--csv", required=True)
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--max-cards", type=int, default=300)
+    p.add_argument("--in-flight", type=int, default=1)
     p.add_argument("--client", choices=["auto", "sdk", "urllib"], default="auto")
     args = p.parse_args()
     use_sdk = args.client == "sdk"
@@ -163,6 +187,8 @@ def main() -> int:
             use_sdk = False
     if use_sdk:
         asyncio.run(run_sdk(args))
+    elif args.in_flight > 1:
+        sys.exit("bench_peer.py: --in-flight above 1 needs the pipefy client (pip install pipefy)")
     else:
         run_urllib(args)
     return 0

@@ -1,7 +1,9 @@
 //! Part 1: throughput to Pipefy. A create_card run of the generated table through the real
 //! engine and client against the emulator set up like Pipefy (per-request latency, a cost
 //! per mutation, 500 requests per 30 s), then the peer script (one createCard per request)
-//! against a fresh emulator with the same settings.
+//! against a fresh emulator with the same settings, twice: one call at a time, and with
+//! [`PEER_IN_FLIGHT`] calls in flight, as a user who knows asyncio would write it. The
+//! target is judged against the faster of the two.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -28,6 +30,15 @@ pub struct Params {
     pub peer_script: PathBuf,
 }
 
+/// The calls the concurrent peer keeps in flight.
+pub const PEER_IN_FLIGHT: usize = 4;
+
+/// The concurrent peer runs at least this long and may send this many cards: it reaches
+/// Pipefy's request limit within one window, and only a run across windows shows the rate
+/// it can keep.
+const CONCURRENT_PEER_SECONDS: f64 = 60.0;
+const CONCURRENT_PEER_CARDS: u64 = 1_500;
+
 #[derive(Debug, Deserialize)]
 struct PeerOutput {
     client: String,
@@ -35,6 +46,137 @@ struct PeerOutput {
     errors: u64,
     first_error: Option<String>,
     seconds: f64,
+}
+
+/// One run of the peer script, and what the emulator saw of it.
+struct PeerRun {
+    out: PeerOutput,
+    in_flight: usize,
+    seconds: f64,
+    max_cards: u64,
+    rate: f64,
+    emulator_requests: u64,
+    emulator_429: u64,
+    cards_in_pipe: usize,
+}
+
+/// Runs the peer script with `in_flight` calls at once against a fresh emulator.
+async fn run_peer(
+    p: &Params,
+    emu_config: &pipefy_emulator::EmulatorConfig,
+    csv: &std::path::Path,
+    in_flight: usize,
+) -> Result<PeerRun> {
+    let emu = setup::start_emulator(emu_config.clone()).await?;
+    let fixture_cards = cards_in_pipe(&emu);
+    let (seconds, max_cards) = if in_flight > 1 {
+        (
+            p.peer_seconds.max(CONCURRENT_PEER_SECONDS),
+            p.peer_cards.max(CONCURRENT_PEER_CARDS),
+        )
+    } else {
+        (p.peer_seconds, p.peer_cards)
+    };
+    tracing::info!(seconds, max_cards, in_flight, "throughput: the peer script");
+    let out = tokio::process::Command::new(&p.python)
+        .arg(&p.peer_script)
+        .args([
+            "--base-url",
+            &emu.base_url(),
+            "--token",
+            TOKEN,
+            "--pipe-id",
+            PIPE_ID,
+        ])
+        .arg("--csv")
+        .arg(csv)
+        .args([
+            "--seconds",
+            &seconds.to_string(),
+            "--max-cards",
+            &max_cards.to_string(),
+            "--in-flight",
+            &in_flight.to_string(),
+        ])
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| BenchError::Peer(format!("could not start {}: {e}", p.python.display())))?;
+    let in_pipe = cards_in_pipe(&emu).saturating_sub(fixture_cards);
+    let stats = emu.stats();
+    emu.shutdown().await;
+    if !out.status.success() {
+        return Err(BenchError::Peer(format!(
+            "exited with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let peer: PeerOutput = stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .ok_or_else(|| BenchError::Peer("printed nothing".into()))
+        .and_then(|l| serde_json::from_str(l).map_err(|e| BenchError::Peer(format!("{e}: {l}"))))?;
+    if peer.cards == 0 {
+        return Err(BenchError::Peer(format!(
+            "created no card: {}",
+            peer.first_error.unwrap_or_default()
+        )));
+    }
+    Ok(PeerRun {
+        rate: peer.cards as f64 / peer.seconds,
+        out: peer,
+        in_flight,
+        seconds,
+        max_cards,
+        emulator_requests: stats.total,
+        emulator_429: stats.status_429,
+        cards_in_pipe: in_pipe,
+    })
+}
+
+impl PeerRun {
+    fn figure(&self, key: &str) -> Figure {
+        let calls = if self.in_flight == 1 {
+            "one call at a time".to_string()
+        } else {
+            format!("{} calls in flight", self.in_flight)
+        };
+        Figure::new(
+            SECTION,
+            key,
+            format!("Peer script (one createCard per request, {calls}): cards per second"),
+            self.rate,
+            "cards/s",
+        )
+        .note(format!(
+            "{} cards in {:.1} s with {}, {calls}, time-bound to {} s or {} cards; {} errors, {} requests answered 429",
+            self.out.cards,
+            self.out.seconds,
+            self.out.client,
+            self.seconds,
+            self.max_cards,
+            self.out.errors,
+            self.emulator_429
+        ))
+    }
+
+    fn detail(&self) -> serde_json::Value {
+        json!({
+            "client": self.out.client,
+            "in_flight": self.in_flight,
+            "cards": self.out.cards,
+            "errors": self.out.errors,
+            "first_error": self.out.first_error,
+            "seconds": self.out.seconds,
+            "cards_per_second": self.rate,
+            "emulator_requests": self.emulator_requests,
+            "emulator_429": self.emulator_429,
+            "cards_created_in_pipe": self.cards_in_pipe,
+        })
+    }
 }
 
 /// Cards per second Pipefy's limit allows: requests per second times mutations per request.
@@ -83,63 +225,20 @@ pub async fn run(p: &Params, results: &mut Results) -> Result<()> {
     let engine_rate = created as f64 / engine_seconds;
     let bound = bound_cards_per_second();
 
-    // The peer, on a fresh emulator with the same settings.
-    let emu = setup::start_emulator(emu_config).await?;
+    // The peers, each on a fresh emulator with the same settings.
     let csv = table
         .files
         .first()
         .ok_or_else(|| BenchError::Peer("the generated table has no file".into()))?;
-    tracing::info!(
-        seconds = p.peer_seconds,
-        max_cards = p.peer_cards,
-        "throughput: the peer script"
-    );
-    let out = tokio::process::Command::new(&p.python)
-        .arg(&p.peer_script)
-        .args([
-            "--base-url",
-            &emu.base_url(),
-            "--token",
-            TOKEN,
-            "--pipe-id",
-            PIPE_ID,
-        ])
-        .arg("--csv")
-        .arg(csv)
-        .args([
-            "--seconds",
-            &p.peer_seconds.to_string(),
-            "--max-cards",
-            &p.peer_cards.to_string(),
-        ])
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|e| BenchError::Peer(format!("could not start {}: {e}", p.python.display())))?;
-    let peer_in_pipe = cards_in_pipe(&emu).saturating_sub(fixture_cards);
-    let peer_stats = emu.stats();
-    emu.shutdown().await;
-    if !out.status.success() {
-        return Err(BenchError::Peer(format!(
-            "exited with {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let peer: PeerOutput = stdout
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .ok_or_else(|| BenchError::Peer("printed nothing".into()))
-        .and_then(|l| serde_json::from_str(l).map_err(|e| BenchError::Peer(format!("{e}: {l}"))))?;
-    if peer.cards == 0 {
-        return Err(BenchError::Peer(format!(
-            "created no card: {}",
-            peer.first_error.unwrap_or_default()
-        )));
-    }
-    let peer_rate = peer.cards as f64 / peer.seconds;
+    let serial = run_peer(p, &emu_config, csv, 1).await?;
+    let concurrent = run_peer(p, &emu_config, csv, PEER_IN_FLIGHT).await?;
+    // The target is judged against the better peer.
+    let best = if concurrent.rate > serial.rate {
+        &concurrent
+    } else {
+        &serial
+    };
+    let peer_rate = best.rate;
     let ratio = engine_rate / peer_rate;
 
     results.push(
@@ -159,29 +258,41 @@ pub async fn run(p: &Params, results: &mut Results) -> Result<()> {
         )
         .target(Target::at_least(90.0, "≥ 90 %").in_points()),
     );
+    results.push(serial.figure("peer_cards_per_second"));
+    results.push(concurrent.figure("peer_concurrent_cards_per_second"));
     results.push(
         Figure::new(
             SECTION,
-            "peer_cards_per_second",
-            "Peer script (one createCard per request): cards per second",
-            peer_rate,
-            "cards/s",
+            "ratio_to_serial_peer",
+            "pipefy-sync ÷ peer, one call at a time",
+            engine_rate / serial.rate,
+            "×",
         )
-        .note(format!(
-            "{} cards in {:.1} s with {}, time-bound to {} s or {} cards; {} errors",
-            peer.cards, peer.seconds, peer.client, p.peer_seconds, p.peer_cards, peer.errors
-        )),
+        .display(format!("{} ×", fmt_num(engine_rate / serial.rate))),
     );
     results.push(
-        Figure::new(SECTION, "ratio_to_peer", "pipefy-sync ÷ peer", ratio, "×")
-            .display(format!("{} ×", fmt_num(ratio)))
-            .target(Target::at_least(20.0, "≥ 20 ×")),
+        Figure::new(
+            SECTION,
+            "ratio_to_peer",
+            format!(
+                "pipefy-sync ÷ the faster peer ({})",
+                if best.in_flight == 1 {
+                    "one call at a time".to_string()
+                } else {
+                    format!("{} in flight", best.in_flight)
+                }
+            ),
+            ratio,
+            "×",
+        )
+        .display(format!("{} ×", fmt_num(ratio)))
+        .target(Target::at_least(20.0, "≥ 20 ×")),
     );
     results.push(Figure::new(
         SECTION,
         "peer_projected_seconds",
         format!(
-            "Peer: time for the same {} rows (extrapolated)",
+            "The faster peer: time for the same {} rows (extrapolated)",
             fmt_num(p.rows as f64)
         ),
         p.rows as f64 / peer_rate,
@@ -190,7 +301,7 @@ pub async fn run(p: &Params, results: &mut Results) -> Result<()> {
     results.note(
         SECTION,
         format!(
-            "The emulator answers every request after {} ms plus {} ms per mutation and allows 500 requests per 30 s per token, as Pipefy does (docs/pipefy-api.md §9). Both runs use the same emulator settings and the same generated CSV rows.",
+            "The emulator answers every request after {} ms plus {} ms per mutation and allows 500 requests per 30 s per token, as Pipefy does (docs/pipefy-api.md §9). Every run uses the same emulator settings and the same generated CSV rows.",
             p.latency_ms, p.per_mutation_ms
         ),
     );
@@ -211,16 +322,8 @@ pub async fn run(p: &Params, results: &mut Results) -> Result<()> {
                 "cards_created_in_pipe": created_in_pipe,
                 "cards_per_second": engine_rate,
             },
-            "peer": {
-                "client": peer.client,
-                "cards": peer.cards,
-                "errors": peer.errors,
-                "first_error": peer.first_error,
-                "seconds": peer.seconds,
-                "cards_per_second": peer_rate,
-                "emulator_requests": peer_stats.total,
-                "cards_created_in_pipe": peer_in_pipe,
-            },
+            "peer": serial.detail(),
+            "peer_concurrent": concurrent.detail(),
             "ratio": ratio,
         }),
     );
