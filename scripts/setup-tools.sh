@@ -6,8 +6,8 @@
 #   - the pinned Python tools into .venv (requirements-dev.txt, or requirements-demo.txt for
 #     the demo): a stamp holding the requirements' hash makes a second run a no-op;
 #   - the AWS provider schema that tests/infra/provider_schema.py checks infra/ against, for
-#     the two @cdktf/provider-aws releases of tests/infra/provider-schema.lock: npm pack,
-#     integrity checked against the lock, reduced to a few MB of JSON in
+#     the two @cdktf/provider-aws releases of tests/infra/provider-schema.lock: downloaded
+#     from the npm registry (npm itself is not needed), integrity checked against the lock, reduced to a few MB of JSON in
 #     .venv/provider-schema/ and the tarballs deleted; present files make it a no-op. The
 #     demo does not need it.
 set -euo pipefail

@@ -24,7 +24,7 @@ lock no longer matches the range in infra/.
 
 The cache (default .venv/provider-schema/, git-ignored; PROVIDER_SCHEMA_CACHE overrides)
 holds one extracted schema JSON per release, a few MB each. The tarballs (30-40 MB) are
-downloaded with `npm pack` into a temporary folder, checked against the lock's integrity,
+downloaded from the npm registry into a temporary folder, checked against the lock's integrity,
 read once and deleted.
 
 Checks, for each of the two versions:
@@ -47,7 +47,8 @@ passes with the expected numbers of things checked. A self-test failure fails th
 Exit status 1 on any problem.
 
 Needs python-hcl2 (its grammar, with a transformer that keeps blocks apart from attributes
-holding objects, and line numbers): the checkov virtualenv ships it. Fetching needs npm.
+holding objects, and line numbers): the checkov virtualenv ships it. Fetching needs only the
+registry (npm, when present, says which); `lock` needs npm.
 """
 
 from __future__ import annotations
@@ -604,27 +605,39 @@ def sri(path: Path) -> str:
     return "sha512-" + base64.b64encode(h.digest()).decode()
 
 
+def registry() -> str:
+    """The npm registry: npm's own setting when npm is here, else the environment's, else
+    the public one."""
+    for var in ("npm_config_registry", "NPM_CONFIG_REGISTRY"):
+        if os.environ.get(var):
+            return os.environ[var]
+    exe = shutil.which("npm")
+    if exe:
+        proc = subprocess.run([exe, "config", "get", "registry"], capture_output=True, text=True, timeout=60)
+        if proc.returncode == 0 and proc.stdout.strip().startswith("http"):
+            return proc.stdout.strip()
+    return "https://registry.npmjs.org/"
+
+
 def fetch_one(release: Release) -> None:
-    """npm pack the locked release into a temporary folder, check its integrity, extract the
-    schema into the cache, delete the tarball."""
+    """Download the locked release's tarball from the npm registry into a temporary folder
+    (no npm needed), check its integrity, extract the schema into the cache, delete the
+    tarball."""
+    import urllib.error
+    import urllib.request
+
     spec = f"{PACKAGE}@{release.package_version}"
     CACHE.mkdir(parents=True, exist_ok=True)
-    print(f"provider-schema: fetching {spec} (aws {release.provider_version}) with npm (once)", file=sys.stderr)
+    url = f"{registry().rstrip('/')}/{PACKAGE}/-/{PACKAGE.split('/')[-1]}-{release.package_version}.tgz"
+    print(f"provider-schema: fetching {spec} (aws {release.provider_version}) from {url} (once)", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="provider-schema-") as tmp:
         t0 = time.monotonic()
-        # A private npm cache: the tarball is read once, it need not stay in ~/.npm as well.
-        proc = subprocess.run(
-            [npm(), "pack", spec, "--pack-destination", tmp, "--cache", str(Path(tmp) / "npm-cache"),
-             "--json", "--loglevel=error", "--no-fund", "--no-audit"],
-            capture_output=True, text=True, cwd=tmp, timeout=900,
-        )
-        if proc.returncode != 0:
-            said = [l for l in (proc.stderr or proc.stdout).splitlines() if l.strip() and "complete log" not in l]
-            raise Failure(f"`npm pack {spec}` failed, so the provider schema cannot be checked:\n  " + "\n  ".join(said[:4]))
-        tarballs = list(Path(tmp).glob("*.tgz"))
-        if len(tarballs) != 1:
-            raise Failure(f"`npm pack {spec}` left {len(tarballs)} tarballs")
-        tarball = tarballs[0]
+        tarball = Path(tmp) / f"{release.package_version}.tgz"
+        try:
+            with urllib.request.urlopen(url, timeout=300) as resp, tarball.open("wb") as out:
+                shutil.copyfileobj(resp, out, 1 << 20)
+        except (urllib.error.URLError, OSError) as e:
+            raise Failure(f"downloading {url} failed, so the provider schema cannot be checked: {e}") from e
         downloaded = time.monotonic() - t0
         size = tarball.stat().st_size
         got = sri(tarball)
