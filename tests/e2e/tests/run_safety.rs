@@ -354,6 +354,69 @@ async fn a_run_that_cannot_renew_its_lease_stops_sending_while_another_takes_ove
 }
 
 #[tokio::test]
+async fn a_late_continuation_of_an_upload_stays_scoped_to_its_files() {
+    let h = Harness::new().await;
+    // A short lease: the handed-off run's lapses before its continuation comes.
+    let d = dest(
+        &h,
+        "safety-late-continuation",
+        "{ action: delete, max_fraction: 1.0 }, lease_seconds: 1",
+        "",
+    );
+    let (a, b, c) = (
+        format!("{TABLE}/a.csv"),
+        format!("{TABLE}/b.csv"),
+        format!("{TABLE}/c.csv"),
+    );
+    h.write_file(&a, csv(1..=1));
+    h.write_file(&b, csv(2..=2));
+    h.write_file(&c, csv(3..=3));
+    let handoffs = Arc::new(pipefy_sync_tests::sync::Continuations::default());
+    let ctx = RunContext {
+        hand_off: Some(handoffs.clone()),
+        ..h.context()
+    };
+    // An upload of a.csv and b.csv hands off after the first file.
+    let first = sync(
+        &ctx,
+        &d,
+        RunRequest {
+            trigger: "upload".into(),
+            scope: pipefy_sync::engine::RunScope::Files(vec![a.clone(), b.clone()]),
+            deadline: Some(std::time::Instant::now()),
+            ..RunRequest::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.status, RunStatus::HandedOff, "{first:#?}");
+    let run_id = handoffs.taken().pop().expect("a hand-off");
+    // Its continuation is late: the lease lapsed and another run holds the destination.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    h.hold_lease(&d.name, Duration::from_millis(500)).await;
+    let s = sync(
+        &h.context(),
+        &d,
+        RunRequest {
+            trigger: "hand-off".into(),
+            continue_run: Some(run_id),
+            lease_wait: Duration::ZERO,
+            ..RunRequest::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.status, RunStatus::Completed, "{s:#?}");
+    assert_eq!(
+        s.source_files,
+        vec![a, b],
+        "the upload's files, not the whole table"
+    );
+    assert_eq!(cards(&h), ["K1", "K2"], "c.csv was not read");
+    assert_eq!(h.mutations("deleteCard"), 0);
+}
+
+#[tokio::test]
 async fn a_deferred_upload_stays_scoped_to_its_files() {
     let h = Harness::new().await;
     let d = dest(
