@@ -314,7 +314,7 @@ pub(super) async fn run_once(
         continue_run: Some(run_id.clone()),
         ..req.clone()
     };
-    let outcome = run_invocation(ctx, dest, &req, lease).await;
+    let outcome = run_invocation(ctx, dest, &req, &run_id, lease).await;
     if let Some(events) = &ctx.lifecycle {
         let ended = match &outcome {
             Ok(summary) => RunEvent::ended(summary),
@@ -337,13 +337,13 @@ async fn run_invocation(
     ctx: &RunContext,
     dest: &Destination,
     req: &RunRequest,
+    run_id: &str,
     lease: Option<Arc<LeaseKeeper>>,
 ) -> Result<RunSummary, EngineError> {
     let api: Arc<dyn PipefyApi> = Arc::new(ctx.pipefy.clone());
     let stats_at_start = api.stats();
     let repo = repo_of(dest)?;
     let state = StateStore::new(ctx.state_store.clone(), &ctx.state_prefix, &dest.name);
-    let run_id = req.continue_run.clone().unwrap_or_else(new_run_id);
 
     let loaded = state.load_manifest().await?;
     let mut ledger = state.load_ledger(&loaded.manifest).await?;
@@ -392,7 +392,7 @@ async fn run_invocation(
             )));
         }
         RunCursor {
-            run_id: run_id.clone(),
+            run_id: run_id.to_string(),
             started_at: Utc::now(),
             trigger: req.trigger.clone(),
             files,

@@ -335,6 +335,43 @@ impl HandOff for Continuations {
     }
 }
 
+/// Runs `req` until its first hand-off, then plays a late continuation: the run's lease
+/// (`sync.lease_seconds: 1`) lapses, another run holds the destination for half a second,
+/// and the continuation hands its work over and then does it. The continuation's summary.
+pub async fn continue_late(h: &Harness, d: &Destination, req: RunRequest) -> RunSummary {
+    let handoffs = Arc::new(Continuations::default());
+    let ctx = RunContext {
+        hand_off: Some(handoffs.clone()),
+        ..h.context()
+    };
+    let first = sync(
+        &ctx,
+        d,
+        RunRequest {
+            deadline: Some(std::time::Instant::now()),
+            ..req
+        },
+    )
+    .await
+    .expect("first invocation");
+    assert_eq!(first.status, RunStatus::HandedOff, "{first:#?}");
+    let run_id = handoffs.taken().pop().expect("a hand-off");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    h.hold_lease(&d.name, Duration::from_millis(500)).await;
+    sync(
+        &h.context(),
+        d,
+        RunRequest {
+            trigger: "hand-off".into(),
+            continue_run: Some(run_id),
+            lease_wait: Duration::ZERO,
+            ..RunRequest::default()
+        },
+    )
+    .await
+    .expect("continuation")
+}
+
 /// Runs `req` with `ctx` (its hand-off replaced) and every continuation it hands off to,
 /// each with its deadline already past (a hand-off after every file and every window of
 /// removals); the last summary and the number of invocations.

@@ -9,7 +9,7 @@ use pipefy_sync::config::Destination;
 use pipefy_sync::engine::{sync, RunRequest, RunScope};
 use pipefy_sync::pipefy::{Exchange, RequestObserver};
 use pipefy_sync::report::{RowAction, RunStatus};
-use pipefy_sync_tests::sync::{run_across_hand_offs, Continuations, Harness};
+use pipefy_sync_tests::sync::{continue_late, run_across_hand_offs, Harness};
 
 const TABLE: &str = "refined/customers";
 
@@ -172,39 +172,9 @@ async fn a_continuation_that_finds_the_destination_taken_hands_over_its_keys() {
     for f in 0..2 {
         h.write_file(&format!("{TABLE}/part-{f}.csv"), csv(f * 3 + 1..=f * 3 + 3));
     }
-    let handoffs = Arc::new(Continuations::default());
-    let ctx = pipefy_sync::engine::RunContext {
-        hand_off: Some(handoffs.clone()),
-        ..h.context()
-    };
-    let first = sync(
-        &ctx,
-        &d,
-        RunRequest {
-            deadline: Some(std::time::Instant::now()),
-            ..by_keys(&["B1", "B5"])
-        },
-    )
-    .await
-    .unwrap();
-    assert_eq!(first.status, RunStatus::HandedOff, "{first:#?}");
-    let run_id = handoffs.taken().pop().expect("a hand-off");
     // The continuation is late: its run's lease lapsed and another run holds the
-    // destination for half a second.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    h.hold_lease(&d.name, Duration::from_millis(500)).await;
-    let s = sync(
-        &h.context(),
-        &d,
-        RunRequest {
-            trigger: "hand-off".into(),
-            continue_run: Some(run_id),
-            lease_wait: Duration::ZERO,
-            ..RunRequest::default()
-        },
-    )
-    .await
-    .unwrap();
+    // destination.
+    let s = continue_late(&h, &d, by_keys(&["B1", "B5"])).await;
     assert_eq!(s.status, RunStatus::Completed, "{s:#?}");
     assert_eq!(
         s.keys,

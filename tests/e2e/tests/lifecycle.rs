@@ -20,6 +20,16 @@ impl RunEvents for Recorded {
     }
 }
 
+/// A context whose runs' events are recorded.
+fn recording(h: &Harness) -> (Arc<Recorded>, RunContext) {
+    let events = Arc::new(Recorded::default());
+    let ctx = RunContext {
+        lifecycle: Some(events.clone()),
+        ..h.context()
+    };
+    (events, ctx)
+}
+
 impl Recorded {
     fn kinds(&self) -> Vec<(RunEventKind, String)> {
         self.0
@@ -51,11 +61,7 @@ async fn a_run_across_hand_offs_sends_one_start_and_one_end() {
             table(f * 2 - 1..=f * 2),
         );
     }
-    let events = Arc::new(Recorded::default());
-    let ctx = RunContext {
-        lifecycle: Some(events.clone()),
-        ..h.context()
-    };
+    let (events, ctx) = recording(&h);
     let first = RunRequest {
         trigger: "schedule".into(),
         ..RunRequest::default()
@@ -105,11 +111,7 @@ async fn a_run_that_cannot_proceed_sends_run_failed_with_its_reason() {
         "name: lifecycle-failed\npipe_id: \"301\"\noperation: upsert_card\nkey: { columns: [cid], field: external_id }\nsource:\n  path: ${DATA}\n  layer: refined\n  table: customers\nmapping:\n  title: name\n  no_such_field: name\n",
     );
     h.write_file("refined/customers/part-1.csv", table(1..=1));
-    let events = Arc::new(Recorded::default());
-    let ctx = RunContext {
-        lifecycle: Some(events.clone()),
-        ..h.context()
-    };
+    let (events, ctx) = recording(&h);
     let err = sync(
         &ctx,
         &d,
@@ -138,11 +140,7 @@ async fn a_request_refused_before_the_run_starts_sends_run_failed_too() {
     let d = h.destination(
         "name: lifecycle-refused\npipe_id: \"301\"\noperation: create_card\nsource:\n  path: ${DATA}\n  layer: refined\n  table: customers\nmapping:\n  title: name\n  customer_name: name\n",
     );
-    let events = Arc::new(Recorded::default());
-    let ctx = RunContext {
-        lifecycle: Some(events.clone()),
-        ..h.context()
-    };
+    let (events, ctx) = recording(&h);
     let err = sync(
         &ctx,
         &d,

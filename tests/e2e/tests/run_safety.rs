@@ -12,7 +12,7 @@ use pipefy_sync::engine::{sync, RunContext, RunRequest};
 use pipefy_sync::report::{RowAction, RunStatus};
 use pipefy_sync::source::formats::flate2;
 use pipefy_sync::store::{LocalStore, RefusingRenewals};
-use pipefy_sync_tests::sync::{assert_counts_add_up, run_across_hand_offs, Harness};
+use pipefy_sync_tests::sync::{assert_counts_add_up, continue_late, run_across_hand_offs, Harness};
 
 const TABLE: &str = "refined/customers";
 
@@ -371,41 +371,18 @@ async fn a_late_continuation_of_an_upload_stays_scoped_to_its_files() {
     h.write_file(&a, csv(1..=1));
     h.write_file(&b, csv(2..=2));
     h.write_file(&c, csv(3..=3));
-    let handoffs = Arc::new(pipefy_sync_tests::sync::Continuations::default());
-    let ctx = RunContext {
-        hand_off: Some(handoffs.clone()),
-        ..h.context()
-    };
-    // An upload of a.csv and b.csv hands off after the first file.
-    let first = sync(
-        &ctx,
+    // An upload of a.csv and b.csv hands off after the first file; its continuation is
+    // late: the lease lapsed and another run holds the destination.
+    let s = continue_late(
+        &h,
         &d,
         RunRequest {
             trigger: "upload".into(),
             scope: pipefy_sync::engine::RunScope::Files(vec![a.clone(), b.clone()]),
-            deadline: Some(std::time::Instant::now()),
             ..RunRequest::default()
         },
     )
-    .await
-    .unwrap();
-    assert_eq!(first.status, RunStatus::HandedOff, "{first:#?}");
-    let run_id = handoffs.taken().pop().expect("a hand-off");
-    // Its continuation is late: the lease lapsed and another run holds the destination.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    h.hold_lease(&d.name, Duration::from_millis(500)).await;
-    let s = sync(
-        &h.context(),
-        &d,
-        RunRequest {
-            trigger: "hand-off".into(),
-            continue_run: Some(run_id),
-            lease_wait: Duration::ZERO,
-            ..RunRequest::default()
-        },
-    )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(s.status, RunStatus::Completed, "{s:#?}");
     assert_eq!(
         s.source_files,
