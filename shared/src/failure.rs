@@ -41,16 +41,15 @@ pub enum FailureCode {
     DeletedInPipefy,
 }
 
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
 #[error("{}:{}: {}{message}", provenance.file, provenance.line, field.as_deref().map(|f| format!("field '{f}': ")).unwrap_or_default())]
 pub struct RowFailure {
     pub provenance: Provenance,
     pub code: FailureCode,
     /// The Pipefy target (attribute or field slug) concerned, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
     /// The source column concerned, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub column: Option<String>,
     pub message: String,
 }

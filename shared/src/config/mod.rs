@@ -17,18 +17,14 @@ pub use validate::{load_destination_file, parse_destination, ConfigError};
 pub struct Destination {
     /// Unique name: `[a-z0-9][a-z0-9_-]*`, used in S3 keys, schedules and reports.
     pub name: String,
-    #[serde(default)]
     pub description: Option<String>,
     /// Target pipe (card operations).
-    #[serde(default)]
     pub pipe_id: Option<String>,
     /// Target database table (record operations).
-    #[serde(default)]
     pub table_id: Option<String>,
     pub operation: Operation,
     /// How a row is identified in Pipefy. Required by the upsert operations; optional for
     /// creates, where it makes creates exactly-once under faults and skips rows already synced.
-    #[serde(default)]
     pub key: Option<KeyConfig>,
     /// Upserts only: whether a key not found may be created and a key found updated.
     #[serde(default)]
@@ -44,7 +40,6 @@ pub struct Destination {
     pub trigger: Trigger,
     pub token: TokenSource,
     /// Pipefy GraphQL endpoint; default `https://api.pipefy.com/graphql`.
-    #[serde(default)]
     pub endpoint: Option<String>,
     #[serde(default)]
     pub sync: SyncOptions,
@@ -101,15 +96,12 @@ fn default_key_separator() -> String {
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     /// S3 bucket; absent for a local folder (`path`).
-    #[serde(default)]
     pub bucket: Option<String>,
     /// Local folder holding `<layer>/<table>/` (CLI runs). Relative to the destination file.
-    #[serde(default)]
     pub path: Option<String>,
     pub layer: String,
     pub table: String,
     /// `csv`, `jsonl`, `json` or `parquet`; by default from each file's extension.
-    #[serde(default)]
     pub format: Option<FileFormat>,
     /// `auto` (by extension: .gz, .zst), `none`, `gzip`, `zstd`.
     #[serde(default)]
@@ -204,15 +196,14 @@ pub struct FieldMapping {
 
 /// Where the files an attachment column names are read from (docs/mapping.md,
 /// "Attachments from S3").
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AttachConfig {
     /// The bucket that holds the files (default: the source's bucket).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bucket: Option<String>,
     /// The folder that holds them: a relative key is read under it, and a key outside it
     /// is refused. It is also what the functions' IAM policy grants.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
 }
 
@@ -287,14 +278,12 @@ enum FieldMappingRepr {
     Full(FieldMappingFull),
 }
 
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FieldMappingFull {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     column: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     constant: Option<serde_norway::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     template: Option<String>,
     // YAML writes a transform as `{parse_date: {format: ...}}` or a bare `trim`.
     #[serde(
@@ -305,15 +294,12 @@ struct FieldMappingFull {
     transforms: Vec<Transform>,
     #[serde(default)]
     on_null: NullPolicy,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     connect: Option<ConnectConfig>,
     #[serde(default)]
     write: WritePolicy,
     #[serde(default)]
     mode: ListMode,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     on_conflict: Option<OnConflict>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     attach: Option<AttachConfig>,
 }
 
@@ -429,7 +415,6 @@ pub enum Transform {
     /// values without an offset.
     ParseDate {
         format: String,
-        #[serde(default)]
         timezone: Option<String>,
     },
     /// Parse text into a number with the given decimal separator (`,` for `1.234,56`).
@@ -447,13 +432,10 @@ fn default_decimal_separator() -> char {
 #[serde(deny_unknown_fields)]
 pub struct ConnectConfig {
     /// Connected pipe (cards) or table (records): exactly one.
-    #[serde(default)]
     pub pipe_id: Option<String>,
-    #[serde(default)]
     pub table_id: Option<String>,
     /// Field slug in the connected pipe/table that holds the key the source column carries.
     /// Absent: the source values are already Pipefy IDs.
-    #[serde(default)]
     pub key_field: Option<String>,
 }
 
@@ -512,9 +494,7 @@ fn default_concurrency() -> u32 {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Trigger {
-    #[serde(default)]
     pub schedule: Option<Schedule>,
-    #[serde(default)]
     pub on_upload: Option<OnUpload>,
 }
 
@@ -546,16 +526,14 @@ pub struct OnUpload {
 pub struct TokenSource {
     /// Secrets Manager secret name or ARN. Its value is the personal token, or JSON
     /// `{"client_id": "...", "client_secret": "..."}` for a service account.
-    #[serde(default)]
     pub secret: Option<String>,
     /// Environment variable holding the token (local runs).
-    #[serde(default)]
     pub env: Option<String>,
     /// Service-account token endpoint; default `https://app.pipefy.com/oauth/token`.
-    #[serde(default)]
     pub oauth_url: Option<String>,
 }
 
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyncOptions {
@@ -592,7 +570,6 @@ pub struct SyncOptions {
     /// The Pipefy organization that attachments are uploaded for. Absent: the pipe's
     /// `organizationId` (read with its schema), or for a table the organization whose
     /// `tables` list it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub organization_id: Option<String>,
 }
 
@@ -659,13 +636,12 @@ pub enum RemovalAction {
 }
 
 /// `removed_rows` as written in a destination file.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RemovedRowsFile {
     action: RemovalActionName,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     phase: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     max_fraction: Option<f64>,
 }
 

@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use crate::config::Destination;
 use crate::failure::{FailureCode, RowFailure};
 use crate::mapping::{FieldValue, FileRef, Mapper, Schema};
-use crate::pipefy::{OpError, PresignedUrl, UploadError, UploadRequest};
+use crate::pipefy::{OpError, PresignedUrl, UploadBody, UploadError, UploadRequest};
 use crate::state::{StateStore, UploadedFile, UploadedFiles};
 use crate::store::{media_type, ObjectStore};
 
@@ -428,7 +428,14 @@ async fn upload_one(
         let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(reader));
         match shared
             .client
-            .put_upload(&target, &w.content_type, w.file.size, body)
+            .put_upload(
+                &target,
+                UploadBody {
+                    content_type: w.content_type.clone(),
+                    length: w.file.size,
+                    body,
+                },
+            )
             .await
         {
             Ok(()) => {

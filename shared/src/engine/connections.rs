@@ -13,34 +13,53 @@ use super::window::{failure_for, Outcome, Slot};
 use super::{EngineError, Repo, RunShared};
 
 /// Connection references resolved for one window.
-pub(super) struct ResolvedConnections(HashMap<(String, String, String), String>);
+pub(super) struct ResolvedConnections(HashMap<ConnectionKey, String>);
+
+/// A connection by key: the connected repo (`pipe:<id>`, `table:<id>`), its key field, and
+/// the key.
+type ConnectionKey = (String, String, String);
+
+fn by_key(r: &ConnectionRef) -> Option<ConnectionKey> {
+    match r {
+        ConnectionRef::Id(_) => None,
+        ConnectionRef::Key {
+            repo,
+            key_field,
+            key,
+        } => Some((repo.clone(), key_field.clone(), key.clone())),
+    }
+}
 
 impl ConnectionIds for ResolvedConnections {
     fn ids(&self, refs: &[ConnectionRef]) -> Vec<String> {
         refs.iter()
             .filter_map(|r| match r {
                 ConnectionRef::Id(id) => Some(id.clone()),
-                ConnectionRef::Key {
-                    repo,
-                    key_field,
-                    key,
-                } => self
-                    .0
-                    .get(&(repo.clone(), key_field.clone(), key.clone()))
-                    .cloned(),
+                ConnectionRef::Key { .. } => self.0.get(&by_key(r)?).cloned(),
             })
             .collect()
     }
 }
 
-pub(super) fn connection_refs(mapped: &MappedRow) -> Vec<(String, &ConnectionRef)> {
+/// The connections a row makes by key, each with the field it is for (a connection by id
+/// needs no lookup).
+fn key_refs(mapped: &MappedRow) -> Vec<(String, ConnectionKey)> {
     let mut refs = Vec::new();
     if let Some(parents) = &mapped.parent_ids {
-        refs.extend(parents.iter().map(|r| ("parent_ids".to_string(), r)));
+        refs.extend(
+            parents
+                .iter()
+                .filter_map(by_key)
+                .map(|k| ("parent_ids".to_string(), k)),
+        );
     }
     for f in &mapped.fields {
         if let FieldValue::Connect(list) = &f.value {
-            refs.extend(list.iter().map(|r| (f.field_id.clone(), r)));
+            refs.extend(
+                list.iter()
+                    .filter_map(by_key)
+                    .map(|k| (f.field_id.clone(), k)),
+            );
         }
     }
     refs
@@ -58,19 +77,10 @@ pub(super) async fn resolve_connections(
             let ItemKind::Send { mapped, .. } = &slot.item.kind else {
                 continue;
             };
-            for (_, r) in connection_refs(mapped) {
-                if let ConnectionRef::Key {
-                    repo,
-                    key_field,
-                    key,
-                } = r
-                {
-                    if !cache.contains_key(&(repo.clone(), key_field.clone(), key.clone())) {
-                        wanted
-                            .entry((repo.clone(), key_field.clone()))
-                            .or_default()
-                            .insert(key.clone());
-                    }
+            for (_, k) in key_refs(mapped) {
+                if !cache.contains_key(&k) {
+                    let (repo, key_field, key) = k;
+                    wanted.entry((repo, key_field)).or_default().insert(key);
                 }
             }
         }
@@ -117,29 +127,20 @@ pub(super) async fn resolve_connections(
             continue;
         };
         let mut problem = None;
-        for (field, r) in connection_refs(mapped) {
-            if let ConnectionRef::Key {
-                repo,
-                key_field,
-                key,
-            } = r
-            {
-                let k = (repo.clone(), key_field.clone(), key.clone());
-                match cache.get(&k) {
-                    Some(Ok(id)) => {
-                        resolved.insert(k, id.clone());
-                    }
-                    Some(Err(reason)) => {
-                        problem = Some((field, reason.clone()));
-                        break;
-                    }
-                    None => {
-                        problem = Some((
-                            field,
-                            format!("{key_field} = '{key}' in {repo} was not looked up"),
-                        ));
-                        break;
-                    }
+        for (field, k) in key_refs(mapped) {
+            match cache.get(&k) {
+                Some(Ok(id)) => {
+                    resolved.insert(k, id.clone());
+                }
+                Some(Err(reason)) => {
+                    problem = Some((field, reason.clone()));
+                    break;
+                }
+                None => {
+                    let (repo, key_field, key) = &k;
+                    let reason = format!("{key_field} = '{key}' in {repo} was not looked up");
+                    problem = Some((field, reason));
+                    break;
                 }
             }
         }

@@ -49,6 +49,7 @@ impl RunEventKind {
 }
 
 /// An event's detail. Its fields are stable: new ones may be added, none renamed.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunEvent {
     #[serde(skip)]
@@ -60,19 +61,13 @@ pub struct RunEvent {
     pub dry_run: bool,
     pub started_at: DateTime<Utc>,
     /// The end events: how the run ended.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<RunStatus>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub counts: Option<Counts>,
     /// Where the run's report is (`s3://bucket/reports/...`).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub report_location: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub report_page: Option<String>,
     /// Why the run failed, when it could not proceed.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 

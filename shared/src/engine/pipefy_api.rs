@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use crate::mapping::Schema;
 use crate::pipefy::{
     Card, CardPage, ClientStats, FieldDef, Listing, Mutation, OpError, OpResult, PipefyClient,
-    PipefyError, PresignedUrl, UploadError, UploadRequest, WriteGate,
+    PipefyError, PresignedUrl, UploadBody, UploadError, UploadRequest, WriteGate,
 };
 
 use super::Repo;
@@ -51,13 +51,7 @@ pub trait PipefyApi: Send + Sync {
         gate: Option<&dyn WriteGate>,
     ) -> Result<Vec<Result<PresignedUrl, OpError>>, PipefyError>;
     /// Streams a file to its upload URL.
-    async fn put_upload(
-        &self,
-        target: &PresignedUrl,
-        content_type: &str,
-        length: u64,
-        body: reqwest::Body,
-    ) -> Result<(), UploadError>;
+    async fn put_upload(&self, target: &PresignedUrl, file: UploadBody) -> Result<(), UploadError>;
     /// Requests, retries and throttles so far.
     fn stats(&self) -> ClientStats;
 }
@@ -115,14 +109,8 @@ impl PipefyApi for PipefyClient {
         PipefyClient::presigned_urls(self, requests, gate).await
     }
 
-    async fn put_upload(
-        &self,
-        target: &PresignedUrl,
-        content_type: &str,
-        length: u64,
-        body: reqwest::Body,
-    ) -> Result<(), UploadError> {
-        PipefyClient::put_upload(self, target, content_type, length, body).await
+    async fn put_upload(&self, target: &PresignedUrl, file: UploadBody) -> Result<(), UploadError> {
+        PipefyClient::put_upload(self, target, file).await
     }
 
     fn stats(&self) -> ClientStats {

@@ -17,7 +17,7 @@ use crate::mapping::{Mapper, Schema};
 use crate::pipefy::schema::{FieldDef, FieldType, PhaseDef, PipeSchema};
 use crate::pipefy::{
     Card, ClientStats, ErrorClass, Mutation, OpError, OpResult, OpSuccess, PipefyError,
-    PresignedUrl, UploadError, UploadRequest, WriteGate,
+    PresignedUrl, UploadBody, UploadError, UploadRequest, WriteGate,
 };
 use crate::report::RowAction;
 use crate::source::{Provenance, Row};
@@ -162,9 +162,7 @@ impl PipefyApi for FakePipefy {
     async fn put_upload(
         &self,
         target: &PresignedUrl,
-        _content_type: &str,
-        _length: u64,
-        _body: reqwest::Body,
+        _file: UploadBody,
     ) -> Result<(), UploadError> {
         let name = target.storage_path.rsplit('/').next().unwrap_or_default();
         let mut failures = self.upload_failures.lock().unwrap();

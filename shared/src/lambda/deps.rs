@@ -33,6 +33,15 @@ pub trait Runner: Send + Sync {
     ) -> Result<DriftSummary, HandlerError>;
 }
 
+/// What the two sync handlers take: where destinations come from, what runs them, and the
+/// function's settings.
+#[derive(Clone, Copy)]
+pub struct SyncDeps<'a> {
+    pub catalog: &'a dyn Catalog,
+    pub runner: &'a dyn Runner,
+    pub settings: &'a Settings,
+}
+
 /// Everything a function builds once per container.
 pub struct Deps {
     pub settings: Settings,
@@ -72,6 +81,15 @@ impl ClientCache {
 }
 
 impl Deps {
+    /// What the sync handlers take of these.
+    pub fn sync_deps(&self) -> SyncDeps<'_> {
+        SyncDeps {
+            catalog: &self.catalog,
+            runner: self,
+            settings: &self.settings,
+        }
+    }
+
     pub fn new(
         settings: Settings,
         s3: aws_sdk_s3::Client,

@@ -5,22 +5,20 @@ use serde::{Deserialize, Serialize};
 
 /// What `sync-scheduled` takes: EventBridge Scheduler's input as is (no envelope), a manual
 /// run from the AWS CLI, or a hand-off continuation.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduledEvent {
     pub destination: String,
     /// `<aws.scheduler.scheduled-time>`; present on scheduled runs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_time: Option<String>,
     #[serde(default)]
     pub dry_run: bool,
     #[serde(default)]
     pub full_resync: bool,
     /// Only these object keys of the destination's table.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<Vec<String>>,
     /// Set by the function itself when it hands a long run over to a new invocation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub continue_run: Option<String>,
     /// Let this run remove more than `removed_rows.max_fraction` of the destination's keys.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -29,7 +27,6 @@ pub struct ScheduledEvent {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub drift: bool,
     /// Only the rows with these keys, sent even when unchanged; nothing removed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys: Option<Vec<String>>,
 }
 
@@ -164,14 +161,11 @@ struct S3Object {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InvocationRecord {
-    #[serde(default)]
     pub version: Option<String>,
-    #[serde(default)]
     pub timestamp: Option<String>,
     pub request_context: RequestContext,
     #[serde(default)]
     pub request_payload: serde_json::Value,
-    #[serde(default)]
     pub response_context: Option<ResponseContext>,
     #[serde(default)]
     pub response_payload: serde_json::Value,
@@ -180,25 +174,19 @@ pub struct InvocationRecord {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestContext {
-    #[serde(default)]
     pub request_id: Option<String>,
-    #[serde(default)]
     pub function_arn: Option<String>,
     /// `Success`, `RetriesExhausted`, `EventAgeExceeded`.
     pub condition: String,
-    #[serde(default)]
     pub approximate_invoke_count: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ResponseContext {
-    #[serde(default)]
     pub status_code: Option<u16>,
-    #[serde(default)]
     pub executed_version: Option<String>,
     /// `Unhandled` or `Handled` when the function failed.
-    #[serde(default)]
     pub function_error: Option<String>,
 }
 

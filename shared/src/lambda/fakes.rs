@@ -9,9 +9,10 @@ use crate::engine::{DriftRequest, RunRequest};
 use crate::report::{Counts, DriftCounts, DriftSummary, RunStatus, RunSummary};
 
 use super::catalog::Catalog;
-use super::deps::Runner;
+use super::deps::{Runner, SyncDeps};
 use super::error::{HandlerError, NotifyError};
 use super::notify::Notifier;
+use super::settings::Settings;
 
 /// A destination `name` syncing `s3://lake/refined/<table>/`; `extra` is appended YAML.
 pub fn destination(name: &str, table: &str, extra: &str) -> Destination {
@@ -91,6 +92,15 @@ pub struct FakeRunner {
 }
 
 impl FakeRunner {
+    /// A sync handler's dependencies: this runner, `catalog` and `settings`.
+    pub fn deps<'a>(&'a self, catalog: &'a FakeCatalog, settings: &'a Settings) -> SyncDeps<'a> {
+        SyncDeps {
+            catalog,
+            runner: self,
+            settings,
+        }
+    }
+
     pub fn runs(&self) -> Vec<(String, RunRequest)> {
         self.runs.lock().map(|r| r.clone()).unwrap_or_default()
     }

@@ -6,24 +6,25 @@ use std::time::Instant;
 use crate::engine::{DriftRequest, RunRequest};
 use crate::report::RunStatus;
 
-use super::catalog::Catalog;
-use super::deps::Runner;
+use super::deps::SyncDeps;
 use super::error::HandlerError;
 use super::events::ScheduledEvent;
 use super::metrics;
-use super::settings::Settings;
 
 /// How long a run waits for the lease before handing its work to the holder.
 pub(super) const LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// One scheduled, manual or continued run of the destination the payload names.
 pub async fn handle(
-    catalog: &dyn Catalog,
-    runner: &dyn Runner,
-    settings: &Settings,
+    deps: SyncDeps<'_>,
     payload: serde_json::Value,
     deadline_ms: u64,
 ) -> Result<serde_json::Value, HandlerError> {
+    let SyncDeps {
+        catalog,
+        runner,
+        settings,
+    } = deps;
     let event: ScheduledEvent = serde_json::from_value(payload).map_err(|e| {
         HandlerError::InvalidEvent(format!(
             "{e}; expected {{\"destination\": \"<name>\", \"scheduled_time\"?, \"dry_run\"?, \"full_resync\"?, \"files\"?, \"keys\"?, \"allow_mass_removal\"?, \"drift\"?}}"
@@ -97,7 +98,7 @@ mod tests {
         runner: &FakeRunner,
         payload: serde_json::Value,
     ) -> Result<serde_json::Value, HandlerError> {
-        handle(catalog, runner, &settings(), payload, 0).await
+        handle(runner.deps(catalog, &settings()), payload, 0).await
     }
 
     #[tokio::test]

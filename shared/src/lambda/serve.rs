@@ -28,12 +28,8 @@ impl Handler {
     ) -> Result<Value, HandlerError> {
         let (payload, deadline_ms) = (event.payload, event.context.deadline);
         match self {
-            Handler::Scheduled => {
-                scheduled::handle(&deps.catalog, deps, &deps.settings, payload, deadline_ms).await
-            }
-            Handler::Upload => {
-                upload::handle(&deps.catalog, deps, &deps.settings, payload, deadline_ms).await
-            }
+            Handler::Scheduled => scheduled::handle(deps.sync_deps(), payload, deadline_ms).await,
+            Handler::Upload => upload::handle(deps.sync_deps(), payload, deadline_ms).await,
             Handler::Notify => {
                 let slack = deps.slack_notifier();
                 let links = deps.page_links();

@@ -11,12 +11,10 @@ use crate::engine::RunRequest;
 use crate::report::{RunStatus, RunSummary};
 use crate::source::is_marker;
 
-use super::catalog::Catalog;
-use super::deps::Runner;
+use super::deps::SyncDeps;
 use super::error::HandlerError;
 use super::events::{is_continuation, parse_s3_event, UploadedObject};
 use super::metrics;
-use super::settings::Settings;
 
 #[derive(Debug, Serialize)]
 pub struct UploadResult {
@@ -59,17 +57,20 @@ fn ignore_reason(object: &UploadedObject) -> Option<&'static str> {
 /// The runs an S3 notification starts: one per destination its objects belong to, each
 /// with the uploaded keys it takes. A hand-off continuation goes to [`super::scheduled`].
 pub async fn handle(
-    catalog: &dyn Catalog,
-    runner: &dyn Runner,
-    settings: &Settings,
+    deps: SyncDeps<'_>,
     payload: serde_json::Value,
     deadline_ms: u64,
 ) -> Result<serde_json::Value, HandlerError> {
     if is_continuation(&payload) {
         // A long upload run handed itself over to this function (its own name is the one a
         // hand-off invokes): continue it like any other run.
-        return super::scheduled::handle(catalog, runner, settings, payload, deadline_ms).await;
+        return super::scheduled::handle(deps, payload, deadline_ms).await;
     }
+    let SyncDeps {
+        catalog,
+        runner,
+        settings,
+    } = deps;
     let objects = parse_s3_event(&payload).map_err(HandlerError::InvalidEvent)?;
     let mut destinations = catalog.all().await?;
     // Markers and empty objects are ignored whatever the catalog says: they must not make
@@ -196,7 +197,7 @@ mod tests {
             record("refined/orders/o.csv", 0),
             record("refined/invoices/i.csv", 10),
         ]});
-        let out = handle(&catalog, &runner, &settings(), payload, 0)
+        let out = handle(runner.deps(&catalog, &settings()), payload, 0)
             .await
             .unwrap();
         let runs: Vec<(String, Option<Vec<String>>, String)> = runner
@@ -254,7 +255,7 @@ mod tests {
         let catalog = catalog();
         let runner = FakeRunner::default();
         let payload = json!({"Records": [record("refined/orders/_SUCCESS", 0), record("refined/orders/o.csv", 5)]});
-        handle(&catalog, &runner, &settings(), payload, 0)
+        handle(runner.deps(&catalog, &settings()), payload, 0)
             .await
             .unwrap();
         assert_eq!(catalog.refreshes(), 0);
@@ -266,7 +267,7 @@ mod tests {
         let catalog = catalog();
         let runner = FakeRunner::default();
         let payload = json!({"destination": "orders", "continue_run": "run-3"});
-        let out = handle(&catalog, &runner, &settings(), payload, 0)
+        let out = handle(runner.deps(&catalog, &settings()), payload, 0)
             .await
             .unwrap();
         assert_eq!(
@@ -286,7 +287,7 @@ mod tests {
             ..FakeRunner::default()
         };
         let payload = json!({"Records": [record("refined/customers/a.csv", 1), record("refined/orders/o.csv", 1)]});
-        let err = handle(&catalog, &runner, &settings(), payload, 0)
+        let err = handle(runner.deps(&catalog, &settings()), payload, 0)
             .await
             .unwrap_err();
         assert_eq!(err.error_type(), "PipefyError");
@@ -302,7 +303,7 @@ mod tests {
         let runner = FakeRunner::default();
         for bad in [json!({"Records": []}), json!({"destination": "orders"})] {
             assert!(matches!(
-                handle(&catalog(), &runner, &settings(), bad, 0).await,
+                handle(runner.deps(&catalog(), &settings()), bad, 0).await,
                 Err(HandlerError::InvalidEvent(_))
             ));
         }

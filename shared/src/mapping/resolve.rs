@@ -64,6 +64,11 @@ pub(crate) fn split_hint(text: &str) -> &'static str {
     }
 }
 
+/// A text that names no entry, or several.
+fn unknown_reference(message: String) -> Problem {
+    Problem::new(FailureCode::UnknownReference, message)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Hit {
     One(u32),
@@ -217,27 +222,21 @@ impl NamedIndex {
         }
         match self.names.get(text) {
             Some(Hit::One(i)) => self.id_at(i),
-            Some(Hit::Many) => Err(Problem::new(
-                FailureCode::UnknownReference,
-                format!(
-                    "several {}s of {} are named {} (ignoring case): use the id instead",
-                    self.what,
-                    self.scope,
-                    quote(text)
-                ),
-            )),
-            None => Err(Problem::new(
-                FailureCode::UnknownReference,
-                format!(
-                    "no {} with the id or name {} in {}; {}s: {}{}",
-                    self.what,
-                    quote(text),
-                    self.scope,
-                    self.what,
-                    preview(self.entries.iter().map(|(_, n)| n.as_str())),
-                    split_hint(text)
-                ),
-            )),
+            Some(Hit::Many) => Err(unknown_reference(format!(
+                "several {}s of {} are named {} (ignoring case): use the id instead",
+                self.what,
+                self.scope,
+                quote(text)
+            ))),
+            None => Err(unknown_reference(format!(
+                "no {} with the id or name {} in {}; {}s: {}{}",
+                self.what,
+                quote(text),
+                self.scope,
+                self.what,
+                preview(self.entries.iter().map(|(_, n)| n.as_str())),
+                split_hint(text)
+            ))),
         }
     }
 }
@@ -300,23 +299,17 @@ impl MemberIndex {
         };
         match hit {
             Some(Hit::One(i)) => self.id_at(i),
-            Some(Hit::Many) => Err(Problem::new(
-                FailureCode::UnknownReference,
-                format!(
-                    "several members of {} have the {by} {}: use their email or user id",
-                    self.scope,
-                    quote(text)
-                ),
-            )),
-            None => Err(Problem::new(
-                FailureCode::UnknownReference,
-                format!(
-                    "no member of {} has the user id, email or name {} (assignees must be members of the pipe){}",
-                    self.scope,
-                    quote(text),
-                    split_hint(text)
-                ),
-            )),
+            Some(Hit::Many) => Err(unknown_reference(format!(
+                "several members of {} have the {by} {}: use their email or user id",
+                self.scope,
+                quote(text)
+            ))),
+            None => Err(unknown_reference(format!(
+                "no member of {} has the user id, email or name {} (assignees must be members of the pipe){}",
+                self.scope,
+                quote(text),
+                split_hint(text)
+            ))),
         }
     }
 }

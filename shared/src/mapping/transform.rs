@@ -101,22 +101,8 @@ impl Step {
                 let t = s.trim();
                 (t.len() != s.len()).then(|| t.to_string())
             })),
-            Step::Lowercase => Ok(map_str(v, |s| {
-                let already = if s.is_ascii() {
-                    !s.bytes().any(|b| b.is_ascii_uppercase())
-                } else {
-                    !s.chars().any(char::is_uppercase)
-                };
-                (!already).then(|| s.to_lowercase())
-            })),
-            Step::Uppercase => Ok(map_str(v, |s| {
-                let already = if s.is_ascii() {
-                    !s.bytes().any(|b| b.is_ascii_lowercase())
-                } else {
-                    !s.chars().any(char::is_lowercase)
-                };
-                (!already).then(|| s.to_uppercase())
-            })),
+            Step::Lowercase => Ok(map_str(v, |s| recase(s, Case::Lower))),
+            Step::Uppercase => Ok(map_str(v, |s| recase(s, Case::Upper))),
             Step::Split(sep) => match v.as_ref() {
                 Value::Str(s) => {
                     let mut out = Vec::new();
@@ -129,6 +115,26 @@ impl Step {
             Step::ParseNumber(sep) => parse_number(v, *sep),
         }
     }
+}
+
+#[derive(Clone, Copy)]
+enum Case {
+    Lower,
+    Upper,
+}
+
+/// `s` in `case`, or `None` when it already is: most values are, and they are not copied.
+fn recase(s: &str, case: Case) -> Option<String> {
+    let changes = match (case, s.is_ascii()) {
+        (Case::Lower, true) => s.bytes().any(|b| b.is_ascii_uppercase()),
+        (Case::Upper, true) => s.bytes().any(|b| b.is_ascii_lowercase()),
+        (Case::Lower, false) => s.chars().any(char::is_uppercase),
+        (Case::Upper, false) => s.chars().any(char::is_lowercase),
+    };
+    changes.then(|| match case {
+        Case::Lower => s.to_lowercase(),
+        Case::Upper => s.to_uppercase(),
+    })
 }
 
 fn map_str<'v>(v: Cow<'v, Value>, f: impl Fn(&str) -> Option<String>) -> Cow<'v, Value> {

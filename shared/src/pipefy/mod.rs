@@ -44,4 +44,4 @@ pub use schema::{FieldDef, FieldType, LabelDef, MemberDef, PhaseDef, PipeSchema,
 pub use secret::Secret;
 pub use stats::ClientStats;
 pub use transport::{Exchange, RequestObserver};
-pub use uploads::{PresignedUrl, UploadError, UploadRequest, PRESIGNED_URL_LIFETIME};
+pub use uploads::{PresignedUrl, UploadBody, UploadError, UploadRequest, PRESIGNED_URL_LIFETIME};

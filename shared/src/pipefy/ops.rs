@@ -17,22 +17,17 @@ pub struct FieldValueInput {
     pub field_value: Value,
 }
 
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct CreateCardInput {
     pub pipe_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
     /// Create directly in this phase instead of the start phase.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub due_date: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assignee_ids: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_ids: Option<Vec<String>>,
     /// Parent cards to connect on create.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_ids: Option<Vec<String>>,
     #[serde(default)]
     pub fields_attributes: Vec<FieldValueInput>,
@@ -40,29 +35,23 @@ pub struct CreateCardInput {
 
 /// Card attributes only; `updateCard` cannot set custom fields (docs/pipefy-api.md §4).
 /// `assignee_ids` and `label_ids` replace the whole list. `None` leaves a value alone.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct UpdateCardInput {
     pub id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub due_date: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assignee_ids: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_ids: Option<Vec<String>>,
 }
 
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct CreateTableRecordInput {
     pub table_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub due_date: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assignee_ids: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_ids: Option<Vec<String>>,
     #[serde(default)]
     pub fields_attributes: Vec<FieldValueInput>,
@@ -70,14 +59,13 @@ pub struct CreateTableRecordInput {
 
 /// Record attributes only; custom fields go through `setTableRecordFieldValue` or
 /// `updateFieldsValues` (docs/pipefy-api.md §4).
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct UpdateTableRecordInput {
     pub id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub due_date: Option<String>,
-    #[serde(default, rename = "statusId", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "statusId")]
     pub status_id: Option<String>,
 }
 

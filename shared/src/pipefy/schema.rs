@@ -56,9 +56,7 @@ pub struct FieldDef {
     /// The slug used by card writes (`fields_attributes.field_id`, `updateFieldsValues.fieldId`).
     pub id: String,
     /// Needed by the `records(where: {field: uuid})` lookup.
-    #[serde(default)]
     pub uuid: Option<String>,
-    #[serde(default)]
     pub internal_id: Option<String>,
     pub label: String,
     #[serde(rename = "type")]
@@ -102,10 +100,8 @@ pub struct MemberDef {
 pub struct PipeSchema {
     pub id: String,
     pub name: String,
-    #[serde(default)]
     pub start_form_phase_id: Option<String>,
     /// The organization holding the pipe: what attachments are uploaded for.
-    #[serde(default)]
     pub organization_id: Option<String>,
     pub phases: Vec<PhaseDef>,
     pub start_form_fields: Vec<FieldDef>,

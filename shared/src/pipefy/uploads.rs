@@ -37,6 +37,14 @@ pub struct PresignedUrl {
     pub lifetime: Duration,
 }
 
+/// A file on its way to an upload URL: what it was signed for, and its bytes as a stream.
+pub struct UploadBody {
+    pub content_type: String,
+    /// The exact length: S3 refuses a `PUT` without it.
+    pub length: u64,
+    pub body: reqwest::Body,
+}
+
 impl std::fmt::Debug for PresignedUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The query string is the signature: never printed.
@@ -195,15 +203,18 @@ impl PipefyClient {
         self.run_batch(DocKind::Mutation, &ops, gate).await
     }
 
-    /// `PUT`s `length` bytes of `body` to the upload URL, with the content type it was
-    /// signed for. The body is streamed: the file is never held in memory whole.
+    /// `PUT`s the file to the upload URL, with the content type it was signed for. The body
+    /// is streamed: the file is never held in memory whole.
     pub async fn put_upload(
         &self,
         target: &PresignedUrl,
-        content_type: &str,
-        length: u64,
-        body: reqwest::Body,
+        file: UploadBody,
     ) -> Result<(), UploadError> {
+        let UploadBody {
+            content_type,
+            length,
+            body,
+        } = file;
         let path = target.storage_path.clone();
         self.check_upload_host(&target.url)
             .map_err(|host| UploadError::Host {
@@ -213,7 +224,7 @@ impl PipefyClient {
         let answer = self
             .upload_http()
             .put(target.url.clone())
-            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .header(reqwest::header::CONTENT_TYPE, content_type.as_str())
             .header(reqwest::header::CONTENT_LENGTH, length)
             .body(body)
             .send()

@@ -31,18 +31,16 @@ pub enum DriftState {
 }
 
 /// One line of a drift report.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DriftLine {
     pub state: DriftState,
     /// The key (from the table's row; else the key field as Pipefy shows it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     /// The card or record id (the one the ledger knows, for a deleted one).
     pub id: String,
     /// Where the key's row is in the table, when the table still has it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line: Option<u64>,
     /// The targets a person changed: the value in Pipefy and the value the table has now.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -85,6 +83,7 @@ impl DriftCounts {
 }
 
 /// The summary of a drift report. Drift writes nothing to Pipefy and no state.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DriftSummary {
     /// Always `drift`, telling this summary from a run's.
@@ -97,7 +96,6 @@ pub struct DriftSummary {
     pub counts: DriftCounts,
     /// The targets whose edits drift can tell (a baseline is recorded for them).
     pub tracked_targets: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report_location: Option<String>,
 }
 

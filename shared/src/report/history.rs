@@ -24,6 +24,7 @@ pub const HISTORY_RUNS: usize = 500;
 /// Conditional writes tried before giving up on a history update.
 const ATTEMPTS: u32 = 8;
 
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryEntry {
     pub run_id: String,
@@ -32,7 +33,6 @@ pub struct HistoryEntry {
     #[serde(default)]
     pub dry_run: bool,
     pub started_at: DateTime<Utc>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
     pub created: u64,
     pub updated: u64,
@@ -199,7 +199,7 @@ mod tests {
     use super::*;
     use crate::report::Counts;
     use crate::store::memory::MemoryStore;
-    use crate::store::{ObjectMeta, ObjectReader};
+    use crate::store::{BeforeWrite, HookedStore};
 
     fn entry(run: &str, minute: i64) -> HistoryEntry {
         let at = DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::minutes(minute);
@@ -228,43 +228,24 @@ mod tests {
         assert_eq!(h.runs[0].failed, 1);
     }
 
-    /// A store where another run writes its entry between this run's read and its write.
-    struct RacingStore {
-        inner: Arc<MemoryStore>,
+    /// Another run writes its entry between this run's read and its write.
+    struct OtherRunFirst {
         raced: AtomicBool,
     }
 
     #[async_trait]
-    impl ObjectStore for RacingStore {
-        fn describe(&self) -> String {
-            self.inner.describe()
-        }
-        async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
-            self.inner.list(prefix).await
-        }
-        async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
-            self.inner.head(key).await
-        }
-        async fn get_stream(&self, key: &str) -> Result<(ObjectMeta, ObjectReader), StoreError> {
-            self.inner.get_stream(key).await
-        }
-        async fn get_bytes(&self, key: &str) -> Result<(ObjectMeta, Bytes), StoreError> {
-            self.inner.get_bytes(key).await
-        }
-        async fn put_bytes(
+    impl BeforeWrite for OtherRunFirst {
+        async fn before_put(
             &self,
+            inner: &dyn ObjectStore,
             key: &str,
-            body: Bytes,
-            when: WriteCondition,
-        ) -> Result<String, StoreError> {
+            _when: &WriteCondition,
+        ) -> Result<(), StoreError> {
             if key.ends_with("history.json") && !self.raced.swap(true, Ordering::SeqCst) {
                 // The other run finishes first, through the same protocol.
-                record_runs(&*self.inner, "reports", "d", vec![entry("other", 5)]).await?;
+                record_runs(inner, "reports", "d", vec![entry("other", 5)]).await?;
             }
-            self.inner.put_bytes(key, body, when).await
-        }
-        async fn delete(&self, key: &str, when: WriteCondition) -> Result<(), StoreError> {
-            self.inner.delete(key, when).await
+            Ok(())
         }
     }
 
@@ -274,10 +255,12 @@ mod tests {
         record_runs(&*inner, "reports", "d", vec![entry("first", 1)])
             .await
             .expect("first run recorded");
-        let racing = RacingStore {
-            inner: inner.clone(),
-            raced: AtomicBool::new(false),
-        };
+        let racing = HookedStore::with_hook(
+            inner.clone(),
+            OtherRunFirst {
+                raced: AtomicBool::new(false),
+            },
+        );
         let index = record_runs(&racing, "reports/", "d", vec![entry("mine", 6)])
             .await
             .expect("recorded after a lost race");

@@ -121,22 +121,17 @@ pub enum RowAction {
     Recreated,
 }
 
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RowResult {
     pub file: String,
     pub line: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     pub action: RowAction,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_code: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_message: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub column: Option<String>,
     /// Values a person changed in Pipefy that this run left alone (`on_conflict: keep_edits`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -230,6 +225,7 @@ impl RunStatus {
     }
 }
 
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
     pub run_id: String,
@@ -238,30 +234,24 @@ pub struct RunSummary {
     pub status: RunStatus,
     pub dry_run: bool,
     pub started_at: DateTime<Utc>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
     pub source_files: Vec<String>,
     pub counts: Counts,
     pub invocations: u32,
     /// Where the report lives (`s3://bucket/reports/...` or a local folder).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report_location: Option<String>,
     /// The run's page (`.../report.html`), when it was written.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report_page: Option<String>,
     /// Requests the unchanged rows would have taken had they been sent (change detection
     /// kept them from Pipefy): unchanged rows over the destination's mutations per request.
     #[serde(default)]
     pub requests_avoided: u64,
     /// The run-level error, when the status is `failed`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// The first failed row when partial success is off.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_at: Option<RowResult>,
     /// Why a run that removes rows did not check for removed rows this time (a file that
     /// failed to read, a table that read 0 rows, `REMOVAL_GUARD: ...`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub removal_skipped: Option<String>,
     /// The keys the run was limited to (`--key`, `"keys"`); empty: every row.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -559,14 +549,8 @@ impl ReportWriter {
 
     /// Writes JSON Lines as `<dir>/part-NNNNN.jsonl` of this report.
     pub async fn put_part(&self, dir: &str, part: u32, lines: Vec<u8>) -> Result<(), StoreError> {
-        self.store
-            .put_bytes(
-                &format!("{}{dir}/part-{part:05}.jsonl", self.prefix),
-                Bytes::from(lines),
-                WriteCondition::None,
-            )
-            .await?;
-        Ok(())
+        self.put(&format!("{dir}/part-{part:05}.jsonl"), lines)
+            .await
     }
 
     /// Renders the run's page from its summary and the failed rows its parts hold, and
@@ -574,25 +558,21 @@ impl ReportWriter {
     pub async fn write_page(&self, summary: &RunSummary) -> Result<String, StoreError> {
         let failed = read_failed_rows(&*self.store, &self.paths, PAGE_ROWS).await?;
         let page = render_run_page(summary, &failed);
-        self.store
-            .put_bytes(
-                &format!("{}report.html", self.prefix),
-                Bytes::from(page),
-                WriteCondition::None,
-            )
-            .await?;
+        self.put("report.html", page.into_bytes()).await?;
         Ok(format!("{}report.html", self.location()))
     }
 
     /// Writes the report's `summary.json` (a run's or a drift report's).
     pub async fn write_summary<S: Serialize>(&self, summary: &S) -> Result<(), StoreError> {
         let body = serde_json::to_vec_pretty(summary).unwrap_or_default();
+        self.put("summary.json", body).await
+    }
+
+    /// Writes `name` in this report's folder.
+    async fn put(&self, name: &str, body: Vec<u8>) -> Result<(), StoreError> {
+        let key = format!("{}{name}", self.prefix);
         self.store
-            .put_bytes(
-                &format!("{}summary.json", self.prefix),
-                Bytes::from(body),
-                WriteCondition::None,
-            )
+            .put_bytes(&key, Bytes::from(body), WriteCondition::None)
             .await?;
         Ok(())
     }

@@ -221,6 +221,17 @@ where
     Some(a.iter().map(|v| v.map(&f).unwrap_or(Value::Null)).collect())
 }
 
+/// Decimals as exact text: the unscaled integer with the point put back.
+fn decimals<T>(array: &dyn Array, scale: i8) -> Option<Vec<Value>>
+where
+    T: ArrowPrimitiveType,
+    T::Native: ToString,
+{
+    primitive::<T, _>(array, |v| {
+        Value::Decimal(decimal_text(&v.to_string(), scale))
+    })
+}
+
 fn timestamps<T>(
     array: &dyn Array,
     to_naive: fn(i64) -> Option<NaiveDateTime>,
@@ -272,6 +283,15 @@ fn per_row_lists(array: &dyn Array, column: &str, value: impl Fn(usize) -> Array
 }
 
 static UNSUPPORTED_WARNED: std::sync::Once = std::sync::Once::new();
+
+/// A struct's or a map's entries as the JSON object text a cell carries (a missing value is
+/// `null`).
+fn object_text<'a>(entries: impl Iterator<Item = (String, Option<&'a Value>)>) -> Value {
+    let obj: serde_json::Map<String, serde_json::Value> = entries
+        .map(|(k, v)| (k, v.map_or(serde_json::Value::Null, Value::to_nested_json)))
+        .collect();
+    Value::Str(serde_json::Value::Object(obj).to_string())
+}
 
 /// The values of one column of a batch.
 fn column_values(array: &dyn Array, column: &str) -> Vec<Value> {
@@ -383,30 +403,10 @@ fn column_values(array: &dyn Array, column: &str) -> Vec<Value> {
         DataType::Time64(_) => {
             primitive::<Time64NanosecondType, _>(array, |v| time_value(tc::time64ns_to_time(v)))
         }
-        DataType::Decimal32(_, scale) => {
-            let s = *scale;
-            primitive::<Decimal32Type, _>(array, |v| {
-                Value::Decimal(decimal_text(&v.to_string(), s))
-            })
-        }
-        DataType::Decimal64(_, scale) => {
-            let s = *scale;
-            primitive::<Decimal64Type, _>(array, |v| {
-                Value::Decimal(decimal_text(&v.to_string(), s))
-            })
-        }
-        DataType::Decimal128(_, scale) => {
-            let s = *scale;
-            primitive::<Decimal128Type, _>(array, |v| {
-                Value::Decimal(decimal_text(&v.to_string(), s))
-            })
-        }
-        DataType::Decimal256(_, scale) => {
-            let s = *scale;
-            primitive::<Decimal256Type, _>(array, |v| {
-                Value::Decimal(decimal_text(&v.to_string(), s))
-            })
-        }
+        DataType::Decimal32(_, scale) => decimals::<Decimal32Type>(array, *scale),
+        DataType::Decimal64(_, scale) => decimals::<Decimal64Type>(array, *scale),
+        DataType::Decimal128(_, scale) => decimals::<Decimal128Type>(array, *scale),
+        DataType::Decimal256(_, scale) => decimals::<Decimal256Type>(array, *scale),
         DataType::List(_) => lists::<i32>(array, column),
         DataType::LargeList(_) => lists::<i64>(array, column),
         DataType::FixedSizeList(_, _) => array
@@ -429,19 +429,12 @@ fn column_values(array: &dyn Array, column: &str) -> Vec<Value> {
                     if a.is_null(i) {
                         return Value::Null;
                     }
-                    let obj: serde_json::Map<String, serde_json::Value> = fields
-                        .iter()
-                        .zip(children.iter())
-                        .map(|(f, c)| {
-                            (
-                                f.name().clone(),
-                                c.get(i)
-                                    .map(Value::to_nested_json)
-                                    .unwrap_or(serde_json::Value::Null),
-                            )
-                        })
-                        .collect();
-                    Value::Str(serde_json::Value::Object(obj).to_string())
+                    object_text(
+                        fields
+                            .iter()
+                            .zip(children.iter())
+                            .map(|(f, c)| (f.name().clone(), c.get(i))),
+                    )
                 })
                 .collect()
         }),
@@ -456,18 +449,10 @@ fn column_values(array: &dyn Array, column: &str) -> Vec<Value> {
                     }
                     let start = offsets.get(i).copied().unwrap_or(0).max(0) as usize;
                     let end = offsets.get(i + 1).copied().unwrap_or(0).max(0) as usize;
-                    let obj: serde_json::Map<String, serde_json::Value> = (start..end)
-                        .map(|j| {
-                            (
-                                keys.get(j).map(|k| k.to_string()).unwrap_or_default(),
-                                values
-                                    .get(j)
-                                    .map(Value::to_nested_json)
-                                    .unwrap_or(serde_json::Value::Null),
-                            )
-                        })
-                        .collect();
-                    Value::Str(serde_json::Value::Object(obj).to_string())
+                    object_text((start..end).map(|j| {
+                        let key = keys.get(j).map(|k| k.to_string()).unwrap_or_default();
+                        (key, values.get(j))
+                    }))
                 })
                 .collect()
         }),

@@ -62,6 +62,7 @@ pub struct Intent {
 }
 
 /// Where an unfinished run stands, so a continuation (hand-off) or a rerun can go on.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct RunCursor {
     pub run_id: String,
@@ -83,7 +84,6 @@ pub struct RunCursor {
     pub invocations: u32,
     /// Why this run must not remove anything (a file that failed to read, a row whose key
     /// could not be computed), found by an earlier invocation of the run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub removal_blocked: Option<String>,
     /// The invocation that handed over saved the keys it had seen (`runs/<run>/seen.bin`).
     #[serde(default)]

@@ -13,7 +13,7 @@ pub mod s3;
 
 pub use local::LocalStore;
 pub use memory::MemoryStore;
-pub use refusing::RefusingRenewals;
+pub use refusing::{BeforeWrite, HookedStore, RefusingRenewals};
 pub use s3::{S3Buckets, S3Store};
 
 /// Metadata of one listed or fetched object.
