@@ -22,6 +22,7 @@ mod reads;
 mod retry;
 pub mod schema;
 mod secret;
+pub mod sizing;
 mod stats;
 mod transport;
 pub mod uploads;
