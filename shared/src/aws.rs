@@ -156,7 +156,6 @@ pub fn credentials_provider(
 /// The Pipefy client settings a destination asks for.
 pub fn client_config(dest: &Destination) -> ClientConfig {
     let window = Duration::from_secs(u64::from(dest.limits.window_seconds.max(1)));
-    let (start, max) = dest.limits.mutation_sizes();
     ClientConfig {
         endpoint: dest
             .endpoint
@@ -167,8 +166,7 @@ pub fn client_config(dest: &Destination) -> ClientConfig {
         // A token throttled for two whole windows is not coming back soon.
         throttle_patience: window * 2,
         max_in_flight: dest.limits.concurrency.max(1) as usize,
-        mutations_per_request: start.max(1) as usize,
-        max_mutations_per_request: Some(max.max(start).max(1) as usize),
+        mutations_per_request: dest.limits.mutations_per_request.max(1) as usize,
         lookups_per_request: dest.limits.lookups_per_request.max(1) as usize,
         ..ClientConfig::default()
     }

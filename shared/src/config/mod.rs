@@ -447,13 +447,9 @@ pub struct Limits {
     pub requests_per_window: u32,
     #[serde(default = "default_window_seconds")]
     pub window_seconds: u32,
-    /// Aliased mutations per HTTP request, fixed. Absent: requests start at 30 and follow
-    /// Pipefy's answers up to `max_mutations_per_request` (docs/pipefy-api.md §9).
-    pub mutations_per_request: Option<u32>,
-    /// How far requests grow while Pipefy answers fast, when `mutations_per_request` is
-    /// not set.
-    #[serde(default = "default_max_mutations_per_request")]
-    pub max_mutations_per_request: u32,
+    /// Aliased mutations per HTTP request (docs/pipefy-api.md §9: conservative 20).
+    #[serde(default = "default_mutations_per_request")]
+    pub mutations_per_request: u32,
     /// Aliased reads (key lookups, card and record reads) per HTTP request: they cost a few
     /// complexity points each, so a request takes many (docs/pipefy-api.md §9).
     #[serde(default = "default_lookups_per_request")]
@@ -471,8 +467,7 @@ impl Default for Limits {
         Limits {
             requests_per_window: default_requests_per_window(),
             window_seconds: default_window_seconds(),
-            mutations_per_request: None,
-            max_mutations_per_request: default_max_mutations_per_request(),
+            mutations_per_request: default_mutations_per_request(),
             lookups_per_request: default_lookups_per_request(),
             concurrency: default_concurrency(),
             upload_concurrency: default_concurrency(),
@@ -486,25 +481,8 @@ fn default_requests_per_window() -> u32 {
 fn default_window_seconds() -> u32 {
     30
 }
-fn default_max_mutations_per_request() -> u32 {
-    50
-}
-
-/// Where adaptive requests start: 35 aliases have been seen working (docs/pipefy-api.md §9).
-pub const START_MUTATIONS_PER_REQUEST: u32 = 30;
-
-impl Limits {
-    /// The first requests' mutations and the most they grow to: equal when
-    /// `mutations_per_request` is set.
-    pub fn mutation_sizes(&self) -> (u32, u32) {
-        match self.mutations_per_request {
-            Some(fixed) => (fixed, fixed),
-            None => {
-                let max = self.max_mutations_per_request;
-                (START_MUTATIONS_PER_REQUEST.min(max), max)
-            }
-        }
-    }
+fn default_mutations_per_request() -> u32 {
+    20
 }
 fn default_lookups_per_request() -> u32 {
     100

@@ -253,18 +253,10 @@ pub fn validate(d: &Destination) -> Result<(), Problem> {
             "requests_per_window and window_seconds must be at least 1",
         ));
     }
-    if l.mutations_per_request
-        .is_some_and(|n| !(1..=50).contains(&n))
-    {
+    if !(1..=50).contains(&l.mutations_per_request) {
         return Err(problem(
             "limits.mutations_per_request",
-            "must be 1 to 50 (absent: requests start at 30 and grow while Pipefy answers fast)",
-        ));
-    }
-    if !(1..=50).contains(&l.max_mutations_per_request) {
-        return Err(problem(
-            "limits.max_mutations_per_request",
-            "must be 1 to 50",
+            "must be 1 to 50 (Pipefy advises about 20 per request)",
         ));
     }
     if !(1..=100).contains(&l.lookups_per_request) {
@@ -410,8 +402,7 @@ trigger:
     fn a_good_file_parses_with_defaults() {
         let d = parse_destination("dest.yaml", GOOD).unwrap();
         assert!(d.partial_success);
-        assert_eq!(d.limits.mutations_per_request, None);
-        assert_eq!(d.limits.mutation_sizes(), (30, 50));
+        assert_eq!(d.limits.mutations_per_request, 20);
         assert_eq!(d.source.prefix(), "refined/customers/");
         assert!(matches!(d.mapping["title"].value, ValueSource::Column(ref c) if c == "name"));
     }

@@ -166,7 +166,7 @@ impl Runner<'_> {
                 .cursor
                 .counts
                 .unchanged
-                .div_ceil(self.shared.client.mutations_per_document().max(1) as u64),
+                .div_ceil(u64::from(self.shared.dest.limits.mutations_per_request.max(1))),
             error: (status == RunStatus::LeaseLost).then(|| {
                 "the run's lease on the destination could not be renewed in time, so it stopped sending; the rows it did not send are NOT_ATTEMPTED and the next run syncs them".to_string()
             }),

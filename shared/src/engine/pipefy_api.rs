@@ -54,8 +54,6 @@ pub trait PipefyApi: Send + Sync {
     async fn put_upload(&self, target: &PresignedUrl, file: UploadBody) -> Result<(), UploadError>;
     /// Requests, retries and throttles so far.
     fn stats(&self) -> ClientStats;
-    /// How many mutations the next request carries.
-    fn mutations_per_document(&self) -> usize;
 }
 
 #[async_trait]
@@ -117,9 +115,5 @@ impl PipefyApi for PipefyClient {
 
     fn stats(&self) -> ClientStats {
         PipefyClient::stats(self)
-    }
-
-    fn mutations_per_document(&self) -> usize {
-        PipefyClient::mutations_per_document(self)
     }
 }

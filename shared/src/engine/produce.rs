@@ -39,6 +39,9 @@ pub(super) struct Producer {
     pub(super) start_file: usize,
     pub(super) start_line: u64,
     pub(super) deadline: Option<Instant>,
+    pub(super) window_sends: usize,
+    /// Mutations per request (the destination's `limits.mutations_per_request`).
+    pub(super) per_request: usize,
     pub(super) planner: Planner,
     pub(super) seen: SeenKeys,
     pub(super) removal_blocked: Option<String>,
@@ -52,20 +55,6 @@ pub(super) struct Producer {
 }
 
 impl Producer {
-    /// A full window's mutations, and a request's: the client's current document size
-    /// (it follows Pipefy's answers), times the requests in flight when partial success
-    /// lets several go at once. Read at each cut, so windows follow the size as it moves.
-    fn window_shape(&self) -> (usize, usize) {
-        let per_request = self.shared.client.mutations_per_document().max(1);
-        let in_flight = if self.shared.dest.partial_success {
-            self.shared.dest.limits.concurrency.max(1) as usize
-        } else {
-            // The first failure must stop the run: one request at a time.
-            1
-        };
-        (per_request * in_flight, per_request)
-    }
-
     /// Whether a run of a few keys passes over this row: another key, or none to read. (A
     /// line that cannot be read is reported, whichever key it held.)
     fn passes_over(&self, row: &crate::source::Row) -> bool {
@@ -119,7 +108,7 @@ pub(super) async fn produce(mut p: Producer) -> Result<Produced, EngineError> {
                 win.pass_over(row.provenance.line);
                 // Passed-over rows fill windows, move the cursor and meet the deadline like
                 // sent ones, so a run by key over a big file still hands off in time.
-                if win.is_full(p.window_shape()) {
+                if win.is_full(p.window_sends, p.per_request) {
                     let full = std::mem::replace(&mut win, Window::new(file_index));
                     if p.tx.send(full).await.is_err() {
                         return Ok(ended(p, ProduceEnd::Done));
@@ -166,7 +155,7 @@ pub(super) async fn produce(mut p: Producer) -> Result<Produced, EngineError> {
                 // Partial success off: this window is the last one sent.
                 stop_sending = true;
             }
-            if win.is_full(p.window_shape()) || stop_here {
+            if win.is_full(p.window_sends, p.per_request) || stop_here {
                 let full = std::mem::replace(&mut win, Window::new(file_index));
                 if p.tx.send(full).await.is_err() {
                     return Ok(ended(p, ProduceEnd::Done));
@@ -216,7 +205,7 @@ pub(super) async fn produce(mut p: Producer) -> Result<Produced, EngineError> {
             break;
         }
         win.push(WorkItem::removal(key_hash, id, n as u64 + 1));
-        if win.sends >= p.window_shape().0 {
+        if win.sends >= p.window_sends {
             let full = std::mem::replace(&mut win, Window::new(file_index));
             if p.tx.send(full).await.is_err() {
                 return Ok(ended(p, ProduceEnd::Done));

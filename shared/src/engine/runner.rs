@@ -65,6 +65,15 @@ impl Runner<'_> {
         }
     }
 
+    pub(super) fn window_sends(&self) -> usize {
+        let per_request = self.shared.dest.limits.mutations_per_request.max(1) as usize;
+        if self.shared.dest.partial_success {
+            per_request * self.shared.dest.limits.concurrency.max(1) as usize
+        } else {
+            per_request
+        }
+    }
+
     pub(super) async fn run(&mut self) -> Result<RunStatus, EngineError> {
         let depth = self.pipeline_depth();
         let (tx, rx) = tokio::sync::mpsc::channel::<Window>(depth);
@@ -91,6 +100,8 @@ impl Runner<'_> {
             start_file: self.cursor.file_index,
             start_line: self.cursor.line,
             deadline: self.req.deadline,
+            window_sends: self.window_sends(),
+            per_request: self.shared.dest.limits.mutations_per_request.max(1) as usize,
             planner: Planner::new(
                 self.ledger.clone(),
                 self.unresolvable.clone(),

@@ -183,11 +183,6 @@ impl PipefyApi for FakePipefy {
     fn stats(&self) -> ClientStats {
         ClientStats::default()
     }
-
-    fn mutations_per_document(&self) -> usize {
-        // The destinations' default start.
-        crate::config::START_MUTATIONS_PER_REQUEST as usize
-    }
 }
 
 fn field(id: &str, ty: FieldType, required: bool) -> FieldDef {

@@ -66,7 +66,7 @@ impl Window {
     /// holds many rows that need none and its mutations fill whole requests (a rerun where
     /// few rows changed would otherwise send a half-empty request per window), or it holds
     /// so many rows that memory says so.
-    pub(super) fn is_full(&self, (capacity, per_request): (usize, usize)) -> bool {
+    pub(super) fn is_full(&self, capacity: usize, per_request: usize) -> bool {
         cut_here(
             self.items.len() + self.passed_over,
             self.mutations,

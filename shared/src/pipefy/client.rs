@@ -19,7 +19,6 @@ use super::reads::{
 };
 use super::retry::Backoff;
 use super::schema::{FieldDef, PipeSchema, TableSchema};
-use super::sizing::DocumentSize;
 use super::stats::{ClientStats, Counters};
 use super::transport::{RequestObserver, Transport};
 
@@ -42,12 +41,8 @@ pub struct ClientConfig {
     pub window: Duration,
     /// Requests in flight at once.
     pub max_in_flight: usize,
-    /// Aliased mutations in the first HTTP requests; later ones follow Pipefy's answers
-    /// (see [`super::sizing`]).
+    /// Aliased mutations per HTTP request.
     pub mutations_per_request: usize,
-    /// The most aliased mutations a request grows to while Pipefy answers fast; `None`: a
-    /// fixed size (which still halves when Pipefy struggles, and grows back).
-    pub max_mutations_per_request: Option<usize>,
     /// Aliased reads per HTTP request (key lookups, card and record reads).
     pub lookups_per_request: usize,
     /// Whole-request timeout (connect, send, answer).
@@ -70,10 +65,8 @@ impl Default for ClientConfig {
             requests_per_window: 500,
             window: Duration::from_secs(30),
             max_in_flight: 8,
-            // 35 aliases have been seen working and a create costs a few complexity points
-            // of 50,000 (docs/pipefy-api.md §9).
-            mutations_per_request: 30,
-            max_mutations_per_request: None,
+            // "About 30 per call, split into ~20" (docs/pipefy-api.md §9).
+            mutations_per_request: 20,
             lookups_per_request: MAX_LOOKUPS_PER_REQUEST,
             // Pipefy stops a query after 33 s; leave room for the answer to arrive.
             request_timeout: Duration::from_secs(40),
@@ -108,12 +101,6 @@ impl ClientConfig {
                 "mutations_per_request must be between 1 and 50",
             ),
             (
-                self.max_mutations_per_request.is_some_and(|max| {
-                    max < self.mutations_per_request || max > MAX_MUTATIONS_PER_REQUEST
-                }),
-                "max_mutations_per_request must be between mutations_per_request and 50",
-            ),
-            (
                 self.lookups_per_request == 0 || self.lookups_per_request > MAX_LOOKUPS_PER_REQUEST,
                 "lookups_per_request must be between 1 and 100",
             ),
@@ -140,8 +127,10 @@ struct Inner {
     /// Set once Pipefy refused a guessed shape: from then on only documented forms are
     /// sent (docs/pipefy-api.md, Unverified).
     documented_only: std::sync::atomic::AtomicBool,
-    /// How many aliases the next document of each kind takes (mutations, then reads).
-    sizes: [DocumentSize; 2],
+    /// The most aliases a document of each kind has been accepted with: lowered when
+    /// Pipefy refuses a document for its size (complexity, alias count), so that later
+    /// documents are cut to fit at once.
+    fits: [std::sync::atomic::AtomicUsize; 2],
 }
 
 /// The Pipefy GraphQL client. Cheap to clone; clones share the rate limiter, the
@@ -259,15 +248,6 @@ impl PipefyClient {
             request_timeout: config.request_timeout,
             observer: std::sync::OnceLock::new(),
         };
-        let sizes = [
-            DocumentSize::new(
-                config.mutations_per_request,
-                config
-                    .max_mutations_per_request
-                    .unwrap_or(config.mutations_per_request),
-            ),
-            DocumentSize::new(config.lookups_per_request, config.lookups_per_request),
-        ];
         Ok(PipefyClient {
             inner: Arc::new(Inner {
                 config,
@@ -276,7 +256,10 @@ impl PipefyClient {
                 counters,
                 backoff,
                 documented_only: std::sync::atomic::AtomicBool::new(false),
-                sizes,
+                fits: [
+                    std::sync::atomic::AtomicUsize::new(usize::MAX),
+                    std::sync::atomic::AtomicUsize::new(usize::MAX),
+                ],
             }),
         })
     }
@@ -498,13 +481,21 @@ impl PipefyClient {
         }
     }
 
-    /// How many mutations the next request carries (see [`super::sizing`]).
-    pub fn mutations_per_document(&self) -> usize {
-        self.size(DocKind::Mutation).get()
+    /// How many operations of `kind` go into one document: the setting, or less once
+    /// Pipefy refused a document for its size.
+    fn aliases_per_document(&self, kind: DocKind) -> usize {
+        let config = &self.inner.config;
+        let setting = match kind {
+            DocKind::Mutation => config.mutations_per_request,
+            DocKind::Query => config.lookups_per_request,
+        };
+        setting
+            .min(self.fits(kind).load(std::sync::atomic::Ordering::Relaxed))
+            .max(1)
     }
 
-    fn size(&self, kind: DocKind) -> &DocumentSize {
-        &self.inner.sizes[usize::from(kind == DocKind::Query)]
+    fn fits(&self, kind: DocKind) -> &std::sync::atomic::AtomicUsize {
+        &self.inner.fits[usize::from(kind == DocKind::Query)]
     }
 
     /// Runs operations in aliased chunks, concurrently, and puts the results back in order.
@@ -523,7 +514,7 @@ impl PipefyClient {
                 _ => to_send.push(i),
             }
         }
-        let chunk = self.size(kind).get();
+        let chunk = self.aliases_per_document(kind);
         // Owned chunks: a closure over borrowed `&[usize]` slices makes the future's `Send`
         // bound higher-ranked, which `tokio::spawn` of a window cannot satisfy.
         let chunk_list: Vec<Vec<usize>> = to_send.chunks(chunk).map(<[usize]>::to_vec).collect();
@@ -643,7 +634,8 @@ impl PipefyClient {
                     // again in halves is safe, creates included; later documents are cut to
                     // the half at once.
                     let half = batch.len() / 2;
-                    self.size(kind).refused(batch.len());
+                    self.fits(kind)
+                        .fetch_min(half, std::sync::atomic::Ordering::Relaxed);
                     Counters::add(&inner.counters.splits, 1);
                     tracing::warn!(
                         aliases = batch.len(),
@@ -658,12 +650,6 @@ impl PipefyClient {
                     attempt -= 1;
                     continue;
                 }
-            }
-            match &answer.outcome {
-                Ok(_) => self.size(kind).answered(batch.len(), answer.took),
-                // A timeout or a 5xx: Pipefy struggles with documents this large.
-                Err(Failure::Uncertain { .. }) => self.size(kind).struggled(),
-                Err(_) => {}
             }
             let from_body = answer.outcome.is_ok();
             let outcomes: Vec<Result<O::Output, Failure>> = match answer.outcome {

@@ -22,7 +22,6 @@ mod reads;
 mod retry;
 pub mod schema;
 mod secret;
-pub mod sizing;
 mod stats;
 mod transport;
 pub mod uploads;

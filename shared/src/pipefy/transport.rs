@@ -25,17 +25,13 @@ pub(crate) struct Answer {
     pub outcome: Result<Value, Failure>,
     /// The server's `Retry-After`, if it sent one.
     pub retry_after: Option<Duration>,
-    /// From sending the request to the answer's last byte (or the failure): the time
-    /// Pipefy took, without the wait for a rate slot.
-    pub took: Duration,
 }
 
 impl Answer {
-    fn failed(f: Failure, took: Duration) -> Self {
+    fn failed(f: Failure) -> Self {
         Answer {
             outcome: Err(f),
             retry_after: None,
-            took,
         }
     }
 }
@@ -110,7 +106,6 @@ impl Transport {
                 return Err(PipefyError::NotSent);
             }
             Counters::add(&self.counters.requests, 1);
-            let sent_at = tokio::time::Instant::now();
             let sent = self
                 .http
                 .post(&self.endpoint)
@@ -124,7 +119,7 @@ impl Transport {
                 Err(e) => {
                     let f = redact(self.classify_send_error(&e), &token);
                     self.observe(body, Exchange::NoAnswer(f.message()));
-                    return Ok(Answer::failed(f, sent_at.elapsed()));
+                    return Ok(Answer::failed(f));
                 }
             };
             let status = resp.status().as_u16();
@@ -153,7 +148,6 @@ impl Transport {
                 return Ok(Answer {
                     outcome: Err(Failure::Throttled("HTTP 429 Too Many Requests".to_string())),
                     retry_after,
-                    took: sent_at.elapsed(),
                 });
             }
             let bytes = match resp.bytes().await {
@@ -168,10 +162,9 @@ impl Transport {
                         &token,
                     );
                     self.observe(body, Exchange::NoAnswer(f.message()));
-                    return Ok(Answer::failed(f, sent_at.elapsed()));
+                    return Ok(Answer::failed(f));
                 }
             };
-            let took = sent_at.elapsed();
             if self.observer.get().is_some() {
                 // An answer that echoes the request's headers must not show the token either.
                 let shown = token.redact_in(&String::from_utf8_lossy(&bytes));
@@ -190,7 +183,6 @@ impl Transport {
             return Ok(Answer {
                 outcome: f.map_err(|f| redact(f, &token)),
                 retry_after,
-                took,
             });
         }
     }

@@ -33,7 +33,6 @@ fn fast_config(emu: &EmulatorHandle) -> ClientConfig {
         window: Duration::from_secs(1),
         max_in_flight: 4,
         mutations_per_request: 20,
-        max_mutations_per_request: None,
         lookups_per_request: 20,
         request_timeout: Duration::from_millis(2_000),
         max_retries: 3,
@@ -776,64 +775,6 @@ async fn schema_fetch_reads_fields_phases_labels_members() {
             message: "Permission denied".into()
         }
     );
-}
-
-#[tokio::test]
-async fn write_documents_grow_while_pipefy_answers_fast_and_halve_on_a_5xx() {
-    let emu = emulator().await;
-    let c = PipefyClient::new(
-        ClientConfig {
-            mutations_per_request: 30,
-            max_mutations_per_request: Some(50),
-            max_in_flight: 1,
-            ..fast_config(&emu)
-        },
-        pat(DEMO_TOKEN),
-    )
-    .unwrap();
-    // Each call is one full document of the size the client holds then.
-    let mut sizes = Vec::new();
-    let mut sent = 0;
-    for _ in 0..14 {
-        let size = c.mutations_per_document();
-        sizes.push(size);
-        let ops: Vec<Mutation> = (sent..sent + size)
-            .map(|i| new_card(&format!("GROW-{i}")))
-            .collect();
-        sent += size;
-        let results = c.mutate(ops).await.unwrap();
-        assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
-    }
-    assert_eq!(&sizes[..4], [30, 32, 34, 36], "{sizes:?}");
-    assert_eq!(sizes.last(), Some(&50), "grown to the ceiling: {sizes:?}");
-    let s = c.stats();
-    assert_eq!(s.requests, 14, "one request per call: {s:?}");
-    assert_eq!(
-        emu.stats().mutations.get("createCard"),
-        Some(&(sent as u64))
-    );
-
-    // A 5xx: the create's outcome is unknown (not resent), and documents halve.
-    emu.set_faults(Faults {
-        error_5xx_rate: 1.0,
-        ..Faults::default()
-    });
-    let results = c.mutate(vec![new_card("HALVE-1")]).await.unwrap();
-    assert_eq!(
-        results[0].as_ref().map_err(|e| e.class).unwrap_err(),
-        ErrorClass::Ambiguous
-    );
-    assert_eq!(c.mutations_per_document(), 25);
-    // A fixed size (no ceiling) never grows.
-    emu.set_faults(Faults::default());
-    let fixed = client(&emu);
-    for i in 0..3 {
-        let ops: Vec<Mutation> = (0..20)
-            .map(|j| new_card(&format!("FIXED-{i}-{j}")))
-            .collect();
-        assert!(fixed.mutate(ops).await.unwrap().iter().all(|r| r.is_ok()));
-        assert_eq!(fixed.mutations_per_document(), 20);
-    }
 }
 
 #[tokio::test]
