@@ -431,7 +431,7 @@ async fn upload_one(
             .put_upload(
                 &target,
                 UploadBody {
-                    content_type: w.content_type.clone(),
+                    content_type: &w.content_type,
                     length: w.file.size,
                     body,
                 },

@@ -51,7 +51,11 @@ pub trait PipefyApi: Send + Sync {
         gate: Option<&dyn WriteGate>,
     ) -> Result<Vec<Result<PresignedUrl, OpError>>, PipefyError>;
     /// Streams a file to its upload URL.
-    async fn put_upload(&self, target: &PresignedUrl, file: UploadBody) -> Result<(), UploadError>;
+    async fn put_upload(
+        &self,
+        target: &PresignedUrl,
+        file: UploadBody<'_>,
+    ) -> Result<(), UploadError>;
     /// Requests, retries and throttles so far.
     fn stats(&self) -> ClientStats;
 }
@@ -109,7 +113,11 @@ impl PipefyApi for PipefyClient {
         PipefyClient::presigned_urls(self, requests, gate).await
     }
 
-    async fn put_upload(&self, target: &PresignedUrl, file: UploadBody) -> Result<(), UploadError> {
+    async fn put_upload(
+        &self,
+        target: &PresignedUrl,
+        file: UploadBody<'_>,
+    ) -> Result<(), UploadError> {
         PipefyClient::put_upload(self, target, file).await
     }
 

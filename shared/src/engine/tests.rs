@@ -162,7 +162,7 @@ impl PipefyApi for FakePipefy {
     async fn put_upload(
         &self,
         target: &PresignedUrl,
-        _file: UploadBody,
+        _file: UploadBody<'_>,
     ) -> Result<(), UploadError> {
         let name = target.storage_path.rsplit('/').next().unwrap_or_default();
         let mut failures = self.upload_failures.lock().unwrap();

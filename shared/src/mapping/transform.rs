@@ -387,3 +387,20 @@ impl DateParser {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{recase, Case};
+
+    #[test]
+    fn recase_changes_only_what_is_not_already_in_case() {
+        assert_eq!(recase("ab-1", Case::Upper).as_deref(), Some("AB-1"));
+        assert_eq!(recase("AB-1", Case::Lower).as_deref(), Some("ab-1"));
+        assert_eq!(recase("àb", Case::Upper).as_deref(), Some("ÀB"));
+        assert_eq!(recase("ÀB", Case::Lower).as_deref(), Some("àb"));
+        // Already in case (or caseless): no copy.
+        assert_eq!(recase("AB-1", Case::Upper), None);
+        assert_eq!(recase("àb-1", Case::Lower), None);
+        assert_eq!(recase("123", Case::Upper), None);
+    }
+}

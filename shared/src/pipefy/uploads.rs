@@ -38,8 +38,8 @@ pub struct PresignedUrl {
 }
 
 /// A file on its way to an upload URL: what it was signed for, and its bytes as a stream.
-pub struct UploadBody {
-    pub content_type: String,
+pub struct UploadBody<'a> {
+    pub content_type: &'a str,
     /// The exact length: S3 refuses a `PUT` without it.
     pub length: u64,
     pub body: reqwest::Body,
@@ -208,7 +208,7 @@ impl PipefyClient {
     pub async fn put_upload(
         &self,
         target: &PresignedUrl,
-        file: UploadBody,
+        file: UploadBody<'_>,
     ) -> Result<(), UploadError> {
         let UploadBody {
             content_type,
@@ -224,7 +224,7 @@ impl PipefyClient {
         let answer = self
             .upload_http()
             .put(target.url.clone())
-            .header(reqwest::header::CONTENT_TYPE, content_type.as_str())
+            .header(reqwest::header::CONTENT_TYPE, content_type)
             .header(reqwest::header::CONTENT_LENGTH, length)
             .body(body)
             .send()

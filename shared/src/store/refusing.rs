@@ -39,10 +39,6 @@ impl<H: BeforeWrite> HookedStore<H> {
     pub fn inner(&self) -> &dyn ObjectStore {
         self.inner.as_ref()
     }
-
-    pub fn hook(&self) -> &H {
-        &self.hook
-    }
 }
 
 #[async_trait]
